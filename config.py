@@ -1,0 +1,182 @@
+"""Every option of the toolkit: dataclasses whose `help` metadata becomes `--help`.
+
+`transformers.HfArgumentParser` turns each field into `--field_name` and `--field-name`; `aliases` keep the
+seed project's flag names working. Presets (`--quick-test`) are argument lists put in front of the user's own
+arguments, so they are applied in exactly one place and anything the user types still wins.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SCHEDULE_CHOICES = Literal["linear", "cosine", "exponential", "loglinear"]
+STRATEGY_CHOICES = Literal["remask", "random", "confidence", "threshold"]
+SAMPLING_CHOICES = Literal["greedy", "topk", "nucleus"]
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default="distilroberta-base",
+        metadata={
+            "help": "Masked-LM checkpoint to fine-tune: a hub name (roberta-base, bert-base-uncased, "
+            "answerdotai/ModernBERT-base) or a local directory. Ignored with --from-scratch.",
+            "aliases": ["--model-name"],
+        },
+    )
+    from_scratch: bool = field(
+        default=False, metadata={"help": "Build a new model from a config and train a tokenizer on the training text."}
+    )
+    model_size: Literal["tiny", "small", "base"] = field(
+        default="tiny", metadata={"help": "Size of the model built with --from-scratch (see loading.MODEL_SIZES)."}
+    )
+    tokenizer_type: Literal["bpe", "word", "char"] = field(
+        default="bpe", metadata={"help": "Tokenizer trained with --from-scratch: byte-level BPE, word-level or characters."}
+    )
+    vocab_size: int = field(default=8000, metadata={"help": "Largest vocabulary of the tokenizer trained with --from-scratch."})
+    objective: Literal["diffusion", "ar"] = field(
+        default="diffusion",
+        metadata={"help": "diffusion: a masked LM trained to unmask. ar: the matched GPT-2 baseline (same size, data, tokenizer)."},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow a hub checkpoint to run its own modelling code. Off by default for safety."}
+    )
+
+
+@dataclass
+class DataArguments:
+    train_file: str | None = field(default=None, metadata={"help": "Local training text: .txt, or .jsonl with a 'text' field."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation text (.txt or .jsonl)."})
+    dataset_name: str = field(
+        default="wikitext",
+        metadata={"help": "Hub dataset used when no --train-file is given; 'builtin' is the corpus that ships with the project."},
+    )
+    dataset_config: str | None = field(default="wikitext-2-raw-v1", metadata={"help": "Configuration of --dataset-name."})
+    line_by_line: bool = field(
+        default=False,
+        metadata={
+            "help": "Each non-empty line is one document, filled to --max-length with the end token, which the model "
+            "learns to predict (so generated documents end naturally). Default: documents packed into blocks."
+        },
+    )
+    max_length: int = field(default=128, metadata={"help": "Tokens per training sequence (and the model's positions when built from scratch)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training documents."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many validation documents."})
+    validation_split_percentage: int = field(
+        default=10, metadata={"help": "Share (%) of the training text held out when there is no validation set (the last part)."}
+    )
+
+
+@dataclass
+class DiffusionArguments:
+    mask_rates: Literal["discrete", "continuous"] = field(
+        default="continuous",
+        metadata={
+            "help": "discrete: one mask rate per batch from {0.1, ..., 1.0} (the seed project). continuous: a time t "
+            "per example, spread evenly (antithetic) over the batch, masked share = schedule(t)."
+        },
+    )
+    schedule: SCHEDULE_CHOICES = field(
+        default="linear", metadata={"help": "Noise schedule m(t) mapping time to masked share; the sampler uses the same table."}
+    )
+    loss_weighting: Literal["uniform", "elbo"] = field(
+        default="uniform",
+        metadata={"help": "uniform: mean cross-entropy over masked tokens. elbo: each masked token weighted m'(t)/m(t) (1/t for linear), per token."},
+    )
+    prefix_length: int = field(default=0, metadata={"help": "Leading tokens kept visible (never masked) in each training sequence."})
+    prefix_policy: Literal["fixed", "random"] = field(
+        default="fixed",
+        metadata={"help": "fixed: exactly --prefix-length visible tokens. random: a length drawn per example from 0..--prefix-length."},
+    )
+    min_mask_time: float = field(default=1e-3, metadata={"help": "Smallest time t drawn in continuous mode (t ~ U(eps, 1])."})
+
+
+@dataclass
+class RunArguments:
+    quick_test: bool = field(
+        default=False,
+        metadata={"help": "Preset: tiny model from scratch on the built-in corpus, a couple of minutes on a laptop CPU, offline."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into a non-empty --output-dir (its old checkpoints are removed)."}
+    )
+
+
+@dataclass
+class SamplingArguments:
+    checkpoint: str = field(
+        default="results/final-model",
+        metadata={"help": "Diffusion checkpoint directory (written by train.py).", "aliases": ["--roberta-checkpoint"]},
+    )
+    prefix: str = field(default="", metadata={"help": "Text the generated text continues (kept fixed).", "aliases": ["--prompt"]})
+    infill: str | None = field(
+        default=None,
+        metadata={"help": "Template to fill in, e.g. 'the [MASK]*4 sat on the [MASK] .': [MASK]*n is n masked tokens; the rest is kept."},
+    )
+    max_length: int = field(default=48, metadata={"help": "Total tokens per sample, prefix included."})
+    num_samples: int = field(default=4, metadata={"help": "Samples generated together as one batch."})
+    steps: int | None = field(default=None, metadata={"help": "Denoising steps (forward passes). Default: max_length // 4."})
+    schedule: SCHEDULE_CHOICES = field(default="cosine", metadata={"help": "Share of the span still masked after each step."})
+    strategy: STRATEGY_CHOICES = field(
+        default="confidence",
+        metadata={"help": "remask: re-mask a random share each step. random: reveal random positions. confidence: reveal the most "
+        "confident. threshold: reveal all above --threshold."},
+    )
+    sampling: SAMPLING_CHOICES = field(default="topk", metadata={"help": "How a token is drawn at each position."})
+    top_k: int = field(default=50, metadata={"help": "k for --sampling topk.", "aliases": ["--k"]})
+    top_p: float = field(default=0.9, metadata={"help": "p for --sampling nucleus.", "aliases": ["--p"]})
+    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature (> 0) for topk and nucleus."})
+    threshold: float = field(default=0.9, metadata={"help": "Confidence in (0, 1] above which --strategy threshold reveals a position."})
+    block_size: int | None = field(default=None, metadata={"help": "Semi-autoregressive decoding: generate blocks of this many tokens left to right."})
+    seed: int = field(default=0, metadata={"help": "Random seed: the same seed gives the same text."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... Default: cuda when available."})
+
+
+# Defaults that differ from TrainingArguments' own; the user's arguments come after and win.
+TRAINING_DEFAULTS = [
+    "--output_dir", "results",
+    "--report_to", "none",
+    "--per_device_train_batch_size", "32",
+    "--per_device_eval_batch_size", "64",
+    "--learning_rate", "5e-5",
+    "--num_train_epochs", "3",
+    "--eval_strategy", "steps",
+    "--eval_steps", "500",
+    "--save_steps", "500",
+    "--save_total_limit", "2",
+    "--logging_steps", "50",
+    "--prediction_loss_only", "true",
+    "--remove_unused_columns", "false",
+    # transformers 5 multiplies the loss by the world size for models whose forward takes **kwargs unless this
+    # is off; our loss is already a per-token mean on each rank.
+    "--average_tokens_across_devices", "false",
+]
+
+QUICK_TEST = [
+    "--from_scratch", "true",
+    "--model_size", "tiny",
+    "--dataset_name", "builtin",
+    "--line_by_line", "true",
+    "--max_length", "48",
+    "--max_train_samples", "20000",
+    "--max_eval_samples", "320",
+    "--vocab_size", "1000",
+    "--mask_rates", "continuous",
+    "--prefix_length", "16",
+    "--prefix_policy", "random",
+    "--learning_rate", "1e-3",
+    "--warmup_steps", "50",
+    "--lr_scheduler_type", "cosine",
+    "--per_device_train_batch_size", "64",
+    "--max_steps", "1200",
+    "--eval_steps", "400",
+    "--save_steps", "400",
+    "--logging_steps", "100",
+    "--overwrite_output_dir", "true",
+]
+
+# The seed project's flag names for TrainingArguments fields.
+TRAINING_ALIASES = {
+    "--epochs": "--num_train_epochs",
+    "--batch-size": "--per_device_train_batch_size",
+    "--batch_size": "--per_device_train_batch_size",
+}

@@ -1,0 +1,99 @@
+"""The variable-rate masking collator: each example is masked at its own noise level.
+
+Per example: draw a time t, mask m(t) of the maskable positions (exactly round-up(m(t) * n), at least one), put
+`<mask>` there (no 80/10/10 replacement: generation only ever sees `<mask>`), and set labels to -100 wherever the
+input is visible. Maskable means: not the start token, not padding, not inside the visible prefix, and not the
+end token unless the data is line-by-line (there the trailing end tokens are what the model learns to predict
+so that generation can end a document). Everything is batched tensor code; no Python loop over rows.
+"""
+
+import torch
+
+from diffusion import elbo_weight, mask_fraction
+from loading import end_token_id, start_token_id
+
+DISCRETE_LEVELS = torch.linspace(0.1, 1.0, 10)
+# Evaluation uses fixed times (midpoints of ten equal bins) so eval_loss is comparable between evaluations
+# and the 1/t-weighted average is a midpoint-rule estimate of the ELBO integral.
+EVAL_TIMES = (torch.arange(10, dtype=torch.float32) + 0.5) / 10
+
+
+class DiffusionCollator:
+    def __init__(
+        self,
+        tokenizer,
+        mask_rates: str = "continuous",
+        schedule: str = "linear",
+        prefix_length: int = 0,
+        prefix_policy: str = "fixed",
+        line_by_line: bool = False,
+        min_mask_time: float = 1e-3,
+        eval_times: torch.Tensor | None = None,
+        seed: int | None = None,
+    ):
+        if mask_rates not in ("discrete", "continuous"):
+            raise ValueError(f"mask_rates must be 'discrete' or 'continuous', not {mask_rates!r}")
+        self.mask_id = tokenizer.mask_token_id
+        self.pad_id = tokenizer.pad_token_id
+        never = {start_token_id(tokenizer), self.pad_id}
+        if not line_by_line:
+            never.add(end_token_id(tokenizer))
+        self.never_masked = torch.tensor(sorted(i for i in never if i is not None))
+        self.mask_rates, self.schedule = mask_rates, schedule
+        self.prefix_length, self.prefix_policy = prefix_length, prefix_policy
+        self.min_mask_time = min_mask_time
+        self.eval_times = eval_times
+        self.seed = seed
+        self.reset()
+
+    def reset(self) -> None:
+        """Restart the random stream (with a seed, the same batches are masked the same way again)."""
+        self.generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+
+    def _rand(self, *shape) -> torch.Tensor:
+        return torch.rand(*shape, generator=self.generator)
+
+    def sample_times(self, batch: int) -> torch.Tensor:
+        """(batch,) times t in (0, 1]."""
+        if self.eval_times is not None:
+            return self.eval_times[torch.arange(batch) % len(self.eval_times)]
+        if self.mask_rates == "discrete":
+            level = DISCRETE_LEVELS[torch.randint(len(DISCRETE_LEVELS), (1,), generator=self.generator)]
+            return level.expand(batch).clone()
+        # Antithetic (low-discrepancy) draw: one uniform offset, then evenly spaced times (MDLM, sec. 3.5).
+        u = (self._rand(1) + torch.arange(batch) / batch) % 1.0
+        return self.min_mask_time + (1.0 - self.min_mask_time) * (1.0 - u)
+
+    def prefix_lengths(self, batch: int) -> torch.Tensor:
+        if self.prefix_policy == "random" and self.prefix_length > 0:
+            return torch.randint(self.prefix_length + 1, (batch,), generator=self.generator)
+        return torch.full((batch,), self.prefix_length)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        rows = [torch.as_tensor(example["input_ids"]) for example in examples]
+        input_ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad_id)  # (batch, seq)
+        batch, length = input_ids.shape
+        positions = torch.arange(length)
+
+        # The prefix counts tokens after the start token, which is never masked anyway.
+        prefix = positions.unsqueeze(0) <= self.prefix_lengths(batch).unsqueeze(1)
+        maskable = ~torch.isin(input_ids, self.never_masked) & ~prefix
+        num_maskable = maskable.sum(-1)  # (batch,)
+
+        t = self.sample_times(batch)
+        rate = mask_fraction(self.schedule, t)
+        num_masked = torch.minimum(torch.ceil(rate * num_maskable).long().clamp_min(1), num_maskable)
+        # Exactly num_masked positions per row: the ones with the smallest random scores among the maskable.
+        scores = self._rand(batch, length).masked_fill(~maskable, 2.0)
+        rank = scores.argsort(-1).argsort(-1)
+        masked = rank < num_masked.unsqueeze(1)
+
+        return {
+            "input_ids": input_ids.masked_fill(masked, self.mask_id),
+            "attention_mask": (input_ids != self.pad_id).long(),
+            "labels": input_ids.masked_fill(~masked, -100),
+            "mask_time": t,
+            "mask_rate": num_masked / num_maskable.clamp_min(1),
+            "loss_weight": elbo_weight(self.schedule, t),
+            "num_maskable": num_maskable,
+        }

@@ -1,0 +1,244 @@
+"""Noise schedules, the diffusion loss weighting, and the one iterative-unmasking sampler.
+
+A schedule m(t) says which fraction of the generated span is masked at time t in [0, 1]: m(1) = 1 (all
+masked), m(0) = 0 (all revealed). Training samples t and masks m(t) of the tokens (data_collator.py);
+generation walks t from 1 to 0 in `steps` equal steps and keeps m(t) of the span masked after each one.
+Both read the same table below, so they cannot drift apart.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+_EXP_RATE = 5.0
+
+
+def _linear(t):
+    return t
+
+
+def _cosine(t):
+    # MaskGIT's mask ratio cos(pi/2 * r) at progress r = 1 - t: few tokens revealed first, most at the end.
+    return torch.sin(t * math.pi / 2)
+
+
+def _exponential(t):
+    # Masked share decays like exp(-5 * progress), rescaled to hit 0: many tokens revealed first.
+    return torch.expm1(_EXP_RATE * t) / math.expm1(_EXP_RATE)
+
+
+def _loglinear(t):
+    # The inverse shape of `exponential`: log-linear growth, so the last steps reveal the fewest tokens.
+    return torch.log1p(math.expm1(_EXP_RATE) * t) / _EXP_RATE
+
+
+SCHEDULES = {"linear": _linear, "cosine": _cosine, "exponential": _exponential, "loglinear": _loglinear}
+STRATEGIES = ("remask", "random", "confidence", "threshold")
+SAMPLING_METHODS = ("greedy", "topk", "nucleus")
+
+
+def mask_fraction(schedule: str, t: torch.Tensor) -> torch.Tensor:
+    """m(t): the share of the generated span that is masked at time t (float tensor in [0, 1])."""
+    return SCHEDULES[schedule](t.double()).clamp(0.0, 1.0).to(t.dtype)
+
+
+def elbo_weight(schedule: str, t: torch.Tensor) -> torch.Tensor:
+    """m'(t) / m(t): the continuous-time ELBO weight of a masked token's cross-entropy at time t.
+
+    For the linear schedule this is 1/t (MDLM, Sahoo et al. 2024, https://arxiv.org/abs/2406.07524, eq. 10).
+    The derivative is taken by autograd so each schedule is written once.
+    """
+    t = t.detach().double().requires_grad_(True)
+    m = SCHEDULES[schedule](t)
+    (dm,) = torch.autograd.grad(m.sum(), t)
+    return (dm / m.clamp_min(1e-12)).detach().float()
+
+
+# ----------------------------------------------------------------------------- sampling one token per position
+
+
+def filter_logits(logits: torch.Tensor, sampling: str, top_k: int = 50, top_p: float = 0.9) -> torch.Tensor:
+    """Set logits outside the top-k / nucleus to -inf. `logits` is (..., vocab)."""
+    if sampling == "topk":
+        k = min(top_k, logits.size(-1))
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+        return logits.masked_fill(logits < kth, float("-inf"))
+    if sampling == "nucleus":
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Mass strictly before each token: the token whose own probability crosses p is still kept.
+        mass_before = probs.cumsum(-1) - probs
+        drop_sorted = mass_before >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        return logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def draw_tokens(
+    logits: torch.Tensor,
+    sampling: str,
+    temperature: float = 1.0,
+    top_k: int = 50,
+    top_p: float = 0.9,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per position. Returns (ids, confidence), both shaped like logits[..., 0].
+
+    The confidence is the probability of the chosen token under the filtered, tempered distribution.
+    Draws are made in float64: in float32 the tail of a large vocabulary loses mass, which silently lowers
+    the effective temperature.
+    """
+    logits = logits.double()
+    if sampling == "greedy":
+        probs = logits.softmax(-1)
+        confidence, ids = probs.max(-1)
+        return ids, confidence.float()
+    probs = filter_logits(logits / temperature, sampling, top_k, top_p).softmax(-1)
+    flat = probs.reshape(-1, probs.size(-1))
+    ids = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+    confidence = probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    return ids, confidence.float()
+
+
+# ----------------------------------------------------------------------------- the sampler
+
+
+@dataclass
+class SamplerConfig:
+    steps: int = 16
+    schedule: str = "cosine"
+    strategy: str = "confidence"
+    sampling: str = "topk"
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 0.9
+    threshold: float = 0.9
+    block_size: int | None = None
+
+
+@dataclass
+class TrajectoryStep:
+    """The state after one sampler step (step 0 is the start: every generated position masked).
+
+    All tensors are (batch, seq) and on the CPU. `revealed` marks positions that were masked before this step
+    and hold a token after it; `remasked` marks positions that held a generated token and are masked again.
+    `confidence` is the probability of the token each position holds after this step (0 where masked or fixed).
+    """
+
+    ids: torch.Tensor
+    revealed: torch.Tensor
+    remasked: torch.Tensor
+    confidence: torch.Tensor
+
+
+@dataclass
+class SampleResult:
+    ids: torch.Tensor  # (batch, seq) final ids, no mask left in the generated span
+    fixed: torch.Tensor  # (batch, seq) True where the caller fixed the token (prefix, infill context)
+    trajectory: list[TrajectoryStep] = field(default_factory=list)
+    nfe: int = 0  # forward passes of the model
+
+
+def _reveal_top(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Per row, the `counts[row]` candidate positions with the highest score. All (batch, seq) except counts."""
+    scores = scores.masked_fill(~candidates, float("-inf"))
+    order = scores.argsort(dim=-1, descending=True)
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(order.size(-1)).expand_as(order))
+    return (rank < counts.unsqueeze(-1)) & candidates
+
+
+def _blocks(generated: torch.Tensor, block_size: int | None) -> list[torch.Tensor]:
+    """Split the generated positions into left-to-right blocks (a list of (batch, seq) bool masks)."""
+    if not block_size:
+        return [generated]
+    column = torch.arange(generated.size(-1))
+    first = int(generated.any(0).nonzero().min()) if generated.any() else 0
+    last = int(generated.any(0).nonzero().max()) + 1 if generated.any() else 0
+    return [
+        generated & (column >= start) & (column < start + block_size) for start in range(first, last, block_size)
+    ]
+
+
+@torch.no_grad()
+def sample(
+    model,
+    input_ids: torch.Tensor,
+    mask_token_id: int,
+    config: SamplerConfig,
+    banned_token_ids: list[int] = (),
+    generator: torch.Generator | None = None,
+    attention_mask: torch.Tensor | None = None,
+    progress=None,
+) -> SampleResult:
+    """Iteratively unmask every `mask_token_id` position of `input_ids` (batch, seq).
+
+    Positions that are not masked at the start are fixed and never change (prefix, infill context, suffix).
+    `banned_token_ids` can never be sampled (the mask, padding and start tokens; the end token too unless the
+    model was trained to end documents with it). `progress`, if given, is called with no arguments per step.
+    """
+    device = next(model.parameters()).device
+    ids = input_ids.clone().to(device)
+    generated = ids == mask_token_id  # (batch, seq): the span the sampler writes
+    fixed = ~generated
+    if attention_mask is None:
+        attention_mask = torch.ones_like(ids)
+    banned = torch.tensor(sorted(set(banned_token_ids) | {mask_token_id}), device=device)
+    trajectory = [_record(ids, generated & False, generated & False, torch.zeros(ids.shape))]
+    nfe = 0
+    blocks = _blocks(generated.cpu(), config.block_size)
+    steps_per_block = [config.steps // len(blocks) + (i < config.steps % len(blocks)) for i in range(len(blocks))]
+    for block, block_steps in zip(blocks, steps_per_block):
+        block = block.to(device)
+        span = block.sum(-1)  # (batch,) positions this block generates
+        block_steps = max(block_steps, 1)
+        confidence = torch.zeros(ids.shape, device=device)
+        for step in range(1, block_steps + 1):
+            masked = ids == mask_token_id
+            block_masked = masked & block
+            if config.strategy == "threshold" and not block_masked.any():
+                break
+            logits = model(input_ids=ids, attention_mask=attention_mask).logits  # (batch, seq, vocab)
+            nfe += 1
+            logits = logits.float().index_fill(-1, banned, float("-inf"))
+            proposal, proposal_conf = draw_tokens(
+                logits, config.sampling, config.temperature, config.top_k, config.top_p, generator
+            )
+            t_next = torch.tensor(1.0 - step / block_steps, dtype=torch.float64)
+            keep_masked = torch.round(mask_fraction(config.schedule, t_next) * span.double()).long()  # (batch,)
+            if config.strategy == "remask":
+                # Predict every masked position, then hide a random `keep_masked` of the block's tokens again.
+                new_ids = torch.where(block_masked, proposal, ids)
+                confidence = torch.where(block_masked, proposal_conf, confidence)
+                noise = torch.rand(ids.shape, generator=generator, device="cpu").to(device)
+                hide = _reveal_top(noise, block, keep_masked)
+                new_ids = new_ids.masked_fill(hide, mask_token_id)
+            else:
+                if config.strategy == "threshold":
+                    reveal = block_masked & (proposal_conf >= config.threshold)
+                    best = _reveal_top(proposal_conf, block_masked, torch.ones_like(span))
+                    reveal |= best
+                    if step == block_steps:  # the step cap: whatever is left is filled now, never dropped
+                        reveal = block_masked
+                else:
+                    count = (block_masked.sum(-1) - keep_masked).clamp_min(0)
+                    if config.strategy == "random":
+                        scores = torch.rand(ids.shape, generator=generator, device="cpu").to(device)
+                    else:
+                        scores = proposal_conf
+                    reveal = _reveal_top(scores, block_masked, count)
+                new_ids = torch.where(reveal, proposal, ids)
+                confidence = torch.where(reveal, proposal_conf, confidence)
+            now_masked = new_ids == mask_token_id
+            revealed = masked & ~now_masked
+            remasked = ~masked & now_masked
+            confidence = confidence.masked_fill(now_masked, 0.0)
+            ids = new_ids
+            trajectory.append(_record(ids, revealed, remasked, confidence))
+            if progress is not None:
+                progress()
+    return SampleResult(ids=ids.cpu(), fixed=fixed.cpu(), trajectory=trajectory, nfe=nfe)
+
+
+def _record(ids, revealed, remasked, confidence) -> TrajectoryStep:
+    return TrajectoryStep(ids.cpu(), revealed.cpu(), remasked.cpu(), confidence.float().cpu())

@@ -1,0 +1,335 @@
+"""Train a masked-diffusion language model (or the matched GPT-2 baseline) with the HF Trainer.
+
+    python train.py --quick-test                      # tiny model, built-in corpus, a few minutes on a CPU
+    python train.py --train-file my.txt --from-scratch --model-size small
+    python train.py --model-name-or-path distilroberta-base   # fine-tune from the hub (wikitext by default)
+"""
+
+import json
+import logging
+import math
+import shutil
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import DataCollatorForLanguageModeling, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+import loading
+from config import (
+    QUICK_TEST,
+    TRAINING_ALIASES,
+    TRAINING_DEFAULTS,
+    DataArguments,
+    DiffusionArguments,
+    ModelArguments,
+    RunArguments,
+)
+from data_collator import EVAL_TIMES, DiffusionCollator
+from loading import UsageError
+
+logger = logging.getLogger(__name__)
+
+NUM_LEVELS = 10  # loss is logged per mask-rate bucket (0, 0.1], (0.1, 0.2], ... (0.9, 1.0]
+LEVEL_NAMES = [f"{(i + 1) / NUM_LEVELS:.1f}" for i in range(NUM_LEVELS)]
+ARGUMENT_TYPES = (ModelArguments, DataArguments, DiffusionArguments, RunArguments, TrainingArguments)
+
+
+def expand_argv(argv: list[str]) -> list[str]:
+    """Defaults, then the --quick-test preset, then the user's arguments (last one wins in argparse)."""
+    argv = [TRAINING_ALIASES.get(arg.split("=")[0], arg.split("=")[0]) + arg[len(arg.split("=")[0]) :] for arg in argv]
+    # A bare --resume-from-checkpoint means: the newest checkpoint in --output-dir.
+    for flag in ("--resume-from-checkpoint", "--resume_from_checkpoint"):
+        if flag in argv:
+            i = argv.index(flag)
+            if i + 1 == len(argv) or argv[i + 1].startswith("--"):
+                argv.insert(i + 1, "last")
+    preset = QUICK_TEST if {"--quick-test", "--quick_test"} & set(argv) else []
+    return TRAINING_DEFAULTS + preset + argv
+
+
+def parse_args(argv: list[str] | None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = HfArgumentParser(ARGUMENT_TYPES, description=__doc__.splitlines()[0])
+    return parser.parse_args_into_dataclasses(args=expand_argv(argv))
+
+
+def check_args(model_args, data_args, diff_args, run_args, training_args) -> None:
+    if data_args.max_length < 8:
+        raise UsageError(f"--max-length {data_args.max_length} is too short; use at least 8")
+    if diff_args.prefix_length < 0 or diff_args.prefix_length >= data_args.max_length:
+        raise UsageError(f"--prefix-length {diff_args.prefix_length} must be in [0, --max-length {data_args.max_length})")
+    if not 0 < diff_args.min_mask_time < 1:
+        raise UsageError(f"--min-mask-time {diff_args.min_mask_time} must be in (0, 1)")
+    if data_args.train_file and not Path(data_args.train_file).is_file():
+        raise UsageError(f"--train-file not found: {data_args.train_file}")
+    out = Path(training_args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output-dir {out} is a file, not a directory")
+    resume = training_args.resume_from_checkpoint
+    if resume and resume != "last" and not Path(resume).is_dir():
+        raise UsageError(f"--resume-from-checkpoint {resume}: no such checkpoint directory")
+    if resume == "last" and (not out.is_dir() or get_last_checkpoint(str(out)) is None):
+        raise UsageError(f"--resume-from-checkpoint: no checkpoint-* directory in {out} to resume from")
+    if out.is_dir() and any(out.iterdir()) and not (run_args.overwrite_output_dir or resume):
+        raise UsageError(
+            f"--output-dir {out} is not empty; pass --overwrite-output-dir to replace it or "
+            "--resume-from-checkpoint to continue it"
+        )
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+class DiffusionTrainer(Trainer):
+    """Masked-diffusion loss, loss per mask level in the logs, fixed-level evaluation with the ELBO bound."""
+
+    def __init__(self, *args, loss_weighting: str = "uniform", banned_ids=(), eval_collator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_weighting = loss_weighting
+        self.banned_ids = torch.tensor(sorted(banned_ids), dtype=torch.long)
+        self.eval_collator = eval_collator
+        # Our loss is a mean over this rank's tokens: let the Trainer divide it by the accumulation steps and
+        # never rescale it by the number of processes.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self._levels = {True: torch.zeros(3, NUM_LEVELS, dtype=torch.float64), False: torch.zeros(3, NUM_LEVELS, dtype=torch.float64)}
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        collator = self.data_collator
+        self.data_collator = self.eval_collator or collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = collator
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        weight = inputs.pop("loss_weight")
+        num_maskable = inputs.pop("num_maskable")
+        rate = inputs.pop("mask_rate")
+        inputs.pop("mask_time")
+        outputs = model(**inputs)
+        logits = outputs.logits.float()  # (batch, seq, vocab)
+        # <mask>, <pad> and <s> can never be the answer; giving them no mass keeps training and sampling alike.
+        logits = logits.index_fill(-1, self.banned_ids.to(logits.device), float("-inf"))
+        ce = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (batch, seq)
+        masked = labels != -100
+        ce_sum = ce.sum(-1)  # (batch,)
+        count = masked.sum(-1)
+        if self.loss_weighting == "elbo":
+            loss = (weight * ce_sum).sum() / num_maskable.sum().clamp_min(1)
+        else:
+            loss = ce_sum.sum() / count.sum().clamp_min(1)
+        self._accumulate(model.training, rate, ce_sum, count, weight * ce_sum, num_maskable)
+        return (loss, outputs) if return_outputs else loss
+
+    def _accumulate(self, training, rate, ce_sum, count, weighted, num_maskable):
+        # Rows 0/1: cross-entropy sum and masked-token count per level; row 2 holds the ELBO sums in 0/1.
+        with torch.no_grad():
+            level = (torch.ceil(rate * NUM_LEVELS).long() - 1).clamp(0, NUM_LEVELS - 1).cpu()
+            stats = self._levels[training]
+            stats[0].index_add_(0, level, ce_sum.detach().double().cpu())
+            stats[1].index_add_(0, level, count.double().cpu())
+            stats[2, 0] += weighted.detach().double().sum().cpu()
+            stats[2, 1] += num_maskable.double().sum().cpu()
+
+    def evaluate(self, *args, **kwargs):
+        if self.eval_collator is not None:
+            self.eval_collator.reset()
+        self._levels[False].zero_()
+        return super().evaluate(*args, **kwargs)
+
+    def log(self, logs: dict, start_time=None) -> None:
+        evaluation = any(key.startswith("eval_") for key in logs)
+        training = "loss" in logs
+        if evaluation or training:
+            stats = self._levels[not evaluation]
+            prefix = "eval_" if evaluation else ""
+            sums = self._all_reduce(stats.clone())
+            for i, name in enumerate(LEVEL_NAMES):
+                if sums[1, i] > 0:
+                    logs[f"{prefix}loss_mask_{name}"] = round(float(sums[0, i] / sums[1, i]), 4)
+            if evaluation and sums[2, 1] > 0:
+                bound = float(sums[2, 0] / sums[2, 1])
+                logs["eval_elbo"] = round(bound, 4)
+                logs["eval_ppl_bound"] = round(math.exp(min(bound, 50.0)), 3)
+            stats.zero_()
+        super().log(logs, start_time)
+
+    def _all_reduce(self, stats: torch.Tensor) -> torch.Tensor:
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            device = self.args.device
+            stats = stats.to(device)
+            torch.distributed.all_reduce(stats)
+            stats = stats.cpu()
+        return stats
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGINT/SIGTERM: finish the current step, save a checkpoint, stop. The run resumes from it."""
+
+    def __init__(self):
+        self.signal = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second signal: stop at once
+            raise KeyboardInterrupt
+        self.signal = signum
+        logger.warning("received %s: saving a checkpoint after this step", signal.Signals(signum).name)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.signal is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def build_tokenizer_and_model(model_args, data_args, training_args, train_docs):
+    if not model_args.from_scratch:
+        if model_args.objective == "ar":
+            return loading.load_causal_lm(model_args.model_name_or_path, model_args.trust_remote_code)[::-1]
+        model, tokenizer = loading.load_masked_lm(model_args.model_name_or_path, model_args.trust_remote_code)
+        if data_args.max_length > loading.max_positions(model):
+            raise UsageError(
+                f"--max-length {data_args.max_length} is larger than {model_args.model_name_or_path} allows "
+                f"({loading.max_positions(model)} positions)"
+            )
+        return tokenizer, model
+    # The tokenizer is trained once per output directory, so a resumed run keeps the same vocabulary.
+    saved = Path(training_args.output_dir) / "tokenizer"
+    if training_args.resume_from_checkpoint and saved.is_dir():
+        tokenizer = loading.load_tokenizer(str(saved))
+    else:
+        logger.info("training a %s tokenizer (vocab <= %d)", model_args.tokenizer_type, model_args.vocab_size)
+        tokenizer = loading.train_tokenizer(train_docs, model_args.tokenizer_type, model_args.vocab_size)
+        if training_args.process_index == 0:
+            tokenizer.save_pretrained(saved)
+    return tokenizer, loading.build_model(model_args.objective, model_args.model_size, tokenizer, data_args.max_length)
+
+
+def diffusion_settings(model_args, data_args, diff_args) -> dict:
+    return {
+        "objective": model_args.objective,
+        "mask_rates": diff_args.mask_rates,
+        "schedule": diff_args.schedule,
+        "loss_weighting": diff_args.loss_weighting,
+        "prefix_length": diff_args.prefix_length,
+        "prefix_policy": diff_args.prefix_policy,
+        "line_by_line": data_args.line_by_line,
+        "max_length": data_args.max_length,
+        "corpus": data_args.train_file or data_args.dataset_name,
+    }
+
+
+def save_final_model(trainer, directory: Path, settings: dict) -> None:
+    """Write model, tokenizer and diffusion_config.json elsewhere, then rename: never a half-written model."""
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))  # safetensors + tokenizer (the Trainer's processing_class)
+    loading.save_diffusion_config(str(tmp), settings)
+    old = directory.with_name(f".{directory.name}.old")
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def plot_loss_by_level(log_history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, prefix, title in ((axes[0], "", "training"), (axes[1], "eval_", "evaluation (fixed levels, fixed seed)")):
+        for name in LEVEL_NAMES:
+            points = [(e["step"], e[f"{prefix}loss_mask_{name}"]) for e in log_history if f"{prefix}loss_mask_{name}" in e]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=f"mask <= {name}")
+        ax.set(title=f"Loss per mask level, {title}", xlabel="step", ylabel="cross-entropy of masked tokens")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def prepare_output_dir(run_args, training_args) -> None:
+    out = Path(training_args.output_dir)
+    if run_args.overwrite_output_dir and not training_args.resume_from_checkpoint and out.is_dir():
+        # Old checkpoints would otherwise be mistaken for this run's by a later --resume-from-checkpoint.
+        for old in list(out.glob("checkpoint-*")) + [out / "tokenizer"]:
+            shutil.rmtree(old, ignore_errors=True)
+    if training_args.resume_from_checkpoint == "last":
+        training_args.resume_from_checkpoint = get_last_checkpoint(str(out))
+    out.mkdir(parents=True, exist_ok=True)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, diff_args, run_args, training_args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    check_args(model_args, data_args, diff_args, run_args, training_args)
+    out = Path(training_args.output_dir)
+
+    train_docs, valid_docs = loading.load_documents(data_args)
+    tokenizer, model = build_tokenizer_and_model(model_args, data_args, training_args, train_docs)
+    train_set = loading.tokenize_documents(tokenizer, train_docs, data_args.max_length, data_args.line_by_line, "tokenize train")
+    valid_set = loading.tokenize_documents(tokenizer, valid_docs, data_args.max_length, data_args.line_by_line, "tokenize valid")
+    logger.info("%d training / %d validation sequences of %d tokens", len(train_set), len(valid_set), data_args.max_length)
+
+    prepare_output_dir(run_args, training_args)
+    if training_args.process_index == 0:
+        run_args_dict = {t.__name__: asdict(a) for t, a in zip(ARGUMENT_TYPES[:-1], (model_args, data_args, diff_args, run_args))}
+        run_args_dict["TrainingArguments"] = training_args.to_dict()
+        (out / "run_args.json").write_text(json.dumps(run_args_dict, indent=2, default=str))
+
+    stop = StopOnSignal()
+    common = dict(model=model, args=training_args, train_dataset=train_set, eval_dataset=valid_set, processing_class=tokenizer, callbacks=[stop])
+    if model_args.objective == "ar":
+        trainer = Trainer(**common, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    else:
+        collator_args = dict(
+            tokenizer=tokenizer, schedule=diff_args.schedule, prefix_length=diff_args.prefix_length,
+            prefix_policy=diff_args.prefix_policy, line_by_line=data_args.line_by_line, min_mask_time=diff_args.min_mask_time,
+        )
+        trainer = DiffusionTrainer(
+            **common,
+            data_collator=DiffusionCollator(mask_rates=diff_args.mask_rates, **collator_args),
+            eval_collator=DiffusionCollator(eval_times=EVAL_TIMES, seed=training_args.seed, **collator_args),
+            loss_weighting=diff_args.loss_weighting,
+            banned_ids={tokenizer.mask_token_id, tokenizer.pad_token_id, loading.start_token_id(tokenizer)},
+        )
+
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if stop.signal is not None:
+        logger.warning("stopped by %s at step %d; resume with --resume-from-checkpoint", signal.Signals(stop.signal).name, trainer.state.global_step)
+        sys.exit(128 + stop.signal)
+    metrics = trainer.evaluate()
+    if trainer.is_world_process_zero():
+        save_final_model(trainer, out / "final-model", diffusion_settings(model_args, data_args, diff_args))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if model_args.objective == "diffusion":
+            plot_loss_by_level(trainer.state.log_history, out / "loss_by_mask_level.png")
+        logger.info("final model written to %s", out / "final-model")
+    return metrics
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
