@@ -33,6 +33,7 @@ class ModelArguments:
         default="bpe", metadata={"help": "Tokenizer trained with --from-scratch: byte-level BPE, word-level or characters."}
     )
     vocab_size: int = field(default=8000, metadata={"help": "Largest vocabulary of the tokenizer trained with --from-scratch."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout of a model built with --from-scratch (0 suits small synthetic corpora)."})
     objective: Literal["diffusion", "ar"] = field(
         default="diffusion",
         metadata={"help": "diffusion: a masked LM trained to unmask. ar: the matched GPT-2 baseline (same size, data, tokenizer)."},

@@ -242,3 +242,58 @@ def sample(
 
 def _record(ids, revealed, remasked, confidence) -> TrajectoryStep:
     return TrajectoryStep(ids.cpu(), revealed.cpu(), remasked.cpu(), confidence.float().cpu())
+
+
+# ----------------------------------------------------------------------------- prompts in, text out
+
+_INFILL_MASK = r"\[MASK\](?:\*(\d+))?"
+
+
+def build_inputs(tokenizer, prefix: str = "", max_length: int = 48, num_samples: int = 1, infill: str | None = None):
+    """(num_samples, seq) input ids laid out exactly as in training, masks where text is to be generated.
+
+    Prefix mode: `<s> prefix <mask> ... <mask>` up to max_length. There is no end token between the prefix and
+    the continuation: the model never saw one there, and one would make it start a new document.
+    Infill mode: `<s>` followed by the template, each `[MASK]*n` becoming n masks; every other token is fixed.
+    Raises ValueError with a one-line reason for a template without masks or a prompt that does not fit.
+    """
+    import re
+
+    from loading import start_token_id
+
+    start = start_token_id(tokenizer)
+    if infill is not None:
+        ids = [start]
+        pieces = re.split(_INFILL_MASK, infill)
+        # re.split alternates literal text and the captured count of each [MASK]
+        for i, piece in enumerate(pieces):
+            if i % 2 == 0:
+                text = piece.rstrip() if i + 1 < len(pieces) else piece
+                if text.strip():
+                    ids += tokenizer(text, add_special_tokens=False)["input_ids"]
+            else:
+                ids += [tokenizer.mask_token_id] * int(piece or 1)
+        if tokenizer.mask_token_id not in ids:
+            raise ValueError(f"infill template {infill!r} has no [MASK]; write [MASK] or [MASK]*n where text goes")
+        if len(ids) > max_length:
+            raise ValueError(f"infill template is {len(ids)} tokens, more than --max-length {max_length}")
+    else:
+        ids = [start] + (tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else [])
+        if len(ids) >= max_length:
+            raise ValueError(f"prefix is {len(ids) - 1} tokens; it must be shorter than --max-length {max_length} - 1")
+        ids += [tokenizer.mask_token_id] * (max_length - len(ids))
+    return torch.tensor([ids] * num_samples)
+
+
+def decode_texts(tokenizer, ids: torch.Tensor, stop_at_end: bool = True) -> list[str]:
+    """Text of each row: the start token dropped, and (line-by-line models) everything from the end token on."""
+    from loading import end_token_id, start_token_id
+
+    start, end = start_token_id(tokenizer), end_token_id(tokenizer)
+    texts = []
+    for row in ids.tolist():
+        row = row[1:] if row and row[0] == start else row
+        if stop_at_end and end in row:
+            row = row[: row.index(end)]
+        texts.append(tokenizer.decode(row, skip_special_tokens=False).strip())
+    return texts

@@ -264,14 +264,14 @@ def max_positions(model) -> int:
     return limit
 
 
-def build_model(objective: str, size: str, tokenizer, max_length: int):
+def build_model(objective: str, size: str, tokenizer, max_length: int, dropout: float = 0.1):
     """A new model of `size` for `tokenizer`: RoBERTa masked LM, or GPT-2 with the same width and depth."""
     hidden, layers, heads, ffn = MODEL_SIZES[size]
     common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if objective == "ar":
         config = GPT2Config(
             n_embd=hidden, n_layer=layers, n_head=heads, n_inner=ffn, n_positions=max_length, **common,
-            pad_token_id=tokenizer.pad_token_id,
+            pad_token_id=tokenizer.pad_token_id, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
         )
         return GPT2LMHeadModel(config)
     config = RobertaConfig(
@@ -281,6 +281,8 @@ def build_model(objective: str, size: str, tokenizer, max_length: int):
         intermediate_size=ffn,
         max_position_embeddings=max_length + tokenizer.pad_token_id + 1,
         type_vocab_size=1,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
         pad_token_id=tokenizer.pad_token_id,
         **common,
     )

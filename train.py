@@ -49,6 +49,10 @@ def expand_argv(argv: list[str]) -> list[str]:
             if i + 1 == len(argv) or argv[i + 1].startswith("--"):
                 argv.insert(i + 1, "last")
     preset = QUICK_TEST if {"--quick-test", "--quick_test"} & set(argv) else []
+    # The AR baseline gets its own default directory so it never replaces the diffusion model in results/.
+    objective = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("--objective",)]
+    if objective and objective[-1] == "ar":
+        preset = preset + ["--output_dir", "results-ar"]
     return TRAINING_DEFAULTS + preset + argv
 
 
@@ -213,7 +217,9 @@ def build_tokenizer_and_model(model_args, data_args, training_args, train_docs):
         tokenizer = loading.train_tokenizer(train_docs, model_args.tokenizer_type, model_args.vocab_size)
         if training_args.process_index == 0:
             tokenizer.save_pretrained(saved)
-    return tokenizer, loading.build_model(model_args.objective, model_args.model_size, tokenizer, data_args.max_length)
+    return tokenizer, loading.build_model(
+        model_args.objective, model_args.model_size, tokenizer, data_args.max_length, model_args.dropout
+    )
 
 
 def diffusion_settings(model_args, data_args, diff_args) -> dict:
