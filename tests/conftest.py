@@ -1,0 +1,26 @@
+"""Shared fixtures: a tokenizer trained on the built-in corpus and tiny models built from a config."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the top-level scripts (train.py, generate.py ...) are imported as modules
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import corpus  # noqa: E402
+import loading  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def story_tokenizer():
+    return loading.train_tokenizer(corpus.generate_corpus(300), "bpe", 500)
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm(story_tokenizer):
+    model = loading.build_model("diffusion", "tiny", story_tokenizer, 48)
+    return model.eval()
