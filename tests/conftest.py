@@ -1,13 +1,9 @@
 """Shared fixtures: a tokenizer trained on the built-in corpus and tiny models built from a config."""
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the top-level scripts (train.py, generate.py ...) are imported as modules
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
