@@ -130,6 +130,12 @@ class SamplingArguments:
     block_size: int | None = field(default=None, metadata={"help": "Semi-autoregressive decoding: generate blocks of this many tokens left to right."})
     seed: int = field(default=0, metadata={"help": "Random seed: the same seed gives the same text."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... Default: cuda when available."})
+    hide_steps: bool = field(default=False, metadata={"help": "Print only the final texts, not the text emerging step by step."})
+    output: str | None = field(
+        default=None,
+        metadata={"help": "Also write the samples to this .jsonl file: one object per sample with text, prefix, steps, nfe, "
+        "seconds and the settings."},
+    )
 
 
 # Defaults that differ from TrainingArguments' own; the user's arguments come after and win.
