@@ -187,3 +187,29 @@ TRAINING_ALIASES = {
     "--batch-size": "--per_device_train_batch_size",
     "--batch_size": "--per_device_train_batch_size",
 }
+
+
+@dataclass
+class VisualizationArguments:
+    output_dir: str = field(
+        default="results/visualization",
+        metadata={"help": "Directory for frames/, text_diffusion_animation.gif, run.json, run.js and view_animation.html."},
+    )
+    fps: float = field(default=1.25, metadata={"help": "Denoising steps shown per second in the GIF (1.25 = 800 ms a step)."})
+    hold: float = field(default=2.0, metadata={"help": "Seconds the first and the last frame stay on screen."})
+    open: bool = field(default=False, metadata={"help": "Open the viewer in the default web browser when done."})
+
+
+@dataclass
+class CompareArguments:
+    gpt2_checkpoint: str = field(
+        default="results-ar/final-model",
+        metadata={"help": "Autoregressive baseline: a local directory (train.py --objective ar) or a hub name such as gpt2."},
+    )
+    # The GIF path is SamplingArguments.output (--output), which compare_models.py defaults to
+    # results/comparison/comparison.gif.
+    clock: Literal["time", "nfe"] = field(
+        default="time",
+        metadata={"help": "What drives both panels: measured wall time of each step, or forward passes (NFE)."},
+    )
+    frame_ms: int = field(default=100, metadata={"help": "Duration of one GIF frame in milliseconds (the last frame is held longer)."})
