@@ -1,0 +1,136 @@
+import math
+
+import pytest
+import torch
+
+import corpus
+import loading
+from data_collator import EVAL_TIMES, DiffusionCollator
+from diffusion import SCHEDULES, elbo_weight, mask_fraction
+
+
+@pytest.fixture(scope="module")
+def packed_rows(story_tokenizer):
+    return loading.tokenize_documents(story_tokenizer, corpus.generate_corpus(200), 32, line_by_line=False)
+
+
+@pytest.fixture(scope="module")
+def line_rows(story_tokenizer):
+    return loading.tokenize_documents(story_tokenizer, corpus.generate_corpus(64), 48, line_by_line=True)
+
+
+def batch_of(rows, n):
+    return [rows[i] for i in range(n)]
+
+
+def test_labels_are_ignored_exactly_where_input_is_visible(story_tokenizer, packed_rows):
+    batch = DiffusionCollator(story_tokenizer, seed=0)(batch_of(packed_rows, 16))
+    masked = batch["input_ids"] == story_tokenizer.mask_token_id
+    assert torch.equal(batch["labels"] != -100, masked)
+    original = torch.tensor(batch_of(packed_rows, 16)[0]["input_ids"])
+    assert torch.equal(batch["labels"][0][masked[0]], original[masked[0]])
+    assert torch.equal(batch["input_ids"][0][~masked[0]], original[~masked[0]])
+
+
+def test_prefix_tokens_are_never_masked(story_tokenizer, packed_rows):
+    collator = DiffusionCollator(story_tokenizer, prefix_length=7, mask_rates="discrete", seed=1)
+    for _ in range(20):
+        batch = collator(batch_of(packed_rows, 8))
+        assert (batch["labels"][:, :8] == -100).all()  # <s> + 7 prefix tokens
+
+
+def test_random_prefix_lengths_vary_and_stay_below_the_maximum(story_tokenizer, packed_rows):
+    collator = DiffusionCollator(story_tokenizer, prefix_length=10, prefix_policy="random", seed=2)
+    lengths = collator.prefix_lengths(4000)
+    assert lengths.min() == 0 and lengths.max() == 10
+    batch = collator(batch_of(packed_rows, 32))
+    first_masked = (batch["labels"] != -100).float().argmax(-1)
+    assert (first_masked >= 1).all() and len(set(first_masked.tolist())) > 3
+
+
+def test_special_tokens_are_never_masked_in_packed_mode(story_tokenizer, packed_rows):
+    collator = DiffusionCollator(story_tokenizer, mask_rates="discrete", seed=3)
+    specials = torch.tensor([story_tokenizer.bos_token_id, story_tokenizer.eos_token_id, story_tokenizer.pad_token_id])
+    for _ in range(20):
+        batch = collator(batch_of(packed_rows, 8))
+        targets = batch["labels"][batch["labels"] != -100]
+        assert not torch.isin(targets, specials).any()
+
+
+def test_end_tokens_are_targets_in_line_by_line_mode(story_tokenizer, line_rows):
+    collator = DiffusionCollator(story_tokenizer, line_by_line=True, seed=4)
+    batch = collator(batch_of(line_rows, 32))
+    targets = batch["labels"][batch["labels"] != -100]
+    assert (targets == story_tokenizer.eos_token_id).any()
+    assert not (targets == story_tokenizer.bos_token_id).any()
+    assert (batch["attention_mask"] == 1).all()  # the end-token fill is text, not padding
+
+
+def test_padding_is_never_masked_and_not_attended(story_tokenizer):
+    rows = [{"input_ids": [0, 10, 11, 12, 13, 2]}, {"input_ids": [0, 10, 11]}]
+    batch = DiffusionCollator(story_tokenizer, seed=5)(rows)
+    assert batch["input_ids"].shape == (2, 6)
+    assert torch.equal(batch["attention_mask"][1], torch.tensor([1, 1, 1, 0, 0, 0]))
+    assert (batch["labels"][1, 3:] == -100).all()
+
+
+def test_empirical_mask_rate_matches_the_schedule(story_tokenizer, packed_rows):
+    for schedule in SCHEDULES:
+        collator = DiffusionCollator(story_tokenizer, schedule=schedule, seed=6)
+        batch = collator(batch_of(packed_rows, 64))
+        expected = mask_fraction(schedule, batch["mask_time"])
+        assert torch.allclose(batch["mask_rate"], expected, atol=1.0 / batch["num_maskable"].min().item() + 1e-6)
+
+
+def test_continuous_times_are_antithetic_across_the_batch(story_tokenizer):
+    collator = DiffusionCollator(story_tokenizer, seed=7)
+    t = collator.sample_times(16).sort().values
+    gaps = t.diff()
+    # One random offset, then evenly spaced: every gap is (1 - eps) / batch.
+    assert torch.allclose(gaps, torch.full_like(gaps, (1 - 1e-3) / 16), atol=1e-5)
+    assert t.min() > 0 and t.max() <= 1
+
+
+def test_discrete_mode_uses_one_level_per_batch(story_tokenizer, packed_rows):
+    collator = DiffusionCollator(story_tokenizer, mask_rates="discrete", seed=8)
+    levels = set()
+    for _ in range(30):
+        t = collator(batch_of(packed_rows, 8))["mask_time"]
+        assert (t == t[0]).all()
+        levels.add(round(t[0].item(), 1))
+    assert levels <= {round(0.1 * i, 1) for i in range(1, 11)} and len(levels) > 3
+
+
+def test_evaluation_masks_identically_after_reset(story_tokenizer, packed_rows):
+    collator = DiffusionCollator(story_tokenizer, eval_times=EVAL_TIMES, seed=9)
+    first = collator(batch_of(packed_rows, 20))
+    collator.reset()
+    second = collator(batch_of(packed_rows, 20))
+    assert torch.equal(first["input_ids"], second["input_ids"])
+    assert torch.allclose(first["mask_time"][:10], EVAL_TIMES)
+
+
+def test_at_least_one_token_is_masked_per_row(story_tokenizer, packed_rows):
+    collator = DiffusionCollator(story_tokenizer, min_mask_time=1e-6, seed=10)
+    collator.sample_times = lambda batch: torch.full((batch,), 1e-6)
+    batch = collator(batch_of(packed_rows, 8))
+    assert ((batch["labels"] != -100).sum(-1) == 1).all()
+
+
+def test_elbo_weight_is_one_over_t_for_linear():
+    t = torch.tensor([0.1, 0.5, 1.0])
+    assert torch.allclose(elbo_weight("linear", t), 1.0 / t)
+    # cosine: m = sin(pi t / 2), m' / m = (pi / 2) cot(pi t / 2)
+    assert torch.allclose(elbo_weight("cosine", torch.tensor([0.5])), torch.tensor([math.pi / 2]), atol=1e-5)
+
+
+def test_collator_is_vectorised(story_tokenizer, packed_rows):
+    # 256 rows must not take per-row Python time: well under 50 ms on a laptop CPU.
+    import time
+
+    collator = DiffusionCollator(story_tokenizer, seed=11)
+    rows = batch_of(packed_rows, min(len(packed_rows), 64)) * 4
+    start = time.perf_counter()
+    for _ in range(5):
+        collator(rows)
+    assert (time.perf_counter() - start) / 5 < 0.05
