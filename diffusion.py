@@ -55,6 +55,35 @@ def elbo_weight(schedule: str, t: torch.Tensor) -> torch.Tensor:
     return (dm / m.clamp_min(1e-12)).detach().float()
 
 
+def diffusion_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    loss_weight: torch.Tensor,
+    num_maskable: torch.Tensor,
+    weighting: str = "uniform",
+    banned_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The training loss of a batch. Returns (loss, per-row cross-entropy sum, per-row masked count).
+
+    logits (batch, seq, vocab); labels (batch, seq) with -100 where the input is visible; loss_weight (batch,)
+    = m'(t)/m(t); num_maskable (batch,) = tokens that could have been masked.
+    uniform: mean cross-entropy over masked tokens. elbo: sum over rows of weight * row cross-entropy sum,
+    divided by the maskable tokens, i.e. the per-token continuous-time bound of MDLM.
+    `banned_ids` (mask, padding, start) get no probability: they are never the answer.
+    """
+    logits = logits.float()
+    if banned_ids is not None:
+        logits = logits.index_fill(-1, banned_ids.to(logits.device), float("-inf"))
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    ce_sum = ce.sum(-1)  # (batch,)
+    count = (labels != -100).sum(-1)
+    if weighting == "elbo":
+        loss = (loss_weight * ce_sum).sum() / num_maskable.sum().clamp_min(1)
+    else:
+        loss = ce_sum.sum() / count.sum().clamp_min(1)
+    return loss, ce_sum, count
+
+
 # ----------------------------------------------------------------------------- sampling one token per position
 
 
@@ -96,7 +125,12 @@ def draw_tokens(
         return ids, confidence.float()
     probs = filter_logits(logits / temperature, sampling, top_k, top_p).softmax(-1)
     flat = probs.reshape(-1, probs.size(-1))
-    ids = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+    if generator is not None and generator.device.type != flat.device.type:
+        # A generator only fills tensors on its own device: draw there, use the ids here.
+        ids = torch.multinomial(flat.to(generator.device), 1, generator=generator).to(flat.device)
+    else:
+        ids = torch.multinomial(flat, 1, generator=generator)
+    ids = ids.view(probs.shape[:-1])
     confidence = probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     return ids, confidence.float()
 
@@ -210,7 +244,7 @@ def sample(
                 # Predict every masked position, then hide a random `keep_masked` of the block's tokens again.
                 new_ids = torch.where(block_masked, proposal, ids)
                 confidence = torch.where(block_masked, proposal_conf, confidence)
-                noise = torch.rand(ids.shape, generator=generator, device="cpu").to(device)
+                noise = _uniform(ids.shape, generator, device)
                 hide = _reveal_top(noise, block, keep_masked)
                 new_ids = new_ids.masked_fill(hide, mask_token_id)
             else:
@@ -223,7 +257,7 @@ def sample(
                 else:
                     count = (block_masked.sum(-1) - keep_masked).clamp_min(0)
                     if config.strategy == "random":
-                        scores = torch.rand(ids.shape, generator=generator, device="cpu").to(device)
+                        scores = _uniform(ids.shape, generator, device)
                     else:
                         scores = proposal_conf
                     reveal = _reveal_top(scores, block_masked, count)
@@ -240,6 +274,12 @@ def sample(
     return SampleResult(ids=ids.cpu(), fixed=fixed.cpu(), trajectory=trajectory, nfe=nfe)
 
 
+def _uniform(shape, generator, device) -> torch.Tensor:
+    # Drawn on the generator's device (a CPU generator cannot fill a CUDA tensor, nor the reverse), then moved.
+    where = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=where).to(device)
+
+
 def _record(ids, revealed, remasked, confidence) -> TrajectoryStep:
     return TrajectoryStep(ids.cpu(), revealed.cpu(), remasked.cpu(), confidence.float().cpu())
 
@@ -249,17 +289,21 @@ def _record(ids, revealed, remasked, confidence) -> TrajectoryStep:
 _INFILL_MASK = r"\[MASK\](?:\*(\d+))?"
 
 
-def build_inputs(tokenizer, prefix: str = "", max_length: int = 48, num_samples: int = 1, infill: str | None = None):
+def build_inputs(
+    tokenizer, prefix: str = "", max_length: int = 48, num_samples: int = 1, infill: str | None = None, end_token: bool = False
+):
     """(num_samples, seq) input ids laid out exactly as in training, masks where text is to be generated.
 
     Prefix mode: `<s> prefix <mask> ... <mask>` up to max_length. There is no end token between the prefix and
     the continuation: the model never saw one there, and one would make it start a new document.
     Infill mode: `<s>` followed by the template, each `[MASK]*n` becoming n masks; every other token is fixed.
+    With `end_token` (line-by-line models, which saw every document end with it) a fixed end token follows the
+    template when it fits.
     Raises ValueError with a one-line reason for a template without masks or a prompt that does not fit.
     """
     import re
 
-    from loading import start_token_id
+    from loading import end_token_id, start_token_id
 
     start = start_token_id(tokenizer)
     if infill is not None:
@@ -277,6 +321,8 @@ def build_inputs(tokenizer, prefix: str = "", max_length: int = 48, num_samples:
             raise ValueError(f"infill template {infill!r} has no [MASK]; write [MASK] or [MASK]*n where text goes")
         if len(ids) > max_length:
             raise ValueError(f"infill template is {len(ids)} tokens, more than --max-length {max_length}")
+        if end_token and len(ids) < max_length:
+            ids.append(end_token_id(tokenizer))
     else:
         ids = [start] + (tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else [])
         if len(ids) >= max_length:
