@@ -15,7 +15,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import DataCollatorForLanguageModeling, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -30,6 +29,7 @@ from config import (
     RunArguments,
 )
 from data_collator import EVAL_TIMES, DiffusionCollator
+from diffusion import diffusion_loss
 from loading import UsageError
 
 logger = logging.getLogger(__name__)
@@ -118,17 +118,9 @@ class DiffusionTrainer(Trainer):
         rate = inputs.pop("mask_rate")
         inputs.pop("mask_time")
         outputs = model(**inputs)
-        logits = outputs.logits.float()  # (batch, seq, vocab)
-        # <mask>, <pad> and <s> can never be the answer; giving them no mass keeps training and sampling alike.
-        logits = logits.index_fill(-1, self.banned_ids.to(logits.device), float("-inf"))
-        ce = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (batch, seq)
-        masked = labels != -100
-        ce_sum = ce.sum(-1)  # (batch,)
-        count = masked.sum(-1)
-        if self.loss_weighting == "elbo":
-            loss = (weight * ce_sum).sum() / num_maskable.sum().clamp_min(1)
-        else:
-            loss = ce_sum.sum() / count.sum().clamp_min(1)
+        loss, ce_sum, count = diffusion_loss(
+            outputs.logits, labels, weight, num_maskable, self.loss_weighting, self.banned_ids
+        )
         self._accumulate(model.training, rate, ce_sum, count, weight * ce_sum, num_maskable)
         return (loss, outputs) if return_outputs else loss
 
