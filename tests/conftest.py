@@ -20,3 +20,14 @@ def story_tokenizer():
 def tiny_mlm(story_tokenizer):
     model = loading.build_model("diffusion", "tiny", story_tokenizer, 48)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, story_tokenizer):
+    """A directory laid out like train.py's final-model: a random tiny RoBERTa (32 positions), its tokenizer and
+    diffusion_config.json saying it was trained line by line."""
+    directory = tmp_path_factory.mktemp("tiny-checkpoint")
+    loading.build_model("diffusion", "tiny", story_tokenizer, 32).save_pretrained(directory)
+    story_tokenizer.save_pretrained(directory)
+    loading.save_diffusion_config(str(directory), {"objective": "diffusion", "line_by_line": True, "max_length": 32})
+    return str(directory)
