@@ -1,0 +1,293 @@
+"""Drawing sampler trajectories: per-step token states, token display strings, wrapped token text and GIFs.
+
+`visualize_generation.py` and `compare_models.py` both draw with this module, and the viewer
+(`view_animation.html`) reads the same per-step states from `run.json`. Text is measured with the real
+metrics of a monospace TrueType font (DejaVu Sans Mono ships with matplotlib), never estimated.
+"""
+
+import unicodedata
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from PIL import Image, ImageDraw, ImageFont
+
+# Token states, shared with the viewer (view_animation.html) through run.json.
+FIXED, MASKED, NEW, REVEALED, REMASKED = "fixed", "masked", "new", "revealed", "remasked"
+LABELS = (FIXED, MASKED, NEW, REVEALED, REMASKED)
+LEGEND = {
+    FIXED: "prompt / fixed",
+    MASKED: "still masked",
+    NEW: "revealed this step",
+    REVEALED: "revealed earlier",
+    REMASKED: "re-masked this step",
+}
+
+BACKGROUND = (22, 24, 29)
+PANEL = (34, 37, 44)
+TEXT = (232, 232, 232)
+DIM = (150, 155, 165)
+COLOURS = {
+    FIXED: (90, 169, 255),
+    MASKED: (85, 90, 99),
+    NEW: (61, 220, 132),
+    REVEALED: (232, 232, 232),
+    REMASKED: (255, 159, 67),
+}
+
+
+# ----------------------------------------------------------------------------- trajectory -> per-step states
+
+
+@dataclass
+class StepState:
+    """What one frame shows: the tokens of trajectory step `step` of one sample and the state of each.
+
+    `tokens[i]` is the decoded string of `ids[i]` (the mask token's string where masked). `previous[i]` is the
+    token a re-masked position held before this step (None elsewhere), so a frame can show what was hidden.
+    """
+
+    step: int
+    steps: int
+    ids: list[int]
+    tokens: list[str]
+    labels: list[str]
+    previous: list[str | None]
+
+    def count(self, label: str) -> int:
+        return self.labels.count(label)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def token_strings(tokenizer, ids: list[int]) -> list[str]:
+    """Each id decoded on its own, keeping the leading space a byte-level BPE token carries (' the')."""
+    return [_token_string(tokenizer, i) for i in ids]
+
+
+def _token_string(tokenizer, token_id: int) -> str:
+    cache = tokenizer.__dict__.setdefault("_rendering_token_cache", {})
+    if token_id not in cache:
+        token = tokenizer.convert_ids_to_tokens([token_id])[0]
+        cache[token_id] = tokenizer.convert_tokens_to_string([token]) if token is not None else f"<id {token_id}>"
+    return cache[token_id]
+
+
+def trajectory_states(result, tokenizer, sample: int = 0, skip_start: bool = True) -> list[StepState]:
+    """One StepState per trajectory step (step 0 = start) of row `sample` of a diffusion.SampleResult.
+
+    `skip_start` leaves out a leading start token (`<s>`), which is layout, not text.
+    """
+    from loading import start_token_id
+
+    trajectory = result.trajectory
+    first = 1 if skip_start and int(trajectory[0].ids[sample, 0]) == start_token_id(tokenizer) else 0
+    fixed = result.fixed[sample, first:].tolist()
+    mask_id = tokenizer.mask_token_id
+    states, before = [], None
+    for k, step in enumerate(trajectory):
+        ids = step.ids[sample, first:].tolist()
+        revealed = step.revealed[sample, first:].tolist()
+        remasked = step.remasked[sample, first:].tolist()
+        tokens = token_strings(tokenizer, ids)
+        labels, previous = [], []
+        for i, token_id in enumerate(ids):
+            was = None
+            if fixed[i]:
+                label = FIXED
+            elif remasked[i]:
+                label, was = REMASKED, _token_string(tokenizer, before[i])
+            elif token_id == mask_id:
+                label = MASKED
+            elif revealed[i]:
+                label = NEW
+            else:
+                label = REVEALED
+            labels.append(label)
+            previous.append(was)
+        states.append(StepState(k, len(trajectory) - 1, ids, tokens, labels, previous))
+        before = ids
+    return states
+
+
+# ----------------------------------------------------------------------------- fonts and display strings
+
+
+@lru_cache(maxsize=None)
+def font_path(bold: bool = False) -> str:
+    from matplotlib import font_manager
+
+    props = font_manager.FontProperties(family="DejaVu Sans Mono", weight="bold" if bold else "normal")
+    return font_manager.findfont(props, fallback_to_default=True)
+
+
+@lru_cache(maxsize=None)
+def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(font_path(bold), size)
+
+
+@lru_cache(maxsize=None)
+def _font_codepoints() -> frozenset:
+    """Characters the font has a glyph for; others are written as escapes instead of empty boxes."""
+    from fontTools.ttLib import TTFont
+
+    return frozenset(TTFont(font_path(), lazy=True).getBestCmap())
+
+
+_NAMED = {"\n": "\u21b5", "\t": "\u2192", "\r": "\\r"}  # newline as a return arrow, tab as an arrow
+
+
+def display_token(text: str) -> str:
+    """A string that shows `text` faithfully in the monospace font, on one line.
+
+    Newlines and tabs become arrows, control and format characters (and anything the font has no glyph for)
+    become escapes such as \\x07 or \\U0001f600, and a token of only spaces shows each space as an open box.
+    """
+    if text == "":
+        return "\u2205"
+    if text.strip(" ") == "":
+        return "\u2423" * len(text)
+    glyphs = _font_codepoints()
+    out = []
+    for ch in text:
+        if ch in _NAMED:
+            out.append(_NAMED[ch])
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") or ord(ch) not in glyphs:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------------- wrapped token text
+
+
+@dataclass
+class Placed:
+    x: float
+    y: float
+    text: str
+    label: str
+    width: float
+    struck: bool = False
+
+
+MASK_BOX_CHARS = 3  # a masked slot is drawn as a box this many characters wide
+
+
+def layout_tokens(tokens, labels, previous, width: float, size: int, line_gap: float = 1.45) -> tuple[list[Placed], float]:
+    """Place tokens left to right, wrapping at `width` pixels with the font's real advance widths.
+
+    Returns the placed pieces (coordinates relative to the text area) and the height used. A token that
+    contains a newline ends its line; a token wider than a whole line is cut into pieces that fit.
+    """
+    regular = font(size)
+    line_height = round(size * line_gap)
+    space = regular.getlength(" ")
+    placed, x, y = [], 0.0, 0.0
+
+    def newline():
+        nonlocal x, y
+        x, y = 0.0, y + line_height
+
+    for token, label, was in zip(tokens, labels, previous):
+        if label in (MASKED, REMASKED) and not (label == REMASKED and was is not None):
+            pieces = [(" " * MASK_BOX_CHARS, False)]
+            gap = space * 0.5
+        else:
+            shown = was if label == REMASKED else token
+            pieces = [(display_token(shown), label == REMASKED)]
+            gap = 0.0
+        breaks = label not in (MASKED, REMASKED) and "\n" in token
+        text, struck = pieces[0]
+        piece_font = font(size, bold=label == NEW)
+        # Break a token longer than a line into line-sized chunks (rare: long escapes, long words).
+        while text:
+            fit = len(text)
+            while fit > 1 and piece_font.getlength(text[:fit]) > width:
+                fit -= 1
+            chunk, text = text[:fit], text[fit:]
+            w = piece_font.getlength(chunk)
+            if x > 0 and x + gap + w > width:
+                newline()
+                if chunk.startswith(" ") and chunk.strip():
+                    chunk = chunk.lstrip(" ")  # a word's leading space is not drawn at the start of a line
+                    w = piece_font.getlength(chunk)
+            x += gap if x > 0 else 0.0
+            placed.append(Placed(x, y, chunk, label, w, struck))
+            x += w
+        if breaks:
+            newline()
+    return placed, y + line_height
+
+
+def draw_tokens(draw: ImageDraw.ImageDraw, placed: list[Placed], left: float, top: float, size: int) -> None:
+    ascent, descent = font(size).getmetrics()
+    for p in placed:
+        x, y = left + p.x, top + p.y
+        colour = COLOURS[p.label]
+        if p.text.strip() == "" and p.label in (MASKED, REMASKED):
+            # an empty masked slot: a filled box, outlined orange when it was just re-masked
+            box = (x, y + 2, x + p.width, y + ascent + descent - 2)
+            draw.rounded_rectangle(box, radius=4, fill=COLOURS[MASKED], outline=colour if p.label == REMASKED else None, width=2)
+            continue
+        if p.label == NEW:
+            draw.rounded_rectangle((x - 1, y, x + p.width + 1, y + ascent + descent), radius=3, fill=(24, 70, 45))
+        draw.text((x, y), p.text, font=font(size, bold=p.label == NEW), fill=colour)
+        if p.struck:
+            middle = y + ascent * 0.62
+            draw.line((x, middle, x + p.width, middle), fill=colour, width=2)
+
+
+def draw_legend(draw: ImageDraw.ImageDraw, left: float, top: float, width: float, size: int, labels=LABELS) -> float:
+    """A wrapped row of colour swatches with their meaning; returns the height used."""
+    small = font(size)
+    x, y = left, top
+    line = round(size * 1.6)
+    for label in labels:
+        text = LEGEND[label]
+        item = size * 1.3 + small.getlength(text) + size * 1.4
+        if x > left and x + item > left + width:
+            x, y = left, y + line
+        swatch = (x, y + 2, x + size, y + size + 2)
+        if label in (MASKED, REMASKED):
+            draw.rounded_rectangle(swatch, radius=3, fill=COLOURS[MASKED], outline=COLOURS[label], width=2)
+        else:
+            draw.rounded_rectangle(swatch, radius=3, fill=COLOURS[label])
+        draw.text((x + size * 1.3, y), text, font=small, fill=DIM)
+        x += item
+    return y + line - top
+
+
+def draw_bar(draw, box, parts, background=PANEL) -> None:
+    """A horizontal bar in `box` split into (share, colour) parts from the left."""
+    x0, y0, x1, y1 = box
+    draw.rounded_rectangle(box, radius=(y1 - y0) // 2, fill=background)
+    x = x0
+    for share, colour in parts:
+        w = (x1 - x0) * max(0.0, min(1.0, share))
+        if w >= 1:
+            draw.rectangle((x, y0, x + w, y1), fill=colour)
+        x += w
+
+
+def fit_text(text: str, size: int, width: float, bold: bool = False) -> str:
+    """`text` shortened with an ellipsis so it fits in `width` pixels."""
+    f = font(size, bold)
+    if f.getlength(text) <= width:
+        return text
+    while text and f.getlength(text + "\u2026") > width:
+        text = text[:-1]
+    return text + "\u2026"
+
+
+# ----------------------------------------------------------------------------- GIF
+
+
+def save_gif(frames: list[Image.Image], durations_ms: list[int], path) -> None:
+    """An animated GIF, one image per frame and one duration per frame (holds are longer durations)."""
+    # GIF delays are centiseconds and browsers treat delays under 20 ms as 100 ms.
+    durations = [max(20, int(round(d / 10.0)) * 10) for d in durations_ms]
+    palette = [frame.convert("RGB").quantize(colors=255, method=Image.Quantize.MEDIANCUT) for frame in frames]
+    palette[0].save(path, save_all=True, append_images=palette[1:], duration=durations, loop=0, optimize=False, disposal=1)

@@ -1,0 +1,215 @@
+"""Watch a masked-diffusion model write: frames, a GIF and the data for view_animation.html.
+
+    python visualize_generation.py --checkpoint results/final-model --prompt "tom found a red ball"
+
+The sampler (diffusion.sample) records every step; this script only draws that trajectory (sample 0), so a
+frame can never show a step the sampler did not take. Output, all in --output-dir:
+frames/step_000.png ..., text_diffusion_animation.gif, run.json, run.js and a copy of view_animation.html
+(open it from the file system, or serve the directory with `python -m http.server`).
+"""
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+from transformers import HfArgumentParser
+
+import loading
+import rendering
+from config import SamplingArguments, VisualizationArguments
+from loading import UsageError
+
+logger = logging.getLogger(__name__)
+
+VIEWER = Path(__file__).resolve().parent / "view_animation.html"
+GIF_NAME = "text_diffusion_animation.gif"
+WIDTH = 960
+MARGIN = 28
+TOKEN_SIZE = 22
+SETTINGS = ("schedule", "strategy", "steps", "seed", "sampling", "temperature", "top_k", "top_p", "threshold", "block_size", "max_length")
+
+
+def parse_args(argv=None) -> tuple[SamplingArguments, VisualizationArguments]:
+    parser = HfArgumentParser((SamplingArguments, VisualizationArguments))
+    # One sample is drawn, so generate one unless the user asks for more.
+    parser.set_defaults(num_samples=1)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def check_output_dir(path: str) -> Path:
+    out = Path(path)
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"--output-dir {path}: {parent} is a file, not a directory")
+    return out
+
+
+def sample(args: SamplingArguments, model, tokenizer):
+    """(SampleResult, texts, seconds): the shared sampler, laid out as generate.py does.
+
+    Temporary: calls diffusion.sample directly until generate.run lands.
+    """
+    import time
+
+    import torch
+
+    import diffusion
+
+    if args.steps is None:
+        args.steps = max(1, args.max_length // 4)
+    if args.max_length > loading.max_positions(model):
+        raise UsageError(f"--max-length {args.max_length} is larger than the model allows ({loading.max_positions(model)})")
+    try:
+        input_ids = diffusion.build_inputs(tokenizer, args.prefix, args.max_length, args.num_samples, args.infill)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    trained = loading.read_diffusion_config(args.checkpoint)
+    banned = set(loading.special_token_ids(tokenizer))
+    if trained.get("line_by_line"):
+        banned.discard(loading.end_token_id(tokenizer))  # the model learned to end documents with it
+    config = diffusion.SamplerConfig(
+        steps=args.steps, schedule=args.schedule, strategy=args.strategy, sampling=args.sampling,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, threshold=args.threshold, block_size=args.block_size,
+    )
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    start = time.perf_counter()
+    result = diffusion.sample(model.eval(), input_ids, tokenizer.mask_token_id, config, sorted(banned), generator)
+    seconds = time.perf_counter() - start
+    return result, diffusion.decode_texts(tokenizer, result.ids, stop_at_end=bool(trained.get("line_by_line"))), seconds
+
+
+def run_settings(args: SamplingArguments, result, text: str) -> dict:
+    settings = {name: getattr(args, name) for name in SETTINGS}
+    settings["steps"] = len(result.trajectory) - 1
+    return {
+        "format": "text-diffusion-run",
+        "version": 1,
+        "model": args.checkpoint,
+        "prompt": args.infill if args.infill is not None else args.prefix,
+        "mode": "infill" if args.infill is not None else "prefix",
+        "settings": settings,
+        "nfe": result.nfe,
+        "text": text,
+    }
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def frame_durations(count: int, fps: float, hold: float) -> list[int]:
+    """Milliseconds per frame: 1/fps per step, the first and last frame held for `hold` seconds."""
+    step_ms = 1000.0 / fps
+    durations = [step_ms] * count
+    durations[0] = max(step_ms, hold * 1000.0)
+    durations[-1] = max(step_ms, hold * 1000.0)
+    return [int(round(d)) for d in durations]
+
+
+def render_frames(states: list[rendering.StepState], info: dict) -> list[Image.Image]:
+    """One image per state, all the same size (tall enough for the longest step)."""
+    text_width = WIDTH - 2 * MARGIN
+    layouts = [rendering.layout_tokens(s.tokens, s.labels, s.previous, text_width, TOKEN_SIZE) for s in states]
+    text_height = max(height for _, height in layouts)
+    header = 150
+    legend_top = header + text_height + 24
+    legend_probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    legend_height = rendering.draw_legend(legend_probe, MARGIN, 0, text_width, 15)
+    height = int(legend_top + legend_height + MARGIN)
+    return [_frame(state, placed, info, height, legend_top) for state, (placed, _) in zip(states, layouts)]
+
+
+def _frame(state: rendering.StepState, placed, info: dict, height: int, legend_top: float) -> Image.Image:
+    image = Image.new("RGB", (WIDTH, height), rendering.BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    right = WIDTH - MARGIN
+    s = info["settings"]
+    title = f"Masked diffusion  step {state.step}/{state.steps}"
+    draw.text((MARGIN, 18), title, font=rendering.font(26, bold=True), fill=rendering.TEXT)
+    subtitle = f"{info['model']}  |  {s['schedule']} schedule, {s['strategy']}, {s['sampling']}, seed {s['seed']}"
+    draw.text((MARGIN, 56), rendering.fit_text(subtitle, 14, right - MARGIN), font=rendering.font(14), fill=rendering.DIM)
+
+    # progress through the steps
+    progress = state.step / state.steps if state.steps else 1.0
+    rendering.draw_bar(draw, (MARGIN, 84, right, 92), [(progress, rendering.COLOURS[rendering.FIXED])])
+
+    # share of the generated span still masked vs revealed
+    span = len(state.labels) - state.count(rendering.FIXED)
+    masked = state.count(rendering.MASKED) + state.count(rendering.REMASKED)
+    revealed = span - masked
+    new = state.count(rendering.NEW)
+    share_masked = masked / span if span else 0.0
+    bar = (MARGIN, 104, right, 118)
+    rendering.draw_bar(
+        draw,
+        bar,
+        [((revealed - new) / max(span, 1), (170, 170, 170)), (new / max(span, 1), rendering.COLOURS[rendering.NEW]), (share_masked, rendering.COLOURS[rendering.MASKED])],
+    )
+    counts = f"revealed {revealed}/{span} ({1 - share_masked:.0%})   masked {masked}/{span} ({share_masked:.0%})   new this step {new}"
+    draw.text((MARGIN, 124), counts, font=rendering.font(14), fill=rendering.DIM)
+
+    rendering.draw_tokens(draw, placed, MARGIN, 150, TOKEN_SIZE)
+    draw.line((MARGIN, legend_top - 12, right, legend_top - 12), fill=rendering.PANEL, width=1)
+    rendering.draw_legend(draw, MARGIN, legend_top, right - MARGIN, 15)
+    return image
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def write_outputs(out: Path, states, frames, durations, info: dict) -> None:
+    """Write everything into a fresh directory beside `out`, then move it in: no half-written run is left."""
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "frames").mkdir()
+        width = max(3, len(str(len(frames) - 1)))
+        for k, frame in enumerate(frames):
+            frame.save(tmp / "frames" / f"step_{k:0{width}d}.png")
+        rendering.save_gif(frames, durations, tmp / GIF_NAME)
+        data = dict(info, frame_ms=durations[1] if len(durations) > 2 else durations[0], hold_ms=durations[0])
+        data["states"] = [state.to_dict() for state in states]
+        text = json.dumps(data, ensure_ascii=True)
+        (tmp / "run.json").write_text(text + "\n")
+        # A script, not a fetch: browsers refuse fetch() of a file:// URL, but load a <script src> beside the page.
+        (tmp / "run.js").write_text(f"window.DIFFUSION_RUN = {text};\n")
+        shutil.copyfile(VIEWER, tmp / VIEWER.name)
+        shutil.rmtree(out / "frames", ignore_errors=True)  # old frames of a longer run would otherwise remain
+        for item in tmp.iterdir():
+            item.replace(out / item.name)
+
+
+def main(argv=None) -> dict:
+    args, vis = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    out = check_output_dir(vis.output_dir)
+    if vis.fps <= 0 or vis.hold < 0:
+        raise UsageError(f"--fps must be > 0 and --hold >= 0 (got {vis.fps}, {vis.hold})")
+
+    model, tokenizer = loading.load_masked_lm(args.checkpoint)
+    result, texts, seconds = sample(args, model, tokenizer)
+    states = rendering.trajectory_states(result, tokenizer, sample=0)
+    info = run_settings(args, result, texts[0])
+    info["seconds"] = round(seconds, 4)
+
+    frames = render_frames(states, info)
+    write_outputs(out, states, frames, frame_durations(len(frames), vis.fps, vis.hold), info)
+    logger.info("%d frames, %s and the viewer written to %s", len(frames), GIF_NAME, out)
+    print(texts[0])
+    if vis.open:
+        import webbrowser
+
+        webbrowser.open((out / VIEWER.name).resolve().as_uri())
+    return info
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
