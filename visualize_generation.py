@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 from transformers import HfArgumentParser
 
-import loading
+import generate
 import rendering
 from config import SamplingArguments, VisualizationArguments
 from loading import UsageError
@@ -46,41 +46,6 @@ def check_output_dir(path: str) -> Path:
         if parent.exists() and not parent.is_dir():
             raise UsageError(f"--output-dir {path}: {parent} is a file, not a directory")
     return out
-
-
-def sample(args: SamplingArguments, model, tokenizer):
-    """(SampleResult, texts, seconds): the shared sampler, laid out as generate.py does.
-
-    Temporary: calls diffusion.sample directly until generate.run lands.
-    """
-    import time
-
-    import torch
-
-    import diffusion
-
-    if args.steps is None:
-        args.steps = max(1, args.max_length // 4)
-    if args.max_length > loading.max_positions(model):
-        raise UsageError(f"--max-length {args.max_length} is larger than the model allows ({loading.max_positions(model)})")
-    try:
-        input_ids = diffusion.build_inputs(tokenizer, args.prefix, args.max_length, args.num_samples, args.infill)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    trained = loading.read_diffusion_config(args.checkpoint)
-    banned = set(loading.special_token_ids(tokenizer))
-    if trained.get("line_by_line"):
-        banned.discard(loading.end_token_id(tokenizer))  # the model learned to end documents with it
-    config = diffusion.SamplerConfig(
-        steps=args.steps, schedule=args.schedule, strategy=args.strategy, sampling=args.sampling,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, threshold=args.threshold, block_size=args.block_size,
-    )
-    torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    start = time.perf_counter()
-    result = diffusion.sample(model.eval(), input_ids, tokenizer.mask_token_id, config, sorted(banned), generator)
-    seconds = time.perf_counter() - start
-    return result, diffusion.decode_texts(tokenizer, result.ids, stop_at_end=bool(trained.get("line_by_line"))), seconds
 
 
 def run_settings(args: SamplingArguments, result, text: str) -> dict:
@@ -190,8 +155,9 @@ def main(argv=None) -> dict:
     if vis.fps <= 0 or vis.hold < 0:
         raise UsageError(f"--fps must be > 0 and --hold >= 0 (got {vis.fps}, {vis.hold})")
 
-    model, tokenizer = loading.load_masked_lm(args.checkpoint)
-    result, texts, seconds = sample(args, model, tokenizer)
+    generate.check_sampling_args(args)
+    model, tokenizer, trained = generate.load(args)
+    result, texts, seconds = generate.run(args, model, tokenizer, bool(trained.get("line_by_line", False)))
     states = rendering.trajectory_states(result, tokenizer, sample=0)
     info = run_settings(args, result, texts[0])
     info["seconds"] = round(seconds, 4)

@@ -31,3 +31,13 @@ def tiny_checkpoint(tmp_path_factory, story_tokenizer):
     story_tokenizer.save_pretrained(directory)
     loading.save_diffusion_config(str(directory), {"objective": "diffusion", "line_by_line": True, "max_length": 32})
     return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_checkpoint(tmp_path_factory, story_tokenizer):
+    """A random tiny GPT-2 (32 positions) with the story tokenizer, laid out like train.py --objective ar."""
+    directory = tmp_path_factory.mktemp("tiny-gpt2")
+    loading.build_model("ar", "tiny", story_tokenizer, 32).save_pretrained(directory)
+    story_tokenizer.save_pretrained(directory)
+    loading.save_diffusion_config(str(directory), {"objective": "ar", "line_by_line": True, "max_length": 32})
+    return str(directory)

@@ -1,0 +1,321 @@
+"""Masked diffusion vs an autoregressive GPT-2 on one prompt: a side-by-side GIF and a table of numbers.
+
+    python compare_models.py --roberta-checkpoint results/final-model --gpt2-checkpoint results-ar/final-model \
+        --prompt "tom found a red ball" --clock time
+
+Both panels run on one clock: the measured wall time of each step (--clock time) or forward passes
+(--clock nfe). The diffusion panel is the trajectory of the shared sampler (generate.run); the GPT-2 panel
+is decoded token by token with its KV cache and the same token-drawing rule (diffusion.draw_tokens).
+Writes the GIF (--output, default results/comparison/comparison.gif) and results.json beside it.
+"""
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+from transformers import HfArgumentParser
+
+import diffusion
+import generate
+import loading
+import rendering
+from config import CompareArguments, SamplingArguments
+from loading import UsageError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT = "results/comparison/comparison.gif"
+PANEL_WIDTH = 600
+MARGIN = 24
+TOKEN_SIZE = 18
+TIME_FRAMES = 60  # frames spread evenly over the wall-time clock
+FIRST_HOLD_MS, LAST_HOLD_MS = 1000, 3000
+
+
+@dataclass
+class ModelRun:
+    """One model's generation, as states on its own clock: states[k] is reached at times[k] after nfe[k] passes."""
+
+    name: str
+    checkpoint: str
+    states: list[rendering.StepState]
+    times: list[float]
+    nfe: list[int]
+    text: str
+    generated_tokens: int
+    unit: str  # what one step of this model is: "step" (diffusion) or "token" (autoregressive)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return self.times[-1]
+
+    def summary(self) -> dict:
+        return {
+            "model": self.name,
+            "checkpoint": self.checkpoint,
+            "seconds": round(self.seconds, 4),
+            "forward_passes": self.nfe[-1],
+            "generated_tokens": self.generated_tokens,
+            "tokens_per_second": round(self.generated_tokens / self.seconds, 1) if self.seconds > 0 else None,
+            "text": self.text,
+            **self.extra,
+        }
+
+
+def parse_args(argv=None) -> tuple[SamplingArguments, CompareArguments]:
+    parser = HfArgumentParser((SamplingArguments, CompareArguments), description=__doc__.splitlines()[0])
+    # One prompt, one sample per model; the GIF goes under results/ unless --output says otherwise.
+    parser.set_defaults(num_samples=1, output=DEFAULT_OUTPUT)
+    for action in parser._actions:
+        if action.dest == "output":
+            action.help = f"The side-by-side GIF to write; results.json goes beside it. Default: {DEFAULT_OUTPUT}."
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def check_output(path: str) -> Path:
+    out = Path(path)
+    if out.is_dir():
+        raise UsageError(f"--output {path} is a directory; give a file name such as {out / 'comparison.gif'}")
+    if out.suffix.lower() != ".gif":
+        raise UsageError(f"--output {path} must end in .gif")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"--output {path}: {parent} is a file, not a directory")
+    return out
+
+
+def load_models(args: SamplingArguments, cmp: CompareArguments):
+    """Both models, before anything runs, so a bad path fails at once with a message naming it."""
+    diffusion_model, diffusion_tokenizer, trained = generate.load(args)
+    if not Path(cmp.gpt2_checkpoint).exists() and (Path(cmp.gpt2_checkpoint).is_absolute() or "/" in cmp.gpt2_checkpoint):
+        raise UsageError(
+            f"--gpt2-checkpoint {cmp.gpt2_checkpoint}: no such directory; train one with "
+            "`python train.py --quick-test --objective ar` (writes results-ar/final-model) or pass a hub name such as gpt2"
+        )
+    ar_model, ar_tokenizer = loading.load_causal_lm(cmp.gpt2_checkpoint)
+    ar_model = ar_model.to(next(diffusion_model.parameters()).device).eval()
+    return (diffusion_model, diffusion_tokenizer, trained), (ar_model, ar_tokenizer)
+
+
+# ----------------------------------------------------------------------------- the two runs
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_diffusion(args: SamplingArguments, model, tokenizer, trained: dict) -> ModelRun:
+    """The shared sampler (generate.run); each step's end is timed by the start of the next forward pass."""
+    device = next(model.parameters()).device
+    line_by_line = bool(trained.get("line_by_line", False))
+    _warm_up(model, device)
+    stamps = []
+
+    def before_forward(module, inputs):
+        _synchronize(device)
+        stamps.append(time.perf_counter())
+
+    hook = model.register_forward_pre_hook(before_forward)
+    try:
+        start = time.perf_counter()
+        result, texts, seconds = generate.run(args, model, tokenizer, line_by_line, progress=False)
+    finally:
+        hook.remove()
+    # stamps[k] is when forward k+1 began, i.e. when step k (which needed forward k) had finished.
+    times = [0.0] + [stamp - start for stamp in stamps[1:]] + [seconds]
+    states = rendering.trajectory_states(result, tokenizer, sample=0)
+    span = int((~result.fixed[0]).sum())
+    return ModelRun(
+        "diffusion", args.checkpoint, states, times[: len(states)], list(range(len(states))), texts[0], span, "step",
+        extra={"steps": len(states) - 1},
+    )
+
+
+@torch.no_grad()
+def run_autoregressive(args: SamplingArguments, model, tokenizer, checkpoint: str) -> ModelRun:
+    """Token by token with the KV cache, timing each token; stops at the end token or the length budget."""
+    device = next(model.parameters()).device
+    start_id, end_id = loading.start_token_id(tokenizer), loading.end_token_id(tokenizer)
+    prompt = [start_id] + (tokenizer(args.prefix, add_special_tokens=False)["input_ids"] if args.prefix else [])
+    budget = min(args.max_length, loading.max_positions(model)) - len(prompt)
+    if budget < 1:
+        raise UsageError(f"the prompt is {len(prompt)} tokens for the GPT-2 model; --max-length {args.max_length} leaves no room")
+    # Same rule as the diffusion sampler: no special token inside the text, except the end token that stops it.
+    banned = torch.tensor([i for i in loading.special_token_ids(tokenizer) if i != end_id], device=device, dtype=torch.long)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    _warm_up(model, device)
+
+    generated, times = [], [0.0]
+    inputs, past = torch.tensor([prompt], device=device), None
+    start = time.perf_counter()
+    for _ in range(budget):
+        out = model(input_ids=inputs, past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        logits = out.logits[:, -1].float()  # (1, vocab)
+        if banned.numel():
+            logits = logits.index_fill(-1, banned, float("-inf"))
+        token, _ = diffusion.draw_tokens(logits, args.sampling, args.temperature, args.top_k, args.top_p, generator)
+        generated.append(int(token))
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+        if generated[-1] == end_id:
+            break
+        inputs = token.view(1, 1)
+
+    states = ar_states(tokenizer, prompt, generated)
+    text_ids = generated[:-1] if generated and generated[-1] == end_id else generated
+    text = tokenizer.decode(prompt[1:] + text_ids, skip_special_tokens=False).strip()
+    return ModelRun("autoregressive", checkpoint, states, times, list(range(len(states))), text, len(generated), "token")
+
+
+def ar_states(tokenizer, prompt: list[int], generated: list[int]) -> list[rendering.StepState]:
+    """State k: the prompt (fixed) and the first k generated tokens, the k-th one new. The start token is left out."""
+    prompt = prompt[1:] if prompt and prompt[0] == loading.start_token_id(tokenizer) else prompt
+    states = []
+    for k in range(len(generated) + 1):
+        ids = prompt + generated[:k]
+        labels = [rendering.FIXED] * len(prompt) + [rendering.REVEALED] * k
+        if k:
+            labels[-1] = rendering.NEW
+        states.append(rendering.StepState(k, len(generated), ids, rendering.token_strings(tokenizer, ids), labels, [None] * len(ids)))
+    return states
+
+
+def _warm_up(model, device) -> None:
+    """One untimed forward pass, so lazy initialisation is not billed to the first step."""
+    with torch.no_grad():
+        model(input_ids=torch.zeros((1, 4), dtype=torch.long, device=device))
+    _synchronize(device)
+
+
+# ----------------------------------------------------------------------------- one clock, two panels
+
+
+def clock_ticks(runs: list[ModelRun], clock: str) -> list[float]:
+    """The clock value of each GIF frame: every forward pass, or evenly spaced wall times."""
+    if clock == "nfe":
+        return list(range(max(run.nfe[-1] for run in runs) + 1))
+    end = max(run.seconds for run in runs)
+    return [end * i / (TIME_FRAMES - 1) for i in range(TIME_FRAMES)]
+
+
+def state_at(run: ModelRun, clock: str, tick: float) -> int:
+    """Index of the last state `run` had reached when the clock showed `tick`."""
+    marks = run.nfe if clock == "nfe" else run.times
+    reached = 0
+    for k, mark in enumerate(marks):
+        if mark <= tick + 1e-12:
+            reached = k
+    return reached
+
+
+def render_comparison(runs: list[ModelRun], clock: str) -> tuple[list[Image.Image], list[float]]:
+    text_width = PANEL_WIDTH - 2 * MARGIN
+    layouts = [
+        [rendering.layout_tokens(s.tokens, s.labels, s.previous, text_width, TOKEN_SIZE) for s in run.states] for run in runs
+    ]
+    text_height = max(height for layout in layouts for _, height in layout)
+    header = 132
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    legend_height = rendering.draw_legend(probe, 0, 0, 2 * PANEL_WIDTH - 2 * MARGIN, 14)
+    height = int(header + text_height + 24 + legend_height + MARGIN)
+    ticks = clock_ticks(runs, clock)
+    frames = []
+    for tick in ticks:
+        image = Image.new("RGB", (2 * PANEL_WIDTH, height), rendering.BACKGROUND)
+        draw = ImageDraw.Draw(image)
+        for p, (run, layout) in enumerate(zip(runs, layouts)):
+            k = state_at(run, clock, tick)
+            _panel(draw, p * PANEL_WIDTH, run, k, layout[k][0], tick, clock)
+        draw.line((PANEL_WIDTH, 12, PANEL_WIDTH, height - 12), fill=rendering.PANEL, width=2)
+        legend_top = header + text_height + 24
+        rendering.draw_legend(draw, MARGIN, legend_top, 2 * PANEL_WIDTH - 2 * MARGIN, 14,
+                              labels=(rendering.FIXED, rendering.MASKED, rendering.NEW, rendering.REVEALED, rendering.REMASKED))
+        frames.append(image)
+    return frames, ticks
+
+
+def _panel(draw, left: int, run: ModelRun, k: int, placed, tick: float, clock: str) -> None:
+    right = left + PANEL_WIDTH - MARGIN
+    x = left + MARGIN
+    title = "Masked diffusion" if run.name == "diffusion" else "Autoregressive (GPT-2)"
+    draw.text((x, 16), title, font=rendering.font(20, bold=True), fill=rendering.TEXT)
+    draw.text((x, 44), rendering.fit_text(run.checkpoint, 13, right - x), font=rendering.font(13), fill=rendering.DIM)
+    last = len(run.states) - 1
+    clock_text = f"clock {tick:.3f} s" if clock == "time" else f"clock {int(tick)} forward passes"
+    counter = f"{run.unit} {k}/{last}  forward passes {run.nfe[k]}  {run.times[k]:.3f} s"
+    draw.text((x, 68), counter, font=rendering.font(14), fill=rendering.TEXT)
+    done = k == last
+    draw.text((x, 88), clock_text + ("   done" if done else ""), font=rendering.font(13),
+              fill=rendering.COLOURS[rendering.NEW] if done else rendering.DIM)
+    rendering.draw_bar(draw, (x, 110, right, 118), [(k / last if last else 1.0, rendering.COLOURS[rendering.FIXED])])
+    rendering.draw_tokens(draw, placed, x, 132, TOKEN_SIZE)
+
+
+def frame_durations(ticks: list[float], clock: str, frame_ms: int) -> list[int]:
+    durations = [frame_ms] * len(ticks)
+    durations[0] = max(frame_ms, FIRST_HOLD_MS)
+    durations[-1] = max(frame_ms, LAST_HOLD_MS)
+    return durations
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def print_table(rows: list[dict], columns=None) -> None:
+    """Plain-text table, one row per model; extra columns (e.g. metrics) are passed in `columns`."""
+    columns = columns or [
+        ("model", "model", "{}"), ("seconds", "wall s", "{:.3f}"), ("forward_passes", "forward passes", "{}"),
+        ("generated_tokens", "tokens", "{}"), ("tokens_per_second", "tokens/s", "{:.1f}"),
+    ]
+    cells = [[fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns] for row in rows]
+    widths = [max(len(head), *(len(c[i]) for c in cells)) for i, (_, head, _) in enumerate(columns)]
+    print("  ".join(head.ljust(w) for (_, head, _), w in zip(columns, widths)) + "  text")
+    for row, line in zip(rows, cells):
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)) + "  " + row["text"])
+
+
+def write_results(out: Path, frames, durations, rows: list[dict], args, cmp) -> None:
+    """GIF and results.json written under temporary names, then renamed: never half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_gif = out.with_name(f".{out.name}.tmp.gif")
+    rendering.save_gif(frames, durations, tmp_gif)
+    results = {"prompt": args.prefix, "max_length": args.max_length, "clock": cmp.clock, "seed": args.seed, "models": rows}
+    tmp_json = out.with_name(".results.json.tmp")
+    tmp_json.write_text(json.dumps(results, indent=2) + "\n")
+    tmp_gif.replace(out)
+    tmp_json.replace(out.with_name("results.json"))
+
+
+def main(argv=None) -> list[dict]:
+    args, cmp = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    out = check_output(args.output)
+    if args.infill is not None:
+        raise UsageError("--infill is not supported here: GPT-2 can only continue a prompt; use --prompt")
+    generate.check_sampling_args(args)
+
+    (mlm, mlm_tokenizer, trained), (ar, ar_tokenizer) = load_models(args, cmp)
+    runs = [run_diffusion(args, mlm, mlm_tokenizer, trained), run_autoregressive(args, ar, ar_tokenizer, cmp.gpt2_checkpoint)]
+    rows = [run.summary() for run in runs]
+
+    frames, ticks = render_comparison(runs, cmp.clock)
+    write_results(out, frames, frame_durations(ticks, cmp.clock, cmp.frame_ms), rows, args, cmp)
+    print_table(rows)
+    logger.info("%d frames written to %s", len(frames), out)
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

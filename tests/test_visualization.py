@@ -1,0 +1,171 @@
+"""visualize_generation.py and rendering.py: frames show exactly the sampler's trajectory, any token renders."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageSequence
+
+import diffusion
+import generate
+import rendering
+import visualize_generation
+from loading import UsageError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _args(checkpoint, out, *extra):
+    return ["--checkpoint", checkpoint, "--output-dir", str(out), "--max-length", "20", "--steps", "6", "--seed", "3", *extra]
+
+
+def _trajectory(argv):
+    """The trajectory the shared sampler produces for these arguments (same seed, so the same run)."""
+    args, _ = visualize_generation.parse_args(argv)
+    model, tokenizer, trained = generate.load(args)
+    return generate.run(args, model, tokenizer, bool(trained.get("line_by_line")))[0], tokenizer
+
+
+@pytest.mark.parametrize("strategy", ["confidence", "remask"])
+def test_gif_frame_k_equals_trajectory_step_k(tiny_checkpoint, tmp_path, strategy):
+    argv = _args(tiny_checkpoint, tmp_path / "vis", "--strategy", strategy, "--prompt", "tom found", "--fps", "2", "--hold", "1.5")
+    visualize_generation.main(argv)
+    result, tokenizer = _trajectory(argv)
+    run = json.loads((tmp_path / "vis" / "run.json").read_text())
+    states = run["states"]
+
+    assert len(states) == len(result.trajectory) == 7
+    assert run["settings"]["steps"] == 6
+    for k, (state, step) in enumerate(zip(states, result.trajectory)):
+        ids = step.ids[0, 1:].tolist()  # the start token is layout, not shown
+        assert state["step"] == k
+        assert state["ids"] == ids
+        assert state["tokens"] == [tokenizer.convert_tokens_to_string([t]) for t in tokenizer.convert_ids_to_tokens(ids)]
+        masked = [i == tokenizer.mask_token_id for i in ids]
+        assert [label in ("masked", "remasked") for label in state["labels"]] == masked
+        assert [label == "new" for label in state["labels"]] == step.revealed[0, 1:].tolist()
+        assert [label == "remasked" for label in state["labels"]] == step.remasked[0, 1:].tolist()
+    assert all(label in ("fixed", "masked") for label in states[0]["labels"])
+    assert "masked" not in states[-1]["labels"]
+
+    # One GIF frame and one PNG per trajectory step; holds are longer durations, not repeated frames.
+    with Image.open(tmp_path / "vis" / visualize_generation.GIF_NAME) as gif:
+        durations = [frame.info["duration"] for frame in ImageSequence.Iterator(gif)]
+    assert len(durations) == len(result.trajectory)
+    assert durations[1:-1] == [500] * 5 and durations[0] == durations[-1] == 1500
+    pngs = sorted((tmp_path / "vis" / "frames").glob("step_*.png"))
+    assert [p.name for p in pngs] == [f"step_{k:03d}.png" for k in range(7)]
+    assert (tmp_path / "vis" / "run.js").read_text().startswith("window.DIFFUSION_RUN = {")
+    assert (tmp_path / "vis" / "view_animation.html").read_bytes() == (REPO / "view_animation.html").read_bytes()
+
+
+def test_rerun_with_fewer_steps_leaves_no_stale_frames(tiny_checkpoint, tmp_path):
+    visualize_generation.main(_args(tiny_checkpoint, tmp_path, "--steps", "6"))
+    visualize_generation.main(_args(tiny_checkpoint, tmp_path, "--steps", "3"))
+    assert len(list((tmp_path / "frames").glob("*.png"))) == 4
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def _hand_made_result():
+    """Positions: 0 start, 1 prefix, 2-4 generated. Step 1 reveals 2 and 3, step 2 reveals 4 and re-masks 3."""
+    m = 4  # mask id of the story tokenizer
+    ids = [[0, 10, m, m, m], [0, 10, 20, 21, m], [0, 10, 20, m, 22], [0, 10, 20, 23, 22]]
+    revealed = [[0, 0, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 1, 0]]
+    remasked = [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]]
+    steps = [
+        diffusion.TrajectoryStep(torch.tensor([i]), torch.tensor([r]).bool(), torch.tensor([x]).bool(), torch.zeros(1, 5))
+        for i, r, x in zip(ids, revealed, remasked)
+    ]
+    fixed = torch.tensor([[1, 1, 0, 0, 0]]).bool()
+    return diffusion.SampleResult(ids=steps[-1].ids, fixed=fixed, trajectory=steps, nfe=3)
+
+
+def test_states_label_fixed_masked_new_earlier_and_remasked_positions(story_tokenizer):
+    assert story_tokenizer.mask_token_id == 4
+    states = rendering.trajectory_states(_hand_made_result(), story_tokenizer)
+    assert [s.labels for s in states] == [
+        ["fixed", "masked", "masked", "masked"],
+        ["fixed", "new", "new", "masked"],
+        ["fixed", "revealed", "remasked", "new"],
+        ["fixed", "revealed", "new", "revealed"],
+    ]
+    assert states[2].previous[2] == rendering.token_strings(story_tokenizer, [21])[0]
+    assert states[2].previous[:2] == [None, None]
+    assert [s.step for s in states] == [0, 1, 2, 3] and all(s.steps == 3 for s in states)
+
+
+def test_token_strings_keep_the_leading_space(story_tokenizer):
+    ids = story_tokenizer("tom found a", add_special_tokens=False)["input_ids"]
+    assert "".join(rendering.token_strings(story_tokenizer, ids)) == "tom found a"
+    assert rendering.token_strings(story_tokenizer, ids)[1].startswith(" ")
+
+
+@pytest.mark.parametrize(
+    "token, shown",
+    [("\x07", "\\x07"), ("a\nb", "a\u21b5b"), ("\t", "\u2192"), (" ", "\u2423"), ("", "\u2205"), ("\x1b[0m", "\\x1b[0m"),
+     ("\u200b", "\\u200b"), ("\U0001f600", "\\U0001f600"), (" the", " the"), ("<s>", "<s>")],
+)
+def test_display_token_shows_every_character_on_one_line(token, shown):
+    assert rendering.display_token(token) == shown
+
+
+def test_control_character_tokens_render_without_crashing_and_within_the_width():
+    tokens = ["\x07", "\x00\x01", "a\nb", "\t", "   ", "", "\u2728", "\U0001f600", "\ud800", "x" * 300, " the", "\r\n", "<mask>"]
+    labels = ["new", "revealed", "fixed", "new", "revealed", "revealed", "new", "revealed", "revealed", "revealed", "new", "revealed", "masked"]
+    previous = [None] * len(tokens)
+    placed, height = rendering.layout_tokens(tokens, labels, previous, 400, 20)
+    assert all(p.x >= 0 and p.x + p.width <= 400 + 1e-6 for p in placed)
+    assert height > 20 * 3
+    image = Image.new("RGB", (440, int(height) + 40))
+    rendering.draw_tokens(ImageDraw.Draw(image), placed, 20, 20, 20)
+    assert image.getbbox() is not None  # something was drawn
+
+    state = rendering.StepState(1, 1, list(range(len(tokens))), tokens, labels, previous)
+    frames = visualize_generation.render_frames([state, state], {"model": "m", "settings": {"schedule": "cosine", "strategy": "remask", "sampling": "topk", "seed": 0}})
+    assert len(frames) == 2 and frames[0].size[0] == visualize_generation.WIDTH
+
+
+def test_frames_have_one_size_and_fit_the_longest_step(story_tokenizer):
+    states = rendering.trajectory_states(_hand_made_result(), story_tokenizer)
+    frames = visualize_generation.render_frames(states, {"model": "m", "settings": {"schedule": "s", "strategy": "x", "sampling": "topk", "seed": 0}})
+    assert len({f.size for f in frames}) == 1
+    assert visualize_generation.frame_durations(4, 1.25, 2.0) == [2000, 800, 800, 2000]
+
+
+def test_output_dir_that_is_a_file_is_refused(tiny_checkpoint, tmp_path):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory")
+    with pytest.raises(UsageError, match="is a file"):
+        visualize_generation.main(_args(tiny_checkpoint, blocker / "vis"))
+    with pytest.raises(UsageError, match="is a file"):
+        visualize_generation.main(_args(tiny_checkpoint, blocker))
+    assert blocker.read_text() == "not a directory"
+
+
+def test_gpt2_checkpoint_is_refused_as_diffusion_model(tiny_gpt2_checkpoint, tmp_path):
+    with pytest.raises(UsageError, match="not a masked LM"):
+        visualize_generation.main(_args(tiny_gpt2_checkpoint, tmp_path / "vis"))
+    assert not (tmp_path / "vis").exists()
+
+
+def test_missing_checkpoint_is_one_line_error_and_exit_2(tmp_path):
+    missing = tmp_path / "no-such-model"
+    proc = subprocess.run(
+        [sys.executable, "visualize_generation.py", "--checkpoint", str(missing), "--output-dir", str(tmp_path / "vis")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and str(missing) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "vis").exists()
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        visualize_generation.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--output-dir" in out and "--fps" in out and "--strategy" in out
