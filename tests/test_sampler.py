@@ -1,0 +1,185 @@
+"""Invariants of the schedules and the iterative-unmasking sampler (random-weight tiny model)."""
+
+import math
+import typing
+
+import pytest
+import torch
+from transformers import HfArgumentParser
+
+import config
+import diffusion
+import generate
+
+LENGTH = 24  # tokens per sample in these tests: short keeps the suite fast
+
+
+def sample(model, tokenizer, *, prefix="", infill=None, batch=2, seed=0, allow_end=True, **settings):
+    settings = {"steps": 4, **settings}
+    ids = diffusion.build_inputs(tokenizer, prefix, LENGTH, batch, infill, end_token=infill is not None)
+    generator = torch.Generator().manual_seed(seed)
+    banned = generate.banned_token_ids(tokenizer, allow_end=allow_end)
+    result = diffusion.sample(model, ids, tokenizer.mask_token_id, diffusion.SamplerConfig(**settings), banned, generator)
+    return ids, result
+
+
+@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+def test_sampler_leaves_no_mask_tokens(tiny_mlm, story_tokenizer, strategy):
+    _, result = sample(tiny_mlm, story_tokenizer, prefix="tom found", strategy=strategy, steps=3)
+    assert not (result.ids == story_tokenizer.mask_token_id).any()
+
+
+@pytest.mark.parametrize("allow_end", [True, False])
+def test_special_tokens_never_appear_inside_the_text(tiny_mlm, story_tokenizer, allow_end):
+    # A random model puts mass on every token, so a ban that leaks shows up here.
+    _, result = sample(tiny_mlm, story_tokenizer, batch=8, allow_end=allow_end, sampling="topk", top_k=500)
+    end = generate.loading.end_token_id(story_tokenizer)
+    specials = set(generate.loading.special_token_ids(story_tokenizer))
+    for row in result.ids[:, 1:].tolist():
+        text = row[: row.index(end)] if allow_end and end in row else row
+        assert not specials & set(text)
+
+
+def test_end_token_is_banned_unless_the_model_learned_to_end_documents(story_tokenizer):
+    tok = story_tokenizer
+    end = generate.loading.end_token_id(tok)
+    always = {tok.mask_token_id, tok.pad_token_id, tok.cls_token_id, tok.unk_token_id}
+    assert always <= set(generate.banned_token_ids(tok, allow_end=True))
+    assert end not in generate.banned_token_ids(tok, allow_end=True)
+    assert always | {end} <= set(generate.banned_token_ids(tok, allow_end=False))
+
+
+@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+def test_prefix_tokens_never_change_in_any_step(tiny_mlm, story_tokenizer, strategy):
+    ids, result = sample(tiny_mlm, story_tokenizer, prefix="tom found a red ball", strategy=strategy)
+    fixed = ids != story_tokenizer.mask_token_id
+    assert torch.equal(result.fixed, fixed)
+    for step in result.trajectory:
+        assert torch.equal(step.ids[fixed], ids[fixed])
+
+
+@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+def test_infill_context_never_changes_in_any_step(tiny_mlm, story_tokenizer, strategy):
+    ids, result = sample(tiny_mlm, story_tokenizer, infill="tom found a [MASK]*2 in the [MASK] .", strategy=strategy)
+    fixed = ids != story_tokenizer.mask_token_id
+    assert fixed.sum(-1).tolist() == [len(ids[0]) - 3] * 2
+    for step in result.trajectory:
+        assert torch.equal(step.ids[fixed], ids[fixed])
+
+
+def test_infill_template_ends_with_a_fixed_end_token_for_line_by_line_models(story_tokenizer):
+    end = generate.loading.end_token_id(story_tokenizer)
+    with_end = diffusion.build_inputs(story_tokenizer, max_length=LENGTH, infill="tom [MASK]*2 .", end_token=True)
+    without = diffusion.build_inputs(story_tokenizer, max_length=LENGTH, infill="tom [MASK]*2 .")
+    assert with_end[0, -1] == end and torch.equal(with_end[:, :-1], without)
+    # A template that fills every position leaves no room: no end token, no error.
+    full = diffusion.build_inputs(story_tokenizer, max_length=5, infill="[MASK]*4", end_token=True)
+    assert full.shape[1] == 5 and end not in full[0].tolist()
+
+
+def test_remask_can_change_a_revealed_token(tiny_mlm, story_tokenizer):
+    _, result = sample(tiny_mlm, story_tokenizer, strategy="remask", schedule="linear", steps=8)
+    mask = story_tokenizer.mask_token_id
+    changed = any(
+        ((before.ids != mask) & (before.ids != after.ids)).any()
+        for before, after in zip(result.trajectory, result.trajectory[1:])
+    )
+    assert changed
+    assert any(step.remasked.any() for step in result.trajectory)
+
+
+@pytest.mark.parametrize("strategy", ["random", "confidence", "threshold"])
+def test_other_strategies_never_change_a_revealed_token(tiny_mlm, story_tokenizer, strategy):
+    _, result = sample(tiny_mlm, story_tokenizer, strategy=strategy, steps=8, threshold=0.01)
+    mask = story_tokenizer.mask_token_id
+    for before, after in zip(result.trajectory, result.trajectory[1:]):
+        revealed_before = before.ids != mask
+        assert torch.equal(after.ids[revealed_before], before.ids[revealed_before])
+        assert not after.remasked.any()
+
+
+def test_threshold_never_drops_a_mask_at_the_step_cap(tiny_mlm, story_tokenizer):
+    # A random model is never 100% sure, so only the step cap can reveal the rest: it must fill, not drop.
+    _, result = sample(tiny_mlm, story_tokenizer, strategy="threshold", threshold=1.0, steps=2)
+    assert result.nfe == 2
+    assert not (result.ids == story_tokenizer.mask_token_id).any()
+
+
+@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+def test_same_seed_gives_same_ids(tiny_mlm, story_tokenizer, strategy):
+    _, first = sample(tiny_mlm, story_tokenizer, strategy=strategy, seed=7)
+    _, again = sample(tiny_mlm, story_tokenizer, strategy=strategy, seed=7)
+    _, other = sample(tiny_mlm, story_tokenizer, strategy=strategy, seed=8)
+    assert torch.equal(first.ids, again.ids)
+    assert not torch.equal(first.ids, other.ids)
+
+
+def test_nucleus_keeps_the_token_that_crosses_p():
+    logits = torch.tensor([0.05, 0.5, 0.15, 0.3]).log()
+    kept = lambda p: diffusion.filter_logits(logits, "nucleus", top_p=p).isfinite().tolist()  # noqa: E731
+    assert kept(0.6) == [False, True, False, True]  # 0.5 < 0.6: the 0.3 token crosses p and stays
+    assert kept(0.5) == [False, True, False, False]  # 0.5 already reaches p
+    assert kept(0.01) == [False, True, False, False]  # the most likely token always stays
+    assert kept(1.0) == [True, True, True, True]
+
+
+def test_topk_keeps_exactly_k_tokens():
+    logits = torch.tensor([[0.1, 3.0, 2.0, -1.0, 0.5]])
+    assert diffusion.filter_logits(logits, "topk", top_k=2).isfinite().tolist() == [[False, True, True, False, False]]
+
+
+@pytest.mark.parametrize("schedule", sorted(diffusion.SCHEDULES))
+def test_schedule_is_one_at_t1_and_zero_at_t0(schedule):
+    ends = diffusion.mask_fraction(schedule, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert ends.tolist() == pytest.approx([1.0, 0.0], abs=1e-9)
+    inside = diffusion.mask_fraction(schedule, torch.linspace(0, 1, 101, dtype=torch.float64))
+    assert (inside.diff() >= 0).all()  # more time, never fewer masks
+
+
+def test_cli_choices_equal_the_sampler_tables():
+    assert typing.get_args(config.SCHEDULE_CHOICES) == tuple(diffusion.SCHEDULES)
+    assert typing.get_args(config.STRATEGY_CHOICES) == diffusion.STRATEGIES
+    assert typing.get_args(config.SAMPLING_CHOICES) == diffusion.SAMPLING_METHODS
+    actions = HfArgumentParser(config.SamplingArguments)._option_string_actions
+    assert tuple(actions["--schedule"].choices) == tuple(diffusion.SCHEDULES)
+    assert tuple(actions["--strategy"].choices) == diffusion.STRATEGIES
+    assert tuple(actions["--sampling"].choices) == diffusion.SAMPLING_METHODS
+
+
+@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+def test_trajectory_has_the_start_plus_one_entry_per_step(tiny_mlm, story_tokenizer, strategy):
+    ids, result = sample(tiny_mlm, story_tokenizer, prefix="tom", strategy=strategy, steps=5, threshold=1.0)
+    assert len(result.trajectory) == 5 + 1 == result.nfe + 1
+    assert torch.equal(result.trajectory[0].ids, ids)
+    assert torch.equal(result.trajectory[-1].ids, result.ids)
+
+
+@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+def test_revealed_marks_exactly_the_positions_whose_mask_went_away(tiny_mlm, story_tokenizer, strategy):
+    _, result = sample(tiny_mlm, story_tokenizer, strategy=strategy, steps=6, schedule="linear")
+    mask = story_tokenizer.mask_token_id
+    assert not result.trajectory[0].revealed.any()
+    for before, after in zip(result.trajectory, result.trajectory[1:]):
+        assert torch.equal(after.revealed, (before.ids == mask) & (after.ids != mask))
+        assert torch.equal(after.remasked, (before.ids != mask) & (after.ids == mask))
+        assert ((after.confidence > 0) == (after.ids != mask) & ~result.fixed).all()
+
+
+@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+def test_block_decoding_fills_blocks_left_to_right(tiny_mlm, story_tokenizer, strategy):
+    block = 8
+    ids, result = sample(tiny_mlm, story_tokenizer, strategy=strategy, steps=6, block_size=block, schedule="linear")
+    mask = story_tokenizer.mask_token_id
+    start = int((ids[0] == mask).nonzero().min())  # first generated column
+    blocks = [(s, min(s + block, LENGTH)) for s in range(start, LENGTH, block)]
+    assert len(blocks) == math.ceil((LENGTH - start) / block)
+    for before, after in zip(result.trajectory, result.trajectory[1:]):
+        touched = (after.revealed | after.remasked).any(0).nonzero().flatten().tolist()
+        if not touched:
+            continue
+        current = [b for b, (lo, hi) in enumerate(blocks) if lo <= touched[0] < hi][0]
+        lo, hi = blocks[current]
+        assert all(lo <= column < hi for column in touched)  # one block per step
+        assert not (before.ids[:, :lo] == mask).any()  # every earlier block already complete
+        assert (before.ids[:, hi:] == mask).all()  # no later block started
+    assert not (result.ids == mask).any()
