@@ -1,0 +1,185 @@
+"""generate.py end to end on a saved tiny checkpoint: the README commands, the output file, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import diffusion
+import generate
+import loading
+from loading import UsageError
+
+FAST = ["--steps", "2", "--max-length", "12", "--num-samples", "2"]
+
+
+def generate_main(checkpoint, *argv):
+    return generate.main(["--checkpoint", checkpoint, *FAST, *argv])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--schedule", "linear"],
+        ["--schedule", "cosine"],
+        ["--schedule", "exponential"],
+        ["--sampling", "greedy"],
+        ["--sampling", "topk", "--k", "50"],
+        ["--sampling", "nucleus", "--p", "0.9"],
+        ["--temperature", "0.7"],
+        ["--strategy", "remask", "--block_size", "4", "--prompt", "tom found"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+def test_readme_commands_generate_one_text_per_sample(tiny_checkpoint, argv, capsys):
+    texts = generate_main(tiny_checkpoint, "--hide-steps", *argv)
+    assert len(texts) == 2
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == texts
+
+
+def test_roberta_checkpoint_alias_names_the_checkpoint(tiny_checkpoint):
+    assert generate.parse_args(["--roberta-checkpoint", tiny_checkpoint]).checkpoint == tiny_checkpoint
+
+
+def test_steps_are_shown_from_all_masked_to_the_final_text(tiny_checkpoint, capsys):
+    texts = generate_main(tiny_checkpoint, "--prefix", "tom found", "--strategy", "random")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[0/2] tom found _ ")
+    assert lines[1].startswith("[1/2] tom found")
+    assert lines[2] == f"[2/2] {texts[0]}".rstrip()
+    assert "_" not in lines[2].split("tom found", 1)[1]  # a random model's text holds no underscore
+    assert lines[-2:] == texts
+
+
+def test_render_state_shows_each_mask_as_an_underscore(story_tokenizer):
+    ids = diffusion.build_inputs(story_tokenizer, "tom found", max_length=6)[0]
+    assert generate.render_state(story_tokenizer, ids) == "tom found _ _ _"
+
+
+def test_same_seed_gives_the_same_text(tiny_checkpoint):
+    assert generate_main(tiny_checkpoint, "--seed", "3", "--hide-steps") == generate_main(tiny_checkpoint, "--seed", "3", "--hide-steps")
+    assert generate_main(tiny_checkpoint, "--seed", "3", "--hide-steps") != generate_main(tiny_checkpoint, "--seed", "4", "--hide-steps")
+
+
+def test_infill_keeps_the_template_and_ends_where_it_ends(tiny_checkpoint, story_tokenizer):
+    template = "tom found a [MASK]*2 in the park ."
+    args = generate.parse_args(["--checkpoint", tiny_checkpoint, "--infill", template, *FAST, "--max-length", "32"])
+    model, tokenizer, settings = generate.load(args)
+    result, texts, _ = generate.run(args, model, tokenizer, settings["line_by_line"], progress=False)
+    end = loading.end_token_id(tokenizer)
+    assert (result.ids[:, -1] == end).all()  # the fixed end token after the template
+    assert (result.ids[:, 1:-1] != end).all()  # and none inside it: the template fixes where the text ends
+    for text in texts:
+        assert text.startswith("tom found a") and text.endswith("in the park .")
+
+
+def test_output_jsonl_has_one_object_per_sample_with_the_documented_fields(tiny_checkpoint, tmp_path):
+    out = tmp_path / "samples" / "x.jsonl"
+    texts = generate_main(tiny_checkpoint, "--prefix", "anna", "--hide-steps", "--output", str(out))
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in records] == texts
+    for r in records:
+        assert {"text", "prefix", "steps", "nfe", "seconds", "settings"} <= set(r)
+        assert r["prefix"] == "anna" and r["steps"] == 2 and r["nfe"] == 2 and r["seconds"] > 0
+        assert r["settings"]["schedule"] == "cosine" and r["settings"]["line_by_line"] is True
+    assert list(out.parent.iterdir()) == [out]  # no temporary file left behind
+
+
+@pytest.fixture(scope="module")
+def gpt2_checkpoint(tmp_path_factory, story_tokenizer):
+    directory = tmp_path_factory.mktemp("gpt2")
+    loading.build_model("ar", "tiny", story_tokenizer, 32).save_pretrained(directory)
+    story_tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def maskless_checkpoint(tmp_path_factory, story_tokenizer):
+    directory = tmp_path_factory.mktemp("no-mask")
+    loading.build_model("diffusion", "tiny", story_tokenizer, 32).save_pretrained(directory)
+    tokenizer = loading.PreTrainedTokenizerFast(tokenizer_object=story_tokenizer.backend_tokenizer, cls_token="<s>", sep_token="</s>", pad_token="<pad>")
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+BAD_SAMPLING = [
+    (["--prefix", "tom found a red ball in the park", "--max-length", "6"], r"prefix is \d+ tokens.*--max-length 6"),
+    (["--max-length", "33"], r"--max-length 33 is more than the model's 32 positions"),
+    (["--steps", "0"], r"--steps 0 must be at least 1"),
+    (["--p", "0"], r"--p 0.0 must be in \(0, 1\]"),
+    (["--p", "1.5"], r"--p 1.5 must be in \(0, 1\]"),
+    (["--k", "0"], r"--k 0 must be at least 1"),
+    (["--temperature", "0", "--sampling", "topk"], r"--temperature 0.0 must be > 0 with --sampling topk"),
+    (["--temperature", "-1", "--sampling", "nucleus"], r"--temperature -1.0 must be > 0 with --sampling nucleus"),
+    (["--threshold", "0"], r"--threshold 0.0 must be in \(0, 1\]"),
+    (["--threshold", "1.01"], r"--threshold 1.01 must be in \(0, 1\]"),
+    (["--infill", "tom found a red ball"], r"infill template 'tom found a red ball' has no \[MASK\]"),
+    (["--num-samples", "0"], r"--num-samples 0 must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_SAMPLING, ids=lambda x: " ".join(x) if isinstance(x, list) else "")
+def test_bad_sampling_options_are_usage_errors(tiny_checkpoint, argv, message):
+    with pytest.raises(UsageError, match=message):
+        generate.main(["--checkpoint", tiny_checkpoint, "--steps", "2", "--max-length", "32", *argv])
+
+
+def test_greedy_accepts_temperature_zero(tiny_checkpoint):
+    assert len(generate_main(tiny_checkpoint, "--sampling", "greedy", "--temperature", "0", "--hide-steps")) == 2
+
+
+def test_missing_checkpoint_directory_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match=r"--checkpoint .*nope: no such directory; train one with `python train.py --quick-test`"):
+        generate.main(["--checkpoint", str(tmp_path / "nope")])
+
+
+def test_gpt2_checkpoint_is_refused_as_not_a_masked_lm(gpt2_checkpoint):
+    with pytest.raises(UsageError, match=r"is a gpt2 model, not a masked LM"):
+        generate.main(["--checkpoint", gpt2_checkpoint])
+
+
+def test_tokenizer_without_mask_token_is_refused(maskless_checkpoint):
+    with pytest.raises(UsageError, match=r"has no mask token"):
+        generate.main(["--checkpoint", maskless_checkpoint])
+
+
+def test_output_that_is_a_directory_is_refused(tiny_checkpoint, tmp_path):
+    with pytest.raises(UsageError, match=r"--output .* is a directory"):
+        generate_main(tiny_checkpoint, "--output", str(tmp_path))
+
+
+@pytest.mark.parametrize("flag", ["--schedule", "--strategy", "--sampling"])
+def test_unknown_choice_exits_with_code_2(tiny_checkpoint, flag, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        generate_main(tiny_checkpoint, flag, "bogus")
+    assert exit_.value.code == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_check_sampling_args_rejects_names_outside_the_tables():
+    args = generate.parse_args([])
+    args.schedule = "quadratic"
+    with pytest.raises(UsageError, match="--schedule 'quadratic' is unknown; choose one of linear, cosine"):
+        generate.check_sampling_args(args)
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        generate.main(["--help"])
+    assert exit_.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "--hide-steps" in help_text.replace("_", "-") and "--roberta-checkpoint" in help_text
+
+
+def test_usage_error_is_one_line_on_stderr_with_exit_code_2(tmp_path):
+    script = Path(generate.__file__)
+    done = subprocess.run(
+        [sys.executable, str(script), "--checkpoint", str(tmp_path / "missing")],
+        capture_output=True, text=True, cwd=script.parent, timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --checkpoint ") and done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr and done.stdout == ""
