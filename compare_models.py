@@ -92,12 +92,12 @@ def check_output(path: str) -> Path:
 
 def load_models(args: SamplingArguments, cmp: CompareArguments):
     """Both models, before anything runs, so a bad path fails at once with a message naming it."""
-    diffusion_model, diffusion_tokenizer, trained = generate.load(args)
     if not Path(cmp.gpt2_checkpoint).exists() and (Path(cmp.gpt2_checkpoint).is_absolute() or "/" in cmp.gpt2_checkpoint):
         raise UsageError(
             f"--gpt2-checkpoint {cmp.gpt2_checkpoint}: no such directory; train one with "
             "`python train.py --quick-test --objective ar` (writes results-ar/final-model) or pass a hub name such as gpt2"
         )
+    diffusion_model, diffusion_tokenizer, trained = generate.load(args)
     ar_model, ar_tokenizer = loading.load_causal_lm(cmp.gpt2_checkpoint)
     ar_model = ar_model.to(next(diffusion_model.parameters()).device).eval()
     return (diffusion_model, diffusion_tokenizer, trained), (ar_model, ar_tokenizer)
@@ -234,8 +234,9 @@ def render_comparison(runs: list[ModelRun], clock: str) -> tuple[list[Image.Imag
         for p, (run, layout) in enumerate(zip(runs, layouts)):
             k = state_at(run, clock, tick)
             _panel(draw, p * PANEL_WIDTH, run, k, layout[k][0], tick, clock)
-        draw.line((PANEL_WIDTH, 12, PANEL_WIDTH, height - 12), fill=rendering.PANEL, width=2)
         legend_top = header + text_height + 24
+        draw.line((PANEL_WIDTH, 12, PANEL_WIDTH, legend_top - 12), fill=rendering.PANEL, width=2)
+        draw.line((MARGIN, legend_top - 12, 2 * PANEL_WIDTH - MARGIN, legend_top - 12), fill=rendering.PANEL, width=1)
         rendering.draw_legend(draw, MARGIN, legend_top, 2 * PANEL_WIDTH - 2 * MARGIN, 14,
                               labels=(rendering.FIXED, rendering.MASKED, rendering.NEW, rendering.REVEALED, rendering.REMASKED))
         frames.append(image)

@@ -1,0 +1,125 @@
+"""compare_models.py: one clock drives both panels; each panel shows its own model's real steps."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageSequence
+
+import compare_models
+import loading
+from loading import UsageError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _argv(roberta, gpt2, output, *extra):
+    return [
+        "--roberta-checkpoint", roberta, "--gpt2-checkpoint", gpt2, "--output", str(output),
+        "--prompt", "tom found", "--max-length", "20", "--steps", "5", "--seed", "1", *extra,
+    ]
+
+
+def test_nfe_clock_gif_has_one_frame_per_forward_pass_with_both_panels(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path, capsys):
+    out = tmp_path / "cmp" / "comparison.gif"
+    rows = compare_models.main(_argv(tiny_checkpoint, tiny_gpt2_checkpoint, out, "--clock", "nfe"))
+    diffusion_row, ar_row = rows
+    assert diffusion_row["model"] == "diffusion" and ar_row["model"] == "autoregressive"
+    assert diffusion_row["forward_passes"] == 5
+    # GPT-2: one forward pass per generated token, at most the room left after <s> and the prompt.
+    prompt_tokens = 1 + len(loading.load_tokenizer(tiny_gpt2_checkpoint)("tom found", add_special_tokens=False)["input_ids"])
+    assert ar_row["forward_passes"] == ar_row["generated_tokens"] <= 20 - prompt_tokens
+    with Image.open(out) as gif:
+        assert gif.size == (2 * compare_models.PANEL_WIDTH, gif.size[1])
+        frames = sum(1 for _ in ImageSequence.Iterator(gif))
+    assert frames == max(diffusion_row["forward_passes"], ar_row["forward_passes"]) + 1
+    saved = json.loads((out.parent / "results.json").read_text())
+    assert saved["models"] == rows and saved["clock"] == "nfe"
+    table = capsys.readouterr().out
+    assert "forward passes" in table and "tokens/s" in table
+    assert diffusion_row["text"] in table and ar_row["text"] in table
+
+
+def test_time_clock_shows_each_model_at_its_measured_step(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path):
+    args, cmp = compare_models.parse_args(_argv(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path / "c.gif"))
+    (mlm, mlm_tok, trained), (ar, ar_tok) = compare_models.load_models(args, cmp)
+    runs = [compare_models.run_diffusion(args, mlm, mlm_tok, trained), compare_models.run_autoregressive(args, ar, ar_tok, "gpt2")]
+    for run in runs:
+        assert len(run.times) == len(run.states) == len(run.nfe)
+        assert run.times[0] == 0.0 and all(a <= b for a, b in zip(run.times, run.times[1:]))
+    ticks = compare_models.clock_ticks(runs, "time")
+    assert len(ticks) == compare_models.TIME_FRAMES and ticks[-1] == max(run.seconds for run in runs)
+    for run in runs:
+        shown = [compare_models.state_at(run, "time", t) for t in ticks]
+        assert shown[0] == 0 and shown[-1] == len(run.states) - 1
+        assert all(a <= b for a, b in zip(shown, shown[1:]))  # the clock never runs backwards
+        for t, k in zip(ticks, shown):
+            assert run.times[k] <= t + 1e-9
+
+
+def test_autoregressive_panel_appends_one_token_per_state(story_tokenizer):
+    states = compare_models.ar_states(story_tokenizer, [0, 50, 51], [60, 61, 2])
+    assert [s.ids for s in states] == [[50, 51], [50, 51, 60], [50, 51, 60, 61], [50, 51, 60, 61, 2]]
+    assert states[2].labels == ["fixed", "fixed", "revealed", "new"]
+
+
+def test_kv_cache_decoding_matches_full_recompute(tiny_gpt2_checkpoint):
+    args, cmp = compare_models.parse_args(["--prompt", "tom found", "--max-length", "14", "--sampling", "greedy"])
+    model, tokenizer = loading.load_causal_lm(tiny_gpt2_checkpoint)
+    run = compare_models.run_autoregressive(args, model.eval(), tokenizer, tiny_gpt2_checkpoint)
+    ids = list(run.states[0].ids)
+    start = loading.start_token_id(tokenizer)
+    with torch.no_grad():
+        for expected in run.states[-1].ids[len(ids):]:
+            logits = model(input_ids=torch.tensor([[start] + ids])).logits[0, -1]
+            banned = [i for i in loading.special_token_ids(tokenizer) if i != loading.end_token_id(tokenizer)]
+            logits[banned] = float("-inf")
+            assert int(logits.argmax()) == expected
+            ids.append(expected)
+
+
+def test_gpt2_passed_as_diffusion_model_is_refused(tiny_gpt2_checkpoint, tmp_path):
+    with pytest.raises(UsageError, match="not a masked LM"):
+        compare_models.main(_argv(tiny_gpt2_checkpoint, tiny_gpt2_checkpoint, tmp_path / "c.gif"))
+    assert not (tmp_path / "c.gif").exists()
+
+
+def test_masked_lm_passed_as_gpt2_is_refused(tiny_checkpoint, tmp_path):
+    with pytest.raises(UsageError, match="not an autoregressive"):
+        compare_models.main(_argv(tiny_checkpoint, tiny_checkpoint, tmp_path / "c.gif"))
+
+
+def test_output_inside_a_file_is_refused(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UsageError, match="is a file"):
+        compare_models.main(_argv(tiny_checkpoint, tiny_gpt2_checkpoint, blocker / "c.gif"))
+    with pytest.raises(UsageError, match="is a directory"):
+        compare_models.main(_argv(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path))
+
+
+def test_missing_gpt2_checkpoint_is_named_and_exits_2(tiny_checkpoint, tmp_path):
+    missing = tmp_path / "no-gpt2"
+    proc = subprocess.run(
+        [sys.executable, "compare_models.py", *_argv(tiny_checkpoint, str(missing), tmp_path / "c.gif")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --gpt2-checkpoint") and str(missing) in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "c.gif").exists()
+
+
+def test_missing_roberta_checkpoint_is_named(tiny_gpt2_checkpoint, tmp_path):
+    with pytest.raises(UsageError, match="no-roberta"):
+        compare_models.main(_argv(str(tmp_path / "no-roberta"), tiny_gpt2_checkpoint, tmp_path / "c.gif"))
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        compare_models.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--gpt2-checkpoint" in out and "--roberta-checkpoint" in out and "--clock" in out and "comparison.gif" in out
