@@ -114,24 +114,33 @@ def draw_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per position. Returns (ids, confidence), both shaped like logits[..., 0].
 
-    The confidence is the probability of the chosen token under the filtered, tempered distribution.
-    Draws are made in float64: in float32 the tail of a large vocabulary loses mass, which silently lowers
-    the effective temperature.
+    The confidence is the probability of the chosen token under the filtered, tempered distribution (the same
+    one `filter_logits` describes). Probabilities are taken in float64: in float32 the tail of a large
+    vocabulary loses mass, which silently lowers the effective temperature. Only the kept tokens (the top k, or
+    the sorted candidates of the nucleus) enter the draw, so top-k costs one draw over k tokens, not the vocabulary.
     """
-    logits = logits.double()
     if sampling == "greedy":
-        probs = logits.softmax(-1)
+        probs = logits.double().softmax(-1)
         confidence, ids = probs.max(-1)
         return ids, confidence.float()
-    probs = filter_logits(logits / temperature, sampling, top_k, top_p).softmax(-1)
+    if sampling == "topk":
+        values, index = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1)  # (..., k), most likely first
+    else:
+        values, index = torch.sort(logits, dim=-1, descending=True)
+    probs = (values.double() / temperature).softmax(-1)
+    if sampling == "nucleus":
+        # Mass strictly before each token: the token whose own probability crosses p is still kept.
+        probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
     flat = probs.reshape(-1, probs.size(-1))
     if generator is not None and generator.device.type != flat.device.type:
         # A generator only fills tensors on its own device: draw there, use the ids here.
-        ids = torch.multinomial(flat.to(generator.device), 1, generator=generator).to(flat.device)
+        choice = torch.multinomial(flat.to(generator.device), 1, generator=generator).to(flat.device)
     else:
-        ids = torch.multinomial(flat, 1, generator=generator)
-    ids = ids.view(probs.shape[:-1])
-    confidence = probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        choice = torch.multinomial(flat, 1, generator=generator)
+    choice = choice.view(*probs.shape[:-1], 1)
+    ids = index.gather(-1, choice).squeeze(-1)
+    confidence = probs.gather(-1, choice).squeeze(-1)
     return ids, confidence.float()
 
 
@@ -234,10 +243,16 @@ def sample(
                 break
             logits = model(input_ids=ids, attention_mask=attention_mask).logits  # (batch, seq, vocab)
             nfe += 1
-            logits = logits.float().index_fill(-1, banned, float("-inf"))
-            proposal, proposal_conf = draw_tokens(
-                logits, config.sampling, config.temperature, config.top_k, config.top_p, generator
-            )
+            # Only the positions still masked in this block need a proposal: drawing for every position of
+            # the batch cost as much as the forward pass of a small model.
+            proposal, proposal_conf = ids.clone(), torch.zeros(ids.shape, device=device)
+            if block_masked.any():
+                rows = logits[block_masked].float().index_fill(-1, banned, float("-inf"))  # (masked, vocab)
+                drawn, drawn_conf = draw_tokens(
+                    rows, config.sampling, config.temperature, config.top_k, config.top_p, generator
+                )
+                proposal[block_masked] = drawn
+                proposal_conf[block_masked] = drawn_conf
             t_next = torch.tensor(1.0 - step / block_steps, dtype=torch.float64)
             keep_masked = torch.round(mask_fraction(config.schedule, t_next) * span.double()).long()  # (batch,)
             if config.strategy == "remask":

@@ -123,6 +123,18 @@ def test_nucleus_keeps_the_token_that_crosses_p():
     assert kept(1.0) == [True, True, True, True]
 
 
+@pytest.mark.parametrize("sampling, settings", [("nucleus", {"top_p": 0.6}), ("topk", {"top_k": 2})])
+def test_draws_follow_the_filtered_distribution(sampling, settings):
+    logits = torch.tensor([0.05, 0.5, 0.15, 0.3]).log().expand(20000, 4)
+    generator = torch.Generator().manual_seed(0)
+    ids, confidence = diffusion.draw_tokens(logits, sampling, generator=generator, **settings)
+    expected = {1: 0.5 / 0.8, 3: 0.3 / 0.8}  # the kept tokens, renormalised
+    assert set(ids.tolist()) == set(expected)
+    for token, p in expected.items():
+        assert (ids == token).double().mean().item() == pytest.approx(p, abs=0.015)
+        assert confidence[ids == token].tolist() == pytest.approx([p] * int((ids == token).sum()))
+
+
 def test_topk_keeps_exactly_k_tokens():
     logits = torch.tensor([[0.1, 3.0, 2.0, -1.0, 0.5]])
     assert diffusion.filter_logits(logits, "topk", top_k=2).isfinite().tolist() == [[False, True, True, False, False]]
