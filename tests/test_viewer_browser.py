@@ -1,0 +1,187 @@
+"""view_animation.html in a real (headless) Chromium: steps, keys, file loading, and model text never executing.
+
+Skipped, with the reason, when the playwright package or a Chromium binary is missing.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import visualize_generation
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--no-first-run", "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
+]
+HOSTILE = ['<img src=x onerror="window.__pwned=1">', "<script>window.__pwned=1</script>"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is not installed (pip install playwright)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (set CHROMIUM=/path/to/chromium)")
+    with sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        except Exception as err:  # playwright raises its own Error type for a browser that does not start
+            pytest.skip(f"Chromium at {CHROMIUM} did not start: {str(err).splitlines()[0]}")
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.errors = errors
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("viewer-run")
+    visualize_generation.main(
+        ["--checkpoint", tiny_checkpoint, "--output-dir", str(out), "--prompt", "tom found", "--max-length", "24",
+         "--steps", "7", "--strategy", "remask", "--fps", "20", "--hold", "0.05"]
+    )
+    return out
+
+
+def _viewer_dir(tmp_path, data=None, run_js=None) -> Path:
+    """A directory with the viewer and a run.js holding `data` (or the literal script `run_js`)."""
+    shutil.copyfile(REPO / "view_animation.html", tmp_path / "view_animation.html")
+    if data is not None:
+        run_js = f"window.DIFFUSION_RUN = {json.dumps(data)};\n"
+    if run_js is not None:
+        (tmp_path / "run.js").write_text(run_js)
+    return tmp_path / "view_animation.html"
+
+
+def _hostile_run():
+    tokens = ["tom", " found", HOSTILE[0], " ", HOSTILE[1], "\x07", "\n"]
+    labels = ["fixed", "fixed", "new", "revealed", "revealed", "new", "revealed"]
+    first = {"step": 0, "tokens": tokens, "labels": ["fixed", "fixed"] + ["masked"] * 5}
+    return {"model": HOSTILE[0], "prompt": HOSTILE[1], "settings": {"schedule": HOSTILE[1], "steps": 1},
+            "states": [first, {"step": 1, "tokens": tokens, "labels": labels}]}
+
+
+def test_viewer_shows_every_step_and_keys_change_the_state(page, run_dir, tmp_path):
+    states = json.loads((run_dir / "run.json").read_text())["states"]
+    last = len(states) - 1
+    assert last == 7
+    page.goto((run_dir / "view_animation.html").as_uri())
+    assert not page.is_visible("#error")
+    assert page.text_content("#step-total") == str(last)
+    assert page.get_attribute("#scrubber", "max") == str(last)
+    assert page.get_attribute("body", "data-step") == "0"
+    assert page.locator("#tokens .tok").count() == len(states[0]["tokens"])
+
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute("body", "data-step") == "2"
+    assert page.text_content("#step-now") == "2" and page.input_value("#scrubber") == "2"
+    page.keyboard.press("ArrowLeft")
+    assert page.get_attribute("body", "data-step") == "1"
+
+    assert page.is_hidden("#grid")
+    page.keyboard.press("f")
+    assert page.is_visible("#grid")
+    assert page.locator("#grid .card").count() == last + 1
+    page.keyboard.press("f")
+    assert page.is_hidden("#grid")
+
+    page.keyboard.press(" ")
+    assert page.get_attribute("body", "data-playing") == "true"
+    page.keyboard.press(" ")
+    assert page.get_attribute("body", "data-playing") == "false"
+    step_after_pause = page.get_attribute("body", "data-step")
+    page.wait_for_timeout(300)
+    assert page.get_attribute("body", "data-step") == step_after_pause
+
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("r")  # replay: back to step 0 and playing to the last step (50 ms a frame here)
+    page.wait_for_selector(f"body[data-step='{last}'][data-playing='false']", state="attached", timeout=10000)
+
+    page.keyboard.press("f")
+    page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
+    (REPO / "results").mkdir(exist_ok=True)
+    page.screenshot(path=str(REPO / "results" / "viewer_screenshot.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_shown_text_at_each_step_is_that_steps_tokens(page, run_dir):
+    states = json.loads((run_dir / "run.json").read_text())["states"]
+    page.goto((run_dir / "view_animation.html").as_uri())
+    for k, state in enumerate(states):
+        page.evaluate(f"window.diffusionViewer.show({k})")
+        spans = page.eval_on_selector_all("#tokens .tok", "nodes => nodes.map(n => [n.className, n.textContent])")
+        assert [cls.split()[1] for cls, _ in spans] == state["labels"]
+        for (cls, text), token, label, previous in zip(spans, state["tokens"], state["labels"], state["previous"]):
+            shown = previous if label == "remasked" else token  # a re-masked slot shows the hidden token, struck through
+            if label == "masked":
+                assert text == ""
+            elif shown.isprintable() and shown.strip(" "):
+                assert text == shown
+            else:  # newlines become an arrow and a line break, control characters visible escapes
+                assert text and all(ch.isprintable() or ch == "\n" for ch in text)
+
+
+def test_model_text_is_shown_literally_and_never_executes(page, tmp_path):
+    page.goto(_viewer_dir(tmp_path, data=_hostile_run()).as_uri())
+    page.evaluate("window.diffusionViewer.show(1)")
+    tokens = page.text_content("#tokens")
+    assert HOSTILE[0] in tokens and HOSTILE[1] in tokens and "\\x07" in tokens
+    assert HOSTILE[0] in page.text_content("#settings") and HOSTILE[1] in page.text_content("#prompt-line")
+    assert page.locator("#tokens img, #tokens script, #settings img").count() == 0
+    page.wait_for_timeout(200)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+
+    # the same through the file picker
+    other_run = _hostile_run()
+    other_run["states"].append(dict(other_run["states"][1], step=2))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(other_run))
+    page.set_input_files("#file", str(other))
+    page.wait_for_selector("#grid .card:nth-child(3)", state="attached")  # loaded: this run has three steps
+    page.keyboard.press("f")
+    assert HOSTILE[1] in page.text_content("#grid")
+    assert page.locator("img").count() == 0
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.errors == []
+
+
+@pytest.mark.parametrize(
+    "run_js, message",
+    [
+        ("window.DIFFUSION_RUN = {\"states\": \"nope\"};", "'states' must be a non-empty list"),
+        ("window.DIFFUSION_RUN = {\"states\": [{\"tokens\": [\"a\"], \"labels\": []}]};", "1 tokens but 0 labels"),
+        ("window.DIFFUSION_RUN = {\"states\": [{\"tokens\": [\"a\"], \"labels\": [\"bold\"]}]};", "'bold'"),
+        ("window.DIFFUSION_RUN = 42;", "not a JSON object"),
+        ("window.DIFFUSION_RUN = {states: [", "no run.js"),  # a syntax error: the data never arrives
+        (None, "no run.js"),
+    ],
+)
+def test_malformed_run_data_shows_an_error_on_the_page(page, tmp_path, run_js, message):
+    page.goto(_viewer_dir(tmp_path, run_js=run_js).as_uri())
+    assert page.is_visible("#error")
+    assert message in page.text_content("#error")
+
+
+def test_a_file_that_is_not_json_shows_an_error(page, run_dir, tmp_path):
+    page.goto((run_dir / "view_animation.html").as_uri())
+    bad = tmp_path / "broken.json"
+    bad.write_text("{ this is not json")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#error", state="visible")
+    assert "broken.json is not valid JSON" in page.text_content("#error")
