@@ -19,7 +19,7 @@ LEGEND = {
     MASKED: "still masked",
     NEW: "revealed this step",
     REVEALED: "revealed earlier",
-    REMASKED: "re-masked this step",
+    REMASKED: "re-masked this step (old token struck out)",
 }
 
 BACKGROUND = (22, 24, 29)
@@ -251,8 +251,11 @@ def draw_legend(draw: ImageDraw.ImageDraw, left: float, top: float, width: float
         if x > left and x + item > left + width:
             x, y = left, y + line
         swatch = (x, y + 2, x + size, y + size + 2)
-        if label in (MASKED, REMASKED):
-            draw.rounded_rectangle(swatch, radius=3, fill=COLOURS[MASKED], outline=COLOURS[label], width=2)
+        if label == MASKED:
+            draw.rounded_rectangle(swatch, radius=3, fill=COLOURS[MASKED])
+        elif label == REMASKED:
+            draw.rounded_rectangle(swatch, radius=3, fill=COLOURS[REMASKED])
+            draw.line((x - 2, y + 2 + size * 0.55, x + size + 2, y + 2 + size * 0.55), fill=BACKGROUND, width=2)
         else:
             draw.rounded_rectangle(swatch, radius=3, fill=COLOURS[label])
         draw.text((x + size * 1.3, y), text, font=small, fill=DIM)

@@ -114,7 +114,7 @@ def _frame(state: rendering.StepState, placed, info: dict, height: int, legend_t
         bar,
         [((revealed - new) / max(span, 1), (170, 170, 170)), (new / max(span, 1), rendering.COLOURS[rendering.NEW]), (share_masked, rendering.COLOURS[rendering.MASKED])],
     )
-    counts = f"revealed {revealed}/{span} ({1 - share_masked:.0%})   masked {masked}/{span} ({share_masked:.0%})   new this step {new}"
+    counts = f"revealed {revealed}/{span} ({1 - share_masked:.0%})   masked {masked}/{span} ({share_masked:.0%})   new this step {new}   re-masked {state.count(rendering.REMASKED)}"
     draw.text((MARGIN, 124), counts, font=rendering.font(14), fill=rendering.DIM)
 
     rendering.draw_tokens(draw, placed, MARGIN, 150, TOKEN_SIZE)
