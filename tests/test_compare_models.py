@@ -1,7 +1,7 @@
 """compare_models.py: one clock drives both panels; each panel shows its own model's real steps."""
 
 import json
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -101,15 +101,15 @@ def test_output_inside_a_file_is_refused(tiny_checkpoint, tiny_gpt2_checkpoint, 
         compare_models.main(_argv(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path))
 
 
-def test_missing_gpt2_checkpoint_is_named_and_exits_2(tiny_checkpoint, tmp_path):
+def test_missing_gpt2_checkpoint_is_named_and_exits_2(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     missing = tmp_path / "no-gpt2"
-    proc = subprocess.run(
-        [sys.executable, "compare_models.py", *_argv(tiny_checkpoint, str(missing), tmp_path / "c.gif")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: --gpt2-checkpoint") and str(missing) in proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "c.gif").exists()
+    monkeypatch.setattr(sys, "argv", ["compare_models.py", *_argv(tiny_checkpoint, str(missing), tmp_path / "c.gif")])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(REPO / "compare_models.py"), run_name="__main__")  # the script's own __main__ block
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --gpt2-checkpoint") and str(missing) in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c.gif").exists()
 
 
 def test_missing_roberta_checkpoint_is_named(tiny_gpt2_checkpoint, tmp_path):
