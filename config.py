@@ -213,3 +213,27 @@ class CompareArguments:
         metadata={"help": "What drives both panels: measured wall time of each step, or forward passes (NFE)."},
     )
     frame_ms: int = field(default=100, metadata={"help": "Duration of one GIF frame in milliseconds (the last frame is held longer)."})
+
+
+@dataclass
+class EvaluationArguments:
+    """evaluate.py's own options; the checkpoint, --max-length, --seed and the sampler come from SamplingArguments."""
+
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Text to measure (.txt, or .jsonl with a 'text' field). Default: the built-in corpus's validation stories."}
+    )
+    ar_checkpoint: str | None = field(
+        default=None, metadata={"help": "Causal LM (GPT-2) whose exact perplexity is measured on the same text, e.g. results-ar/final-model."}
+    )
+    judge: str = field(
+        default="results-ar/final-model",
+        metadata={"help": "Causal LM that scores the samples (generative perplexity); any tokenizer. 'none' skips it. "
+                  "When this default directory does not exist, the judge is skipped."},
+    )
+    num_t_samples: int = field(default=8, metadata={"help": "Stratified times t per sequence in the ELBO bound (more: less variance)."})
+    max_eval_samples: int = field(default=500, metadata={"help": "Keep at most this many documents of the evaluation text."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Sequences per forward pass when measuring perplexity."})
+    line_by_line: bool | None = field(
+        default=None, metadata={"help": "true/false: documents one per line / packed. Default: as the checkpoint was trained."}
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Also write metrics.json and the samples (samples.jsonl) here."})

@@ -1,0 +1,118 @@
+"""Measure a masked-diffusion checkpoint: its ELBO perplexity bound on held-out text, the exact perplexity of a
+causal LM on the same blocks, and metrics of samples from both (judge perplexity, entropy, distinct-n, ...).
+
+    python evaluate.py                                            # results/final-model on the built-in corpus
+    python evaluate.py --ar-checkpoint results-ar/final-model --num-samples 64
+    python evaluate.py --checkpoint results/final-model --validation-file held_out.txt --max-length 128
+"""
+
+import json
+import logging
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+import loading
+import metrics
+from config import EvaluationArguments, SamplingArguments
+from generate import check_sampling_args
+from loading import UsageError
+
+logger = logging.getLogger(__name__)
+
+# evaluate.py's own defaults for SamplingArguments fields; the user's arguments come after and win.
+DEFAULTS = ["--num_samples", "32"]
+DEFAULT_JUDGE = next(f.default for f in fields(EvaluationArguments) if f.name == "judge")
+
+
+def parse_args(argv: list[str] | None):
+    """(EvaluationArguments, SamplingArguments, whether --max-length was given)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = HfArgumentParser((EvaluationArguments, SamplingArguments), description=__doc__.splitlines()[0])
+    eval_args, sampling = parser.parse_args_into_dataclasses(args=DEFAULTS + argv)
+    length_given = any(arg.split("=")[0] in ("--max-length", "--max_length") for arg in argv)
+    return eval_args, sampling, length_given
+
+
+def check_args(eval_args, sampling) -> None:
+    if eval_args.num_t_samples < 1:
+        raise UsageError(f"--num-t-samples {eval_args.num_t_samples} must be at least 1")
+    if eval_args.eval_batch_size < 1:
+        raise UsageError(f"--eval-batch-size {eval_args.eval_batch_size} must be at least 1")
+    if eval_args.max_eval_samples < 1:
+        raise UsageError(f"--max-eval-samples {eval_args.max_eval_samples} must be at least 1")
+    if sampling.num_samples < 0:
+        raise UsageError(f"--num-samples {sampling.num_samples} must be 0 (no samples) or more")
+    if eval_args.output_dir and Path(eval_args.output_dir).is_file():
+        raise UsageError(f"--output-dir {eval_args.output_dir} is a file, not a directory")
+
+
+def load_judge(eval_args, ar, device):
+    """(model, tokenizer) that scores samples, or None: 'none', or the default judge that was never trained."""
+    if eval_args.judge.lower() == "none":
+        return None
+    if ar is not None and Path(eval_args.judge).resolve() == Path(eval_args.ar_checkpoint).resolve():
+        return ar
+    if eval_args.judge == DEFAULT_JUDGE and not Path(DEFAULT_JUDGE).is_dir():
+        logger.warning("no judge: %s does not exist (train it with train.py --quick-test --objective ar)", DEFAULT_JUDGE)
+        return None
+    model, tokenizer = loading.load_causal_lm(eval_args.judge)
+    return model.to(device).eval(), tokenizer
+
+
+def write_outputs(directory: str, table: list[dict], eval_args, sampling) -> None:
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{k: v for k, v in row.items() if k != "samples"} for row in table]
+    arguments = {"EvaluationArguments": asdict(eval_args), "SamplingArguments": asdict(sampling)}
+    (out / "metrics.json").write_text(json.dumps({"arguments": arguments, "rows": rows}, indent=2))
+    with open(out / "samples.jsonl", "w") as f:
+        for row in table:
+            for text in row.get("samples", []):
+                f.write(json.dumps({"model": row["model"], "text": text}) + "\n")
+
+
+def evaluate(argv: list[str] | None = None) -> list[dict]:
+    eval_args, sampling, length_given = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    check_args(eval_args, sampling)
+
+    device = loading.pick_device(sampling.device)
+    model, tokenizer = loading.load_masked_lm(sampling.checkpoint)
+    model = model.to(device).eval()
+    settings = loading.read_diffusion_config(sampling.checkpoint)
+    if not length_given:  # measure on the blocks the model was trained on
+        sampling.max_length = settings.get("max_length") or min(128, loading.max_positions(model))
+    ar = None
+    if eval_args.ar_checkpoint:
+        ar_model, ar_tokenizer = loading.load_causal_lm(eval_args.ar_checkpoint)
+        ar = ar_model.to(device).eval(), ar_tokenizer
+    judge = load_judge(eval_args, ar, device)
+    if sampling.num_samples > 0:
+        check_sampling_args(sampling, model)
+
+    table = metrics.report(
+        model, tokenizer, *(ar or (None, None)), eval_args.validation_file,
+        diffusion_settings=settings, max_length=sampling.max_length, line_by_line=eval_args.line_by_line,
+        num_t_samples=eval_args.num_t_samples, max_documents=eval_args.max_eval_samples,
+        sampling=sampling if sampling.num_samples > 0 else None, judge=judge, seed=sampling.seed,
+        batch_size=eval_args.eval_batch_size,
+    )
+    print(metrics.format_table(table))
+    if eval_args.output_dir:
+        write_outputs(eval_args.output_dir, table, eval_args, sampling)
+    return table
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    try:
+        return evaluate(argv)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
