@@ -63,7 +63,7 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training documents."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many validation documents."})
     validation_split_percentage: int = field(
-        default=10, metadata={"help": "Share (%) of the training text held out when there is no validation set (the last part)."}
+        default=10, metadata={"help": "Percentage of the training text held out when there is no validation set (the last part)."}
     )
 
 

@@ -5,9 +5,11 @@ the `tokenizers` library, and from-scratch models are built from a config. The h
 `distilroberta-base`, a dataset such as `wikitext`) is the same code with a name instead of a directory.
 """
 
+import functools
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -41,6 +43,20 @@ MODEL_SIZES = {"tiny": (128, 4, 4, 512), "small": (256, 6, 4, 1024), "base": (76
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, exit code 2."""
+
+
+def reports_usage_errors(main):
+    """Decorate a script's main(argv): a UsageError becomes `error: ...` on stderr and exit code 2."""
+
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except UsageError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
 
 
 # ----------------------------------------------------------------------------- documents

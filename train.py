@@ -19,6 +19,7 @@ from transformers import DataCollatorForLanguageModeling, HfArgumentParser, Trai
 from transformers.trainer_utils import get_last_checkpoint
 
 import loading
+import metrics
 from config import (
     QUICK_TEST,
     TRAINING_ALIASES,
@@ -59,7 +60,10 @@ def expand_argv(argv: list[str]) -> list[str]:
 def parse_args(argv: list[str] | None):
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser(ARGUMENT_TYPES, description=__doc__.splitlines()[0])
-    return parser.parse_args_into_dataclasses(args=expand_argv(argv))
+    *parsed, unknown = parser.parse_args_into_dataclasses(args=expand_argv(argv), return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # exits 2 with the usage line
+    return parsed
 
 
 def check_args(model_args, data_args, diff_args, run_args, training_args) -> None:
@@ -116,12 +120,14 @@ class DiffusionTrainer(Trainer):
         weight = inputs.pop("loss_weight")
         num_maskable = inputs.pop("num_maskable")
         rate = inputs.pop("mask_rate")
-        inputs.pop("mask_time")
+        t = inputs.pop("mask_time")
         outputs = model(**inputs)
         loss, ce_sum, count = diffusion_loss(
             outputs.logits, labels, weight, num_maskable, self.loss_weighting, self.banned_ids
         )
-        self._accumulate(model.training, rate, ce_sum, count, weight * ce_sum, num_maskable)
+        # The logged bound weights a row by m'(t) / (share masked), exactly as metrics.elbo_bound does.
+        bound = metrics.bound_weight(self.data_collator.schedule, t, rate).to(ce_sum.dtype)
+        self._accumulate(model.training, rate, ce_sum, count, bound * ce_sum, num_maskable)
         return (loss, outputs) if return_outputs else loss
 
     def _accumulate(self, training, rate, ce_sum, count, weighted, num_maskable):
@@ -189,18 +195,19 @@ class StopOnSignal(TrainerCallback):
 # ----------------------------------------------------------------------------- building blocks
 
 
-def build_tokenizer_and_model(model_args, data_args, training_args, train_docs):
-    if not model_args.from_scratch:
-        if model_args.objective == "ar":
-            return loading.load_causal_lm(model_args.model_name_or_path, model_args.trust_remote_code)[::-1]
-        model, tokenizer = loading.load_masked_lm(model_args.model_name_or_path, model_args.trust_remote_code)
-        if data_args.max_length > loading.max_positions(model):
-            raise UsageError(
-                f"--max-length {data_args.max_length} is larger than {model_args.model_name_or_path} allows "
-                f"({loading.max_positions(model)} positions)"
-            )
-        return tokenizer, model
-    # The tokenizer is trained once per output directory, so a resumed run keeps the same vocabulary.
+def load_pretrained(model_args, data_args):
+    """(tokenizer, model) of a hub name or local checkpoint, checked before any data is read."""
+    load = loading.load_causal_lm if model_args.objective == "ar" else loading.load_masked_lm
+    model, tokenizer = load(model_args.model_name_or_path, model_args.trust_remote_code)
+    if data_args.max_length > loading.max_positions(model):
+        raise UsageError(
+            f"--max-length {data_args.max_length} is larger than {model_args.model_name_or_path} allows "
+            f"({loading.max_positions(model)} positions)"
+        )
+    return tokenizer, model
+
+
+def train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs):    # The tokenizer is trained once per output directory, so a resumed run keeps the same vocabulary.
     saved = Path(training_args.output_dir) / "tokenizer"
     if training_args.resume_from_checkpoint and saved.is_dir():
         tokenizer = loading.load_tokenizer(str(saved))
@@ -276,14 +283,16 @@ def prepare_output_dir(run_args, training_args) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+@loading.reports_usage_errors
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, diff_args, run_args, training_args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     check_args(model_args, data_args, diff_args, run_args, training_args)
     out = Path(training_args.output_dir)
 
+    pretrained = None if model_args.from_scratch else load_pretrained(model_args, data_args)
     train_docs, valid_docs = loading.load_documents(data_args)
-    tokenizer, model = build_tokenizer_and_model(model_args, data_args, training_args, train_docs)
+    tokenizer, model = pretrained or train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs)
     train_set = loading.tokenize_documents(tokenizer, train_docs, data_args.max_length, data_args.line_by_line, "tokenize train")
     valid_set = loading.tokenize_documents(tokenizer, valid_docs, data_args.max_length, data_args.line_by_line, "tokenize valid")
     logger.info("%d training / %d validation sequences of %d tokens", len(train_set), len(valid_set), data_args.max_length)
@@ -326,8 +335,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    main()

@@ -1,0 +1,203 @@
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+import train
+from config import QUICK_TEST
+from diffusion import diffusion_loss
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_RUN = [
+    "--from-scratch", "--dataset-name", "builtin", "--max-train-samples", "200", "--max-eval-samples", "40",
+    "--max-length", "48", "--line-by-line", "--vocab-size", "300", "--max-steps", "6", "--batch-size", "8",
+    "--logging-steps", "2", "--eval-steps", "3", "--save-steps", "3", "--disable-tqdm", "true",
+]
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "train.py", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+# ----------------------------------------------------------------------------- the loss
+
+
+def test_elbo_weighting_matches_a_hand_computed_value():
+    # Two rows, vocab of 3. Row 0 masks position 1 (label 2) at t=0.5; row 1 masks positions 0 and 1 at t=1.
+    logits = torch.log(torch.tensor([
+        [[0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [1 / 3, 1 / 3, 1 / 3]],
+        [[0.7, 0.2, 0.1], [0.25, 0.5, 0.25], [1 / 3, 1 / 3, 1 / 3]],
+    ]))
+    labels = torch.tensor([[-100, 2, -100], [0, 1, -100]])
+    weight = torch.tensor([1 / 0.5, 1 / 1.0])  # 1/t, linear schedule
+    num_maskable = torch.tensor([3, 3])
+    ce0 = -math.log(0.8)
+    ce1 = -math.log(0.7) - math.log(0.5)
+    loss, ce_sum, count = diffusion_loss(logits, labels, weight, num_maskable, "elbo")
+    assert loss.item() == pytest.approx((2 * ce0 + 1 * ce1) / 6, rel=1e-6)
+    uniform, _, _ = diffusion_loss(logits, labels, weight, num_maskable, "uniform")
+    assert uniform.item() == pytest.approx((ce0 + ce1) / 3, rel=1e-6)
+    assert count.tolist() == [1, 2]
+
+
+def test_the_mask_token_can_never_be_predicted():
+    logits = torch.zeros(1, 2, 4)
+    logits[..., 3] = 100.0  # the model loves token 3 (<mask>)
+    labels = torch.tensor([[1, -100]])
+    banned = torch.tensor([3])
+    loss, _, _ = diffusion_loss(logits, labels, torch.ones(1), torch.tensor([2]), "uniform", banned)
+    assert loss.item() == pytest.approx(math.log(3), rel=1e-6)  # uniform over the 3 allowed tokens
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def test_quick_test_preset_really_applies():
+    model_args, data_args, diff_args, run_args, training_args = train.parse_args(["--quick-test"])
+    assert model_args.from_scratch and model_args.model_size == "tiny"
+    assert data_args.dataset_name == "builtin" and data_args.line_by_line
+    assert training_args.max_steps == int(QUICK_TEST[QUICK_TEST.index("--max_steps") + 1])
+    assert training_args.output_dir == "results"
+
+
+def test_user_flags_override_the_preset_and_seed_flags_work():
+    model_args, data_args, _, _, training_args = train.parse_args(
+        ["--quick-test", "--max-length", "64", "--epochs", "2", "--batch-size", "3", "--learning-rate", "0.01",
+         "--model-name", "roberta-base", "--output-dir", "x"]
+    )
+    assert data_args.max_length == 64
+    assert training_args.per_device_train_batch_size == 3 and training_args.num_train_epochs == 2
+    assert training_args.learning_rate == 0.01 and training_args.output_dir == "x"
+    assert model_args.model_name_or_path == "roberta-base"
+
+
+def test_ar_baseline_defaults_to_its_own_directory():
+    *_, training_args = train.parse_args(["--quick-test", "--objective", "ar"])
+    assert training_args.output_dir == "results-ar"
+
+
+def test_help_exits_zero():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "--mask-rates" in result.stdout and "--quick-test" in result.stdout and "--loss-weighting" in result.stdout
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda d: ["--from-scratch", "--train-file", str(d / "missing.txt")], "not found"),
+        (lambda d: ["--from-scratch", "--train-file", str(d / "empty.txt")], "contains no text"),
+        (lambda d: ["--from-scratch", "--train-file", str(d / "latin1.txt")], "not UTF-8"),
+        (lambda d: ["--dataset-name", "builtin", "--max-length", "4"], "at least 8"),
+        (lambda d: ["--dataset-name", "builtin", "--max-length", "16", "--prefix-length", "16"], "--prefix-length 16"),
+        (lambda d: ["--model-name-or-path", str(d / "gpt2")], "not a masked LM"),
+        (lambda d: ["--model-name-or-path", str(d / "nomask")], "no mask token"),
+        (lambda d: ["--model-name-or-path", str(d / "mlm"), "--dataset-name", "builtin", "--max-length", "512"], "larger than"),
+        (lambda d: ["--model-name-or-path", "distilroberta-base", "--dataset-name", "builtin"], "--quick-test"),
+        (lambda d: ["--quick-test", "--overwrite-output-dir", "false", "--output-dir", str(d / "full")], "not empty"),
+        (lambda d: ["--quick-test", "--output-dir", str(d / "empty.txt")], "is a file"),
+    ],
+)
+def test_bad_input_gives_one_line_error(make_args, message, bad_inputs, tmp_path, capsys):
+    args = make_args(bad_inputs)
+    if "--output-dir" not in args:
+        args += ["--output-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # above it, at most progress bars
+    assert err.startswith("error:") and message in err, err
+    assert (bad_inputs / "full" / "keep.txt").read_text() == "precious"
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_reports_bad_input_without_a_traceback(tmp_path):
+    result = run_cli("--train-file", str(tmp_path / "missing.txt"), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --train-file not found")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag, value", [("--no-such-flag", "3"), ("--tokenizer-type", "sentencepiece"), ("--mask-rates", "sometimes"), ("--loss-weighting", "magic")])
+def test_unknown_choices_are_refused(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([flag, value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and ("invalid choice" in err or "unrecognized" in err) and value in err
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, story_tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    import loading
+
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.txt").write_text("  \n\n")
+    (d / "latin1.txt").write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
+    (d / "full").mkdir()
+    (d / "full" / "keep.txt").write_text("precious")
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=len(story_tokenizer), n_positions=32))
+    gpt2.save_pretrained(d / "gpt2")
+    story_tokenizer.save_pretrained(d / "gpt2")
+    mlm = loading.build_model("diffusion", "tiny", story_tokenizer, 32)
+    mlm.save_pretrained(d / "mlm")
+    story_tokenizer.save_pretrained(d / "mlm")
+    mlm.save_pretrained(d / "nomask")
+    nomask = loading.train_tokenizer(["a b c d e f g h i j k l m n o p q r s t u v w x y z " * 3], "char", 100)
+    nomask.mask_token = None
+    nomask.save_pretrained(d / "nomask")
+    (d / "nomask" / "tokenizer_config.json").write_text(
+        json.dumps({**json.loads((d / "nomask" / "tokenizer_config.json").read_text()), "mask_token": None})
+    )
+    return d
+
+
+# ----------------------------------------------------------------------------- a real (tiny) run
+
+
+def test_tiny_run_writes_a_loadable_model_with_its_diffusion_config(tmp_path):
+    out = tmp_path / "run"
+    metrics = train.main([*TINY_RUN, "--output-dir", str(out), "--mask-rates", "continuous", "--loss-weighting", "elbo",
+                          "--prefix-length", "4", "--prefix-policy", "random"])
+    final = out / "final-model"
+    assert (final / "model.safetensors").is_file()
+    model = AutoModelForMaskedLM.from_pretrained(final)
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    assert tokenizer.mask_token == "<mask>" and model.config.vocab_size >= len(tokenizer)
+    settings = json.loads((final / "diffusion_config.json").read_text())
+    assert settings == {
+        "objective": "diffusion", "mask_rates": "continuous", "schedule": "linear", "loss_weighting": "elbo",
+        "prefix_length": 4, "prefix_policy": "random", "line_by_line": True, "max_length": 48, "corpus": "builtin",
+    }
+    run_args = json.loads((out / "run_args.json").read_text())
+    assert run_args["DiffusionArguments"]["loss_weighting"] == "elbo"
+    assert (out / "loss_by_mask_level.png").stat().st_size > 1000
+    assert "eval_elbo" in metrics and "eval_loss_mask_1.0" in metrics
+    logged = [entry for entry in json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]]
+    assert any(key.startswith("loss_mask_") for entry in logged for key in entry)
+    assert not list(out.glob(".final-model*"))  # no temporary directory left behind
+
+
+def test_evaluation_loss_is_identical_between_evaluations(tmp_path):
+    out = tmp_path / "run"
+    train.main([*TINY_RUN, "--output-dir", str(out), "--learning-rate", "0"])
+    history = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
+    eval_losses = [entry["eval_loss"] for entry in history if "eval_loss" in entry]
+    assert len(eval_losses) >= 2 and len(set(eval_losses)) == 1
+
+
+def test_rerun_with_overwrite_replaces_the_model(tmp_path):
+    out = tmp_path / "run"
+    train.main([*TINY_RUN, "--output-dir", str(out)])
+    first = (out / "final-model" / "model.safetensors").read_bytes()
+    train.main([*TINY_RUN, "--output-dir", str(out), "--overwrite-output-dir", "--seed", "5"])
+    assert (out / "final-model" / "model.safetensors").read_bytes() != first
