@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, diff_args, run_args, training_args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     check_args(model_args, data_args, diff_args, run_args, training_args)
+    logger.info("process %d of world size %d on %s", training_args.process_index, training_args.world_size, training_args.device)
     out = Path(training_args.output_dir)
 
     pretrained = None if model_args.from_scratch else load_pretrained(model_args, data_args)
