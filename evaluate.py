@@ -14,6 +14,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+import corpus
 import loading
 import metrics
 from config import EvaluationArguments, SamplingArguments
@@ -79,10 +80,12 @@ def evaluate(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     check_args(eval_args, sampling)
 
+    settings = loading.read_diffusion_config(sampling.checkpoint)
+    line_by_line = bool(settings.get("line_by_line", False)) if eval_args.line_by_line is None else eval_args.line_by_line
+    docs = metrics.load_evaluation_documents(eval_args.validation_file, line_by_line, eval_args.max_eval_samples)
     device = loading.pick_device(sampling.device)
     model, tokenizer = loading.load_masked_lm(sampling.checkpoint)
     model = model.to(device).eval()
-    settings = loading.read_diffusion_config(sampling.checkpoint)
     if not length_given:  # measure on the blocks the model was trained on
         sampling.max_length = settings.get("max_length") or min(128, loading.max_positions(model))
     ar = None
@@ -93,11 +96,12 @@ def evaluate(argv: list[str] | None = None) -> list[dict]:
     if sampling.num_samples > 0:
         check_sampling_args(sampling, model)
 
+    training_stories = corpus.generate_corpus(loading.BUILTIN_TRAIN_STORIES) if eval_args.validation_file is None else None
     table = metrics.report(
-        model, tokenizer, *(ar or (None, None)), eval_args.validation_file,
-        diffusion_settings=settings, max_length=sampling.max_length, line_by_line=eval_args.line_by_line,
+        model, tokenizer, *(ar or (None, None)), docs,
+        diffusion_settings=settings, max_length=sampling.max_length, line_by_line=line_by_line,
         num_t_samples=eval_args.num_t_samples, max_documents=eval_args.max_eval_samples,
-        sampling=sampling if sampling.num_samples > 0 else None, judge=judge, seed=sampling.seed,
+        sampling=sampling if sampling.num_samples > 0 else None, judge=judge, training_stories=training_stories, seed=sampling.seed,
         batch_size=eval_args.eval_batch_size,
     )
     print(metrics.format_table(table))
