@@ -60,7 +60,10 @@ def expand_argv(argv: list[str]) -> list[str]:
 def parse_args(argv: list[str] | None):
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser(ARGUMENT_TYPES, description=__doc__.splitlines()[0])
-    return parser.parse_args_into_dataclasses(args=expand_argv(argv))
+    *parsed, unknown = parser.parse_args_into_dataclasses(args=expand_argv(argv), return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # exits 2 with the usage line
+    return parsed
 
 
 def check_args(model_args, data_args, diff_args, run_args, training_args) -> None:
@@ -192,18 +195,19 @@ class StopOnSignal(TrainerCallback):
 # ----------------------------------------------------------------------------- building blocks
 
 
-def build_tokenizer_and_model(model_args, data_args, training_args, train_docs):
-    if not model_args.from_scratch:
-        if model_args.objective == "ar":
-            return loading.load_causal_lm(model_args.model_name_or_path, model_args.trust_remote_code)[::-1]
-        model, tokenizer = loading.load_masked_lm(model_args.model_name_or_path, model_args.trust_remote_code)
-        if data_args.max_length > loading.max_positions(model):
-            raise UsageError(
-                f"--max-length {data_args.max_length} is larger than {model_args.model_name_or_path} allows "
-                f"({loading.max_positions(model)} positions)"
-            )
-        return tokenizer, model
-    # The tokenizer is trained once per output directory, so a resumed run keeps the same vocabulary.
+def load_pretrained(model_args, data_args):
+    """(tokenizer, model) of a hub name or local checkpoint, checked before any data is read."""
+    load = loading.load_causal_lm if model_args.objective == "ar" else loading.load_masked_lm
+    model, tokenizer = load(model_args.model_name_or_path, model_args.trust_remote_code)
+    if data_args.max_length > loading.max_positions(model):
+        raise UsageError(
+            f"--max-length {data_args.max_length} is larger than {model_args.model_name_or_path} allows "
+            f"({loading.max_positions(model)} positions)"
+        )
+    return tokenizer, model
+
+
+def train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs):    # The tokenizer is trained once per output directory, so a resumed run keeps the same vocabulary.
     saved = Path(training_args.output_dir) / "tokenizer"
     if training_args.resume_from_checkpoint and saved.is_dir():
         tokenizer = loading.load_tokenizer(str(saved))
@@ -279,14 +283,17 @@ def prepare_output_dir(run_args, training_args) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+@loading.reports_usage_errors
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, diff_args, run_args, training_args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     check_args(model_args, data_args, diff_args, run_args, training_args)
+    logger.info("process %d of world size %d on %s", training_args.process_index, training_args.world_size, training_args.device)
     out = Path(training_args.output_dir)
 
+    pretrained = None if model_args.from_scratch else load_pretrained(model_args, data_args)
     train_docs, valid_docs = loading.load_documents(data_args)
-    tokenizer, model = build_tokenizer_and_model(model_args, data_args, training_args, train_docs)
+    tokenizer, model = pretrained or train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs)
     train_set = loading.tokenize_documents(tokenizer, train_docs, data_args.max_length, data_args.line_by_line, "tokenize train")
     valid_set = loading.tokenize_documents(tokenizer, valid_docs, data_args.max_length, data_args.line_by_line, "tokenize valid")
     logger.info("%d training / %d validation sequences of %d tokens", len(train_set), len(valid_set), data_args.max_length)
@@ -329,8 +336,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    main()
