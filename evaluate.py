@@ -75,7 +75,8 @@ def write_outputs(directory: str, table: list[dict], eval_args, sampling) -> Non
                 f.write(json.dumps({"model": row["model"], "text": text}) + "\n")
 
 
-def evaluate(argv: list[str] | None = None) -> list[dict]:
+@loading.reports_usage_errors
+def main(argv: list[str] | None = None) -> list[dict]:
     eval_args, sampling, length_given = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     check_args(eval_args, sampling)
@@ -108,14 +109,6 @@ def evaluate(argv: list[str] | None = None) -> list[dict]:
     if eval_args.output_dir:
         write_outputs(eval_args.output_dir, table, eval_args, sampling)
     return table
-
-
-def main(argv: list[str] | None = None) -> list[dict]:
-    try:
-        return evaluate(argv)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
