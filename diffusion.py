@@ -49,9 +49,10 @@ def elbo_weight(schedule: str, t: torch.Tensor) -> torch.Tensor:
     For the linear schedule this is 1/t (MDLM, Sahoo et al. 2024, https://arxiv.org/abs/2406.07524, eq. 10).
     The derivative is taken by autograd so each schedule is written once.
     """
-    t = t.detach().double().requires_grad_(True)
-    m = SCHEDULES[schedule](t)
-    (dm,) = torch.autograd.grad(m.sum(), t)
+    with torch.enable_grad():  # the collator may run under no_grad (evaluation loops)
+        t = t.detach().double().requires_grad_(True)
+        m = SCHEDULES[schedule](t)
+        (dm,) = torch.autograd.grad(m.sum(), t)
     return (dm / m.clamp_min(1e-12)).detach().float()
 
 
