@@ -1,0 +1,168 @@
+"""Logit lens: how well each layer's hidden state already predicts the masked tokens, per mask level.
+
+    python -m experiments.layer_analysis --checkpoint results/final-model
+    python -m experiments.layer_analysis --checkpoint results/checkpoint-1000   # a Trainer checkpoint works too
+
+Each hidden state (the embeddings, then every layer; output_hidden_states=True) goes through the model's own
+LM head, and the top-1 accuracy and cross-entropy at the masked positions are measured at mask levels
+0.1 ... 1.0 (the collator at fixed times, linear schedule, so the level is the masked share). A Trainer
+checkpoint-N directory may hold no tokenizer: the one in the parent's final-model/ or tokenizer/ is used.
+Writes layer_analysis.png (heatmap) and layer_analysis.csv into --output-dir.
+"""
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from transformers import AutoConfig, AutoModelForMaskedLM, HfArgumentParser  # noqa: E402
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES  # noqa: E402
+
+import corpus  # noqa: E402
+import loading  # noqa: E402
+from data_collator import DiffusionCollator  # noqa: E402
+from loading import UsageError  # noqa: E402
+
+logger = logging.getLogger(__name__)
+LEVELS = [round(0.1 * i, 1) for i in range(1, 11)]
+
+
+@dataclass
+class LayerArguments:
+    checkpoint: str = field(default="results/final-model", metadata={"help": "Masked-LM checkpoint: final-model or a Trainer checkpoint-N directory."})
+    validation_file: str | None = field(default=None, metadata={"help": "Text to measure on (.txt/.jsonl). Default: built-in validation stories."})
+    num_documents: int = field(default=128, metadata={"help": "Documents measured at every level."})
+    batch_size: int = field(default=64, metadata={"help": "Sequences per forward pass."})
+    seed: int = field(default=0, metadata={"help": "Seed of the masking."})
+    output_dir: str = field(default="results/experiments/layer_analysis", metadata={"help": "Where the PNG and CSV are written."})
+
+
+def tokenizer_directory(checkpoint: Path) -> Path:
+    """The checkpoint itself if it has a tokenizer, else the training run's final-model/ or tokenizer/."""
+    for candidate in (checkpoint, checkpoint.parent / "final-model", checkpoint.parent / "tokenizer"):
+        if (candidate / "tokenizer_config.json").is_file() or (candidate / "tokenizer.json").is_file():
+            return candidate
+    raise UsageError(f"no tokenizer in {checkpoint} nor in {checkpoint.parent}/final-model or {checkpoint.parent}/tokenizer")
+
+
+def load_checkpoint(path: str):
+    """(model, tokenizer, diffusion settings) of a final-model or a checkpoint-N directory."""
+    checkpoint = Path(path)
+    if not (checkpoint / "config.json").is_file():
+        raise UsageError(f"--checkpoint {path}: no config.json; pass final-model or a checkpoint-N directory")
+    source = tokenizer_directory(checkpoint)
+    if source == checkpoint:
+        model, tokenizer = loading.load_masked_lm(path)
+    else:
+        logger.info("%s has no tokenizer: using the one in %s", checkpoint, source)
+        model_type = AutoConfig.from_pretrained(path).model_type
+        if model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+            raise UsageError(f"'{path}' is a {model_type} model, not a masked LM")
+        tokenizer = loading.load_tokenizer(str(source))
+        model = AutoModelForMaskedLM.from_pretrained(path)
+        loading.check_vocab_fits(model, tokenizer, path)
+    settings = loading.read_diffusion_config(path) or loading.read_diffusion_config(str(checkpoint.parent / "final-model"))
+    return model.eval(), tokenizer, settings
+
+
+def lm_head(model):
+    """The module that turns a hidden state into logits (RoBERTa: lm_head, BERT: cls, otherwise the output embeddings)."""
+    for name in ("lm_head", "cls", "head"):
+        module = getattr(model, name, None)
+        if module is not None:
+            if name == "head":  # ModernBERT: a prediction head, then the decoder
+                return lambda h: model.decoder(module(h))
+            return module
+    return model.get_output_embeddings()
+
+
+@torch.no_grad()
+def logit_lens(model, tokenizer, rows: torch.Tensor, line_by_line: bool, batch_size: int, seed: int) -> list[dict]:
+    """One dict per (layer, level): accuracy and cross-entropy of the layer's prediction at masked positions."""
+    head = lm_head(model)
+    end = loading.end_token_id(tokenizer)
+    banned = torch.tensor(sorted({tokenizer.mask_token_id, tokenizer.pad_token_id, loading.start_token_id(tokenizer)}))
+    results = []
+    for level in LEVELS:
+        collator = DiffusionCollator(tokenizer, schedule="linear", line_by_line=line_by_line, seed=seed,
+                                     eval_times=torch.tensor([level]))
+        sums = None
+        for start in range(0, len(rows), batch_size):
+            batch = collator([{"input_ids": r} for r in rows[start : start + batch_size]])
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+            masked = batch["labels"] != -100  # (batch, seq)
+            labels = batch["labels"][masked]
+            layer_stats = []
+            for hidden in out.hidden_states:  # embeddings, then each layer: (batch, seq, hidden)
+                logits = head(hidden[masked]).float().index_fill(-1, banned, float("-inf"))  # (masked, vocab)
+                right = logits.argmax(-1) == labels
+                text = labels != end  # line by line, the end tokens filling the row are guessable from position
+                ce = F.cross_entropy(logits, labels, reduction="sum")
+                layer_stats.append(torch.tensor([right.sum(), ce, len(labels), (right & text).sum(), text.sum()], dtype=torch.float64))
+            stats = torch.stack(layer_stats)  # (layers + 1, 5)
+            sums = stats if sums is None else sums + stats
+        for layer, (correct, ce, count, text_correct, text_count) in enumerate(sums.tolist()):
+            results.append({
+                "layer": layer, "level": level, "accuracy": correct / count, "cross_entropy": ce / count,
+                "tokens": int(count), "text_accuracy": text_correct / max(text_count, 1), "text_tokens": int(text_count),
+            })
+    return results
+
+
+def plot(path: Path, results: list[dict], title: str) -> None:
+    layers = max(r["layer"] for r in results) + 1
+    fig, axes = plt.subplots(1, 2, figsize=(15, 1.6 + 0.6 * layers), gridspec_kw={"wspace": 0.35})
+    for ax, key, name in ((axes[0], "accuracy", "all masked positions"), (axes[1], "text_accuracy", "masked text tokens (end tokens excluded)")):
+        grid = torch.zeros(layers, len(LEVELS))
+        for r in results:
+            grid[r["layer"], LEVELS.index(r["level"])] = r[key]
+        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        for i in range(layers):
+            for j in range(len(LEVELS)):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8, color="white" if grid[i, j] < 0.6 else "black")
+        ax.set_xticks(range(len(LEVELS)), [f"{level:.1f}" for level in LEVELS])
+        ax.set_yticks(range(layers), ["embeddings"] + [f"layer {i}" for i in range(1, layers)])
+        ax.set(xlabel="mask level (share of tokens masked)", title=f"top-1 accuracy, {name}")
+    fig.colorbar(image, ax=axes, label="accuracy")
+    fig.suptitle(f"Logit lens: each layer's hidden state through the LM head. {title}", fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+@loading.reports_usage_errors
+def main(argv: list[str] | None = None) -> list[dict]:
+    (args,) = HfArgumentParser(LayerArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model, tokenizer, settings = load_checkpoint(args.checkpoint)
+    line_by_line = bool(settings.get("line_by_line", False))
+    max_length = settings.get("max_length") or min(128, loading.max_positions(model))
+    if args.validation_file:
+        docs = loading.read_documents(args.validation_file, line_by_line)[: args.num_documents]
+    else:
+        docs = corpus.generate_corpus(args.num_documents, seed=loading.BUILTIN_EVAL_SEED)
+    rows = torch.tensor(loading.tokenize_documents(tokenizer, docs, max_length, line_by_line)["input_ids"])
+    results = logit_lens(model, tokenizer, rows, line_by_line, args.batch_size, args.seed)
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(out / "layer_analysis.png", results, f"{args.checkpoint}, {len(rows)} sequences of {max_length} tokens")
+    with open(out / "layer_analysis.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(results[0]))
+        writer.writeheader()
+        writer.writerows(results)
+    last = max(r["layer"] for r in results)
+    print("accuracy at masked text tokens (rows: mask level, columns: embeddings, layer 1 ...)")
+    print("level  " + "  ".join(f"L{layer}" for layer in range(last + 1)))
+    for level in LEVELS:
+        print(f"{level:.1f}    " + "  ".join(f"{r['text_accuracy']:.2f}" for r in results if r["level"] == level))
+    return results
+
+
+if __name__ == "__main__":
+    main()
