@@ -11,7 +11,6 @@ and `run` from here, so there is one generation loop and one set of checks.
 import json
 import logging
 import os
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -213,8 +212,5 @@ def main(argv: list[str] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    # main() itself raises UsageError, so tests and other scripts can call it; the command line gets one line + exit 2.
+    loading.reports_usage_errors(main)()

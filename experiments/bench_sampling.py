@@ -13,7 +13,6 @@ forward passes at that batch size: no sampler can be faster. Writes bench_sampli
 import csv
 import logging
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +118,8 @@ def build(args):
     """(model, tokenizer, banned ids) on the chosen device."""
     device = loading.pick_device(args.device)
     if args.checkpoint:
+        if not Path(args.checkpoint).is_dir():
+            raise UsageError(f"--checkpoint {args.checkpoint}: no such directory; leave it out to time a tiny random model")
         model, tokenizer = loading.load_masked_lm(args.checkpoint)
         line_by_line = loading.read_diffusion_config(args.checkpoint).get("line_by_line", False)
         if args.length > loading.max_positions(model):
@@ -213,8 +214,5 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    # main() itself raises UsageError, so tests and other scripts can call it; the command line gets one line + exit 2.
+    loading.reports_usage_errors(main)()

@@ -13,7 +13,6 @@ import csv
 import itertools
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,8 +140,5 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    # main() itself raises UsageError, so tests and other scripts can call it; the command line gets one line + exit 2.
+    loading.reports_usage_errors(main)()
