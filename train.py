@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     if trainer.is_world_process_zero():
         save_final_model(trainer, out / "final-model", diffusion_settings(model_args, data_args, diff_args))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        trainer.save_state()  # OUTPUT_DIR/trainer_state.json: the whole log history and the final step
         if model_args.objective == "diffusion":
             plot_loss_by_level(trainer.state.log_history, out / "loss_by_mask_level.png")
         logger.info("final model written to %s", out / "final-model")

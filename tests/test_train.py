@@ -201,3 +201,30 @@ def test_rerun_with_overwrite_replaces_the_model(tmp_path):
     first = (out / "final-model" / "model.safetensors").read_bytes()
     train.main([*TINY_RUN, "--output-dir", str(out), "--overwrite-output-dir", "--seed", "5"])
     assert (out / "final-model" / "model.safetensors").read_bytes() != first
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes_to_the_same_final_step(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [*TINY_RUN, "--max-steps", "60", "--save-steps", "1000", "--eval-steps", "1000", "--logging-steps", "1",
+            "--output-dir", str(out)]
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen = ""
+    deadline = time.time() + 240
+    while "'loss'" not in seen and time.time() < deadline:  # wait until training is under way
+        seen += proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, (seen + rest)[-3000:]
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and not (out / "final-model").exists()
+    stopped_at = int(checkpoints[0].name.split("-")[1])
+    assert 0 < stopped_at < 60
+
+    train.main([*args, "--resume-from-checkpoint"])
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 60
+    assert (out / "final-model" / "model.safetensors").is_file()
