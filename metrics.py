@@ -449,6 +449,7 @@ COLUMNS = (
     ("valid_rate", "valid", "{:.3f}"),
     ("novel_valid_rate", "novel", "{:.3f}"),
     ("forward_passes", "passes", "{}"),
+    ("seconds", "seconds", "{:.2f}"),
     ("tokens_per_s", "tok/s", "{:.0f}"),
 )
 

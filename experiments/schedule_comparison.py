@@ -1,0 +1,127 @@
+"""Quality and time against sampler steps for every schedule x strategy.
+
+    python -m experiments.schedule_comparison                     # results/final-model, judged by results-ar/final-model
+    python -m experiments.schedule_comparison --checkpoint runs/dev-model --judge runs/dev-ar/final-model --steps 4 8
+
+Each setting draws --num-samples documents with generate.run (the one sampling loop) and measures the share
+`corpus.is_valid_story` accepts, the judge's perplexity of the samples (metrics.judge_perplexity), the mean
+unigram entropy per sample and the seconds taken. Writes schedule_comparison.png (one line per schedule x
+strategy against steps) and schedule_comparison.csv into --output-dir.
+"""
+
+import csv
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+from transformers import HfArgumentParser  # noqa: E402
+
+import corpus  # noqa: E402
+import diffusion  # noqa: E402
+import generate  # noqa: E402
+import loading  # noqa: E402
+import metrics  # noqa: E402
+from config import SamplingArguments  # noqa: E402
+from loading import UsageError  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ComparisonArguments:
+    checkpoint: str = field(default="results/final-model", metadata={"help": "Diffusion checkpoint (trained on the built-in corpus for the validity rate)."})
+    judge: str = field(default="results-ar/final-model", metadata={"help": "Causal LM that scores the samples; 'none' or a missing default skips it."})
+    schedules: list[str] = field(default_factory=lambda: list(diffusion.SCHEDULES), metadata={"help": "Schedules to compare."})
+    strategies: list[str] = field(default_factory=lambda: list(diffusion.STRATEGIES), metadata={"help": "Strategies to compare."})
+    steps: list[int] = field(default_factory=lambda: [4, 8, 16], metadata={"help": "Sampler step counts."})
+    num_samples: int = field(default=32, metadata={"help": "Documents per setting (one batch)."})
+    seed: int = field(default=0, metadata={"help": "Random seed, the same for every setting."})
+    threads: int | None = field(default=None, metadata={"help": "torch intra-op threads (1 is faster on a busy CPU)."})
+    output_dir: str = field(default="results/experiments/schedule_comparison", metadata={"help": "Where the PNG and CSV are written."})
+
+
+def load_judge(name: str):
+    if name.lower() == "none" or (name == "results-ar/final-model" and not Path(name).is_dir()):
+        logger.warning("no judge (%s): generative perplexity is left out", name)
+        return None
+    model, tokenizer = loading.load_causal_lm(name)
+    return model.eval(), tokenizer
+
+
+def compare(args) -> list[dict]:
+    for flag, values, table in (("--strategies", args.strategies, diffusion.STRATEGIES), ("--schedules", args.schedules, diffusion.SCHEDULES)):
+        for value in values:
+            if value not in table:
+                raise UsageError(f"{flag} {value!r} is unknown; choose from {', '.join(table)}")
+    model, tokenizer, settings = generate.load(SamplingArguments(checkpoint=args.checkpoint))
+    judge = load_judge(args.judge)
+    line_by_line = bool(settings.get("line_by_line", False))
+    max_length = settings.get("max_length") or min(128, loading.max_positions(model))
+    rows = []
+    for schedule, strategy, steps in tqdm(list(itertools.product(args.schedules, args.strategies, args.steps)), desc="settings"):
+        sampling = SamplingArguments(
+            checkpoint=args.checkpoint, max_length=max_length, num_samples=args.num_samples, steps=steps,
+            schedule=schedule, strategy=strategy, seed=args.seed,
+        )
+        samples = metrics.diffusion_samples(model, tokenizer, sampling, line_by_line)
+        row = {"schedule": schedule, "strategy": strategy, "steps": steps, "forward_passes": samples.forward_passes,
+               "seconds": samples.seconds, "valid_rate": sum(map(corpus.is_valid_story, samples.texts)) / len(samples.texts),
+               "entropy": metrics.mean_unigram_entropy(samples.texts)}
+        if judge is not None:
+            row["gen_ppl"] = metrics.judge_perplexity(*judge, samples.texts).ppl
+        rows.append(row)
+    return rows
+
+
+def plot(path: Path, rows: list[dict], title: str) -> None:
+    panels = [("valid_rate", "valid stories (share)"), ("gen_ppl", "judge perplexity of samples"),
+              ("entropy", "unigram entropy per sample (nats)"), ("seconds", "seconds per batch")]
+    panels = [p for p in panels if p[0] in rows[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6))
+    colours = dict(zip(diffusion.STRATEGIES, ["tab:blue", "tab:orange", "tab:green", "tab:red"]))
+    styles = dict(zip(diffusion.SCHEDULES, ["-", "--", ":", "-."]))
+    for ax, (key, name) in zip(axes, panels):
+        for (schedule, strategy), group in itertools.groupby(sorted(rows, key=lambda r: (r["schedule"], r["strategy"], r["steps"])),
+                                                             key=lambda r: (r["schedule"], r["strategy"])):
+            group = list(group)
+            ax.plot([r["steps"] for r in group], [r[key] for r in group], styles[schedule], marker="o", markersize=3,
+                    color=colours[strategy], label=f"{strategy} / {schedule}")
+        ax.set(xlabel="sampler steps", title=name, xscale="log", xticks=sorted({r["steps"] for r in rows}))
+        ax.set_xticklabels([str(s) for s in sorted({r["steps"] for r in rows})])
+        ax.minorticks_off()
+        if key == "gen_ppl":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.02, 0.5), title="strategy / schedule")
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+@loading.reports_usage_errors
+def main(argv: list[str] | None = None) -> list[dict]:
+    (args,) = HfArgumentParser(ComparisonArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = compare(args)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "schedule_comparison.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(out / "schedule_comparison.png", rows, f"{args.checkpoint}, {args.num_samples} samples per setting, seed {args.seed}")
+    print(metrics.format_table([{"model": f"{r['strategy']} / {r['schedule']} / {r['steps']}", **r} for r in rows]))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
