@@ -271,7 +271,9 @@ def sample(
                     if step == block_steps:  # the step cap: whatever is left is filled now, never dropped
                         reveal = block_masked
                 else:
-                    count = (block_masked.sum(-1) - keep_masked).clamp_min(0)
+                    # At least one position per step: a rounded schedule can otherwise waste a forward pass.
+                    left = block_masked.sum(-1)
+                    count = torch.minimum((left - keep_masked).clamp_min(1), left)
                     if config.strategy == "random":
                         scores = _uniform(ids.shape, generator, device)
                     else:
