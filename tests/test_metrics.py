@@ -234,3 +234,30 @@ def test_text_shorter_than_one_block_is_a_usage_error(tiny_checkpoint, tmp_path,
     short.write_text("tom found a ball .")
     argv = ["--checkpoint", tiny_checkpoint, "--validation-file", str(short), "--line-by-line", "false"]
     assert "fewer than one block" in _usage_error(argv, capsys)
+
+
+# ----------------------------------------------------------------------------- experiments
+
+
+def test_layer_analysis_uses_the_run_tokenizer_for_a_trainer_checkpoint_without_one(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from experiments import layer_analysis
+
+    shutil.copytree(tiny_checkpoint, tmp_path / "final-model")
+    step = tmp_path / "checkpoint-5"
+    step.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tmp_path / "final-model" / name, step / name)
+    assert layer_analysis.tokenizer_directory(step) == tmp_path / "final-model"
+    model, tokenizer, settings = layer_analysis.load_checkpoint(str(step))
+    assert settings["line_by_line"] and len(tokenizer) == model.get_input_embeddings().num_embeddings
+
+
+def test_logit_lens_of_the_last_layer_is_the_model_prediction(story_tokenizer, tiny_mlm):
+    from experiments import layer_analysis
+
+    ids = metrics.evaluation_rows(story_tokenizer, corpus.generate_corpus(2, seed=1), 48, True)
+    with torch.no_grad():
+        out = tiny_mlm(input_ids=ids, output_hidden_states=True)
+        assert torch.allclose(layer_analysis.lm_head(tiny_mlm)(out.hidden_states[-1]), out.logits, atol=1e-5)
