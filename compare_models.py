@@ -311,7 +311,20 @@ def main(argv=None) -> list[dict]:
     write_results(out, frames, frame_durations(ticks, cmp.clock, cmp.frame_ms), rows, args, cmp)
     print_table(rows)
     logger.info("%d frames written to %s", len(frames), out)
+    if cmp.metrics:
+        measure_both(args, (mlm, mlm_tokenizer, trained), (ar, ar_tokenizer), out.with_name("metrics.json"))
     return rows
+
+
+def measure_both(args, diffusion_side, ar_side, path: Path) -> None:
+    """--metrics: metrics.report's table (bound vs exact perplexity, sample metrics, speed), printed and saved."""
+    import metrics
+
+    mlm, mlm_tokenizer, trained = diffusion_side
+    sampling = SamplingArguments(**{**vars(args), "num_samples": 32, "prefix": "", "infill": None})
+    table = metrics.report(mlm, mlm_tokenizer, *ar_side, None, diffusion_settings=trained, sampling=sampling, seed=args.seed)
+    print(metrics.format_table(table))
+    path.write_text(json.dumps([{k: v for k, v in row.items() if k != "samples"} for row in table], indent=2) + "\n")
 
 
 if __name__ == "__main__":
