@@ -11,7 +11,6 @@ Writes the GIF (--output, default results/comparison/comparison.gif) and results
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,8 +327,5 @@ def measure_both(args, diffusion_side, ar_side, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    # main() raises UsageError so tests and other scripts can call it; the command line gets one line + exit 2.
+    loading.reports_usage_errors(main)()

@@ -11,7 +11,6 @@ frames/step_000.png ..., text_diffusion_animation.gif, run.json, run.js and a co
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from PIL import Image, ImageDraw
 from transformers import HfArgumentParser
 
 import generate
+import loading
 import rendering
 from config import SamplingArguments, VisualizationArguments
 from loading import UsageError
@@ -174,8 +174,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    # main() raises UsageError so tests and other scripts can call it; the command line gets one line + exit 2.
+    loading.reports_usage_errors(main)()
