@@ -1,0 +1,130 @@
+"""Training throughput: supervised (masked) tokens per second, and collator time per batch against a naive one.
+
+    python -m experiments.bench_training                      # tiny model, built-in corpus, CPU
+    python -m experiments.bench_training --batch-size 64 --max-length 128 --steps 30
+
+The naive collator does what the seed project did: per row, ask the tokenizer for its special-token mask, pad
+the row on its own, and mask it with its own Python loop. Both collators run on the same rows in the same run.
+Writes a CSV and prints a markdown table.
+"""
+
+import argparse
+import csv
+import random
+import time
+from pathlib import Path
+
+import torch
+
+import corpus
+import loading
+from data_collator import DiffusionCollator
+from diffusion import diffusion_loss
+
+
+class NaiveCollator:
+    """The seed project's collator: one rate per batch, per-row special-token masks, padding and masking."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, examples):
+        rate = random.choice([0.1 * i for i in range(1, 11)])
+        longest = max(len(e["input_ids"]) for e in examples)
+        inputs, labels, attention = [], [], []
+        for example in examples:
+            ids = list(example["input_ids"])
+            special = self.tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+            padded = ids + [self.tokenizer.pad_token_id] * (longest - len(ids))
+            special += [1] * (longest - len(ids))
+            row_in, row_lab = [], []
+            for token, is_special in zip(padded, special):
+                if not is_special and random.random() < rate:
+                    row_in.append(self.tokenizer.mask_token_id)
+                    row_lab.append(token)
+                else:
+                    row_in.append(token)
+                    row_lab.append(-100)
+            inputs.append(row_in)
+            labels.append(row_lab)
+            attention.append([1] * len(ids) + [0] * (longest - len(ids)))
+        return {"input_ids": torch.tensor(inputs), "labels": torch.tensor(labels), "attention_mask": torch.tensor(attention)}
+
+
+def time_collator(collator, rows, batch_size, repeats):
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows) - batch_size + 1, batch_size)][:repeats]
+    start = time.perf_counter()
+    for batch in batches:
+        collator(batch)
+    return (time.perf_counter() - start) / len(batches)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-size", default="tiny", choices=list(loading.MODEL_SIZES))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="training steps timed (after 3 warm-up steps)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--output-dir", default="results/bench_training")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(0)
+    torch.manual_seed(0)
+
+    docs = corpus.generate_corpus(4000)
+    tokenizer = loading.train_tokenizer(docs, "bpe", 1000)
+    data = loading.tokenize_documents(tokenizer, docs, args.max_length, line_by_line=False)
+    # Rows of varied length (as in line-by-line data before padding) so padding work is part of the cost.
+    rows = [{"input_ids": row["input_ids"][: random.randint(args.max_length // 2, args.max_length)]} for row in data]
+    ours = DiffusionCollator(tokenizer, seed=0)
+    naive = NaiveCollator(tokenizer)
+    repeats = max(5, min(50, len(rows) // args.batch_size))
+    naive_s = time_collator(naive, rows, args.batch_size, repeats)
+    ours_s = time_collator(ours, rows, args.batch_size, repeats)
+
+    model = loading.build_model("diffusion", args.model_size, tokenizer, args.max_length)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    results = {}
+    for name, collator in (("vectorised", ours), ("naive", naive)):
+        supervised, elapsed = 0, 0.0
+        for step in range(args.steps + 3):
+            batch_rows = rows[(step * args.batch_size) % (len(rows) - args.batch_size) :][: args.batch_size]
+            start = time.perf_counter()
+            batch = collator(batch_rows)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            ones = torch.ones(len(batch_rows))
+            loss, _, count = diffusion_loss(logits, batch["labels"], ones, ones, "uniform")
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if step >= 3:
+                elapsed += time.perf_counter() - start
+                supervised += int(count.sum())
+        results[name] = (supervised / elapsed, elapsed / args.steps)
+
+    table = [
+        {"collator": "naive (seed)", "collate_ms_per_batch": naive_s * 1e3, "supervised_tokens_per_s": results["naive"][0],
+         "step_s": results["naive"][1]},
+        {"collator": "vectorised", "collate_ms_per_batch": ours_s * 1e3, "supervised_tokens_per_s": results["vectorised"][0],
+         "step_s": results["vectorised"][1]},
+    ]
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "bench_training.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    print(f"model {args.model_size}, batch {args.batch_size} x {args.max_length} tokens, {args.steps} steps, "
+          f"{torch.get_num_threads()} threads")
+    print("| collator | collate ms/batch | supervised tokens/s | s/step |")
+    print("|---|---|---|---|")
+    for row in table:
+        print(f"| {row['collator']} | {row['collate_ms_per_batch']:.2f} | {row['supervised_tokens_per_s']:.0f} | {row['step_s']:.3f} |")
+    print(f"collator speed-up: {naive_s / ours_s:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
