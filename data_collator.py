@@ -9,7 +9,7 @@ so that generation can end a document). Everything is batched tensor code; no Py
 
 import torch
 
-from diffusion import elbo_weight, mask_fraction
+from diffusion import bound_weight, mask_fraction
 from loading import end_token_id, start_token_id
 
 DISCRETE_LEVELS = torch.linspace(0.1, 1.0, 10)
@@ -88,12 +88,14 @@ class DiffusionCollator:
         rank = scores.argsort(-1).argsort(-1)
         masked = rank < num_masked.unsqueeze(1)
 
+        rate_masked = num_masked / num_maskable.clamp_min(1)
         return {
             "input_ids": input_ids.masked_fill(masked, self.mask_id),
             "attention_mask": (input_ids != self.pad_id).long(),
             "labels": input_ids.masked_fill(~masked, -100),
             "mask_time": t,
-            "mask_rate": num_masked / num_maskable.clamp_min(1),
-            "loss_weight": elbo_weight(self.schedule, t),
+            "mask_rate": rate_masked,
+            # m'(t) / (share masked): MDLM's m'(t)/m(t) with the share really masked, finite at tiny t.
+            "loss_weight": bound_weight(self.schedule, t, rate_masked).float(),
             "num_maskable": num_maskable,
         }

@@ -85,6 +85,22 @@ def diffusion_loss(
     return loss, ce_sum, count
 
 
+def bound_weight(schedule: str, t: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+    """(batch,) weight of each row's summed masked cross-entropy in the bound: m'(t) / (share actually masked).
+
+    MDLM's weight is m'(t)/m(t) for tokens masked independently with probability m(t). The collator masks exactly
+    ceil(m(t) n) of n tokens instead, and at least one; with m(t) in the denominator a t below 1/n would weight one
+    masked token by up to 1/t, an estimator with infinite mean. Dividing by the share really masked, k/n, keeps
+    the estimate finite and makes it, averaged over t ~ U(0, 1], the any-order autoregressive bound
+    sum_k E[mean CE of k masked tokens] (Hoogeboom et al. 2021), which MDLM's integral approaches as n grows.
+    For the linear schedule the weight is n/k.
+    """
+    with torch.enable_grad():  # elbo_weight differentiates the schedule; evaluation may run under no_grad
+        slope = elbo_weight(schedule, t.cpu()).double() * mask_fraction(schedule, t.cpu().double())  # m'(t)
+    weight = slope / rate.cpu().double().clamp_min(1e-12)
+    return weight.masked_fill(rate.cpu() <= 0, 0.0).to(t.device)
+
+
 # ----------------------------------------------------------------------------- sampling one token per position
 
 

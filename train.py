@@ -19,7 +19,6 @@ from transformers import DataCollatorForLanguageModeling, HfArgumentParser, Trai
 from transformers.trainer_utils import get_last_checkpoint
 
 import loading
-import metrics
 from config import (
     QUICK_TEST,
     TRAINING_ALIASES,
@@ -120,14 +119,13 @@ class DiffusionTrainer(Trainer):
         weight = inputs.pop("loss_weight")
         num_maskable = inputs.pop("num_maskable")
         rate = inputs.pop("mask_rate")
-        t = inputs.pop("mask_time")
+        inputs.pop("mask_time")
         outputs = model(**inputs)
         loss, ce_sum, count = diffusion_loss(
             outputs.logits, labels, weight, num_maskable, self.loss_weighting, self.banned_ids
         )
         # The logged bound weights a row by m'(t) / (share masked), exactly as metrics.elbo_bound does.
-        bound = metrics.bound_weight(self.data_collator.schedule, t, rate).to(ce_sum.dtype)
-        self._accumulate(model.training, rate, ce_sum, count, bound * ce_sum, num_maskable)
+        self._accumulate(model.training, rate, ce_sum, count, weight.to(ce_sum.dtype) * ce_sum, num_maskable)
         return (loss, outputs) if return_outputs else loss
 
     def _accumulate(self, training, rate, ce_sum, count, weighted, num_maskable):

@@ -134,3 +134,9 @@ def test_collator_is_vectorised(story_tokenizer, packed_rows):
     for _ in range(5):
         collator(rows)
     assert (time.perf_counter() - start) / 5 < 0.05
+
+
+def test_loss_weight_is_maskable_over_masked_for_linear(story_tokenizer, packed_rows):
+    batch = DiffusionCollator(story_tokenizer, seed=12)(batch_of(packed_rows, 16))
+    masked = (batch["labels"] != -100).sum(-1)
+    assert torch.allclose(batch["loss_weight"], batch["num_maskable"] / masked)
