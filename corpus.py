@@ -18,22 +18,18 @@ COLOURS = ("red", "blue", "green", "yellow", "black", "white", "pink", "brown")
 OBJECTS = ("ball", "kite", "book", "hat", "box", "cup", "boat", "drum", "bell", "lamp")
 PLACES = ("park", "garden", "kitchen", "school", "forest", "house")
 
-# Each story is: one opening, then one middle, then one ending. {A}/{B} are the two people, {C} the colour,
-# {O} the object, {P} the place; the first mention of each binds it and every later mention must repeat it.
+# Each story is an opening and an ending. {A}/{B} are the two people, {C} the colour, {O} the object, {P} the
+# place; the first mention of each binds it and every later mention must repeat it.
 OPENINGS = (
     "{A} found a {C} {O} in the {P} .",
     "the {C} {O} was in the {P} , and {A} saw it .",
     "one day {A} made a {C} {O} at the {P} .",
 )
-MIDDLES = (
-    "{A} showed the {O} to {B} .",
-    "{B} asked {A} for the {C} {O} .",
-    "{A} and {B} played with the {O} .",
-)
 ENDINGS = (
-    "then {A} gave the {C} {O} to {B} , and {B} was happy .",
-    "{B} said : thank you , {A} !",
-    "later {B} took the {O} back to the {P} .",
+    "then {A} gave the {C} {O} to {B} .",
+    "{B} asked {A} for the {C} {O} .",
+    "later {A} and {B} took the {O} back to the {P} .",
+    "{A} and {B} played with the {C} {O} .",
 )
 
 _SLOTS = {"A": NAMES, "B": NAMES, "C": COLOURS, "O": OBJECTS, "P": PLACES}
@@ -43,7 +39,7 @@ def generate_story(rng: random.Random) -> str:
     """One story; the two people always differ."""
     a, b = rng.sample(NAMES, 2)
     values = {"A": a, "B": b, "C": rng.choice(COLOURS), "O": rng.choice(OBJECTS), "P": rng.choice(PLACES)}
-    plan = (rng.choice(OPENINGS), rng.choice(MIDDLES), rng.choice(ENDINGS))
+    plan = (rng.choice(OPENINGS), rng.choice(ENDINGS))
     return " ".join(plan).format(**values)
 
 
@@ -70,7 +66,7 @@ def _plan_regex(plan: str) -> re.Pattern:
 
 @lru_cache(maxsize=1)
 def _all_plans() -> list[re.Pattern]:
-    return [_plan_regex(" ".join((o, m, e))) for o in OPENINGS for m in MIDDLES for e in ENDINGS]
+    return [_plan_regex(" ".join((o, e))) for o in OPENINGS for e in ENDINGS]
 
 
 def is_valid_story(text: str) -> bool:
@@ -86,4 +82,4 @@ def is_valid_story(text: str) -> bool:
 def num_possible_stories() -> int:
     """How many distinct stories exist, so 'not a copy of training data' has a meaning."""
     per_plan = len(NAMES) * (len(NAMES) - 1) * len(COLOURS) * len(OBJECTS) * len(PLACES)
-    return per_plan * len(OPENINGS) * len(MIDDLES) * len(ENDINGS)
+    return per_plan * len(OPENINGS) * len(ENDINGS)
