@@ -49,13 +49,18 @@ def generate_corpus(num_stories: int, seed: int = 0) -> list[str]:
     return [generate_story(rng) for _ in range(num_stories)]
 
 
-def _plan_regex(plan: str) -> re.Pattern:
-    """Turn a plan into a regex: first mention of a slot captures it, later mentions must repeat it."""
+def _plan_regex(plan: str, consistent: bool = True) -> re.Pattern:
+    """Turn a plan into a regex: first mention of a slot captures it, later mentions must repeat it.
+
+    With consistent=False every mention may be any word of its kind: the grammar without the long-range rule.
+    """
     pattern, seen, pos = "", set(), 0
     for match in re.finditer(r"\{([ABCOP])\}", plan):
         pattern += re.escape(plan[pos:match.start()])
         slot = match.group(1)
-        if slot in seen:
+        if not consistent:
+            pattern += f"(?:{'|'.join(_SLOTS[slot])})"
+        elif slot in seen:
             pattern += f"(?P={slot})"
         else:
             pattern += f"(?P<{slot}>{'|'.join(_SLOTS[slot])})"
@@ -64,9 +69,9 @@ def _plan_regex(plan: str) -> re.Pattern:
     return re.compile(pattern + re.escape(plan[pos:]))
 
 
-@lru_cache(maxsize=1)
-def _all_plans() -> list[re.Pattern]:
-    return [_plan_regex(" ".join((o, e))) for o in OPENINGS for e in ENDINGS]
+@lru_cache(maxsize=2)
+def _all_plans(consistent: bool = True) -> list[re.Pattern]:
+    return [_plan_regex(" ".join((o, e)), consistent) for o in OPENINGS for e in ENDINGS]
 
 
 def is_valid_story(text: str) -> bool:
@@ -77,6 +82,15 @@ def is_valid_story(text: str) -> bool:
         if match and match.group("A") != match.group("B"):
             return True
     return False
+
+
+def is_well_formed(text: str) -> bool:
+    """True when `text` follows the corpus grammar, whether or not later mentions match the first ones.
+
+    The gap between this and is_valid_story is what a model has not learned of the long-range rule.
+    """
+    text = " ".join(text.split())
+    return any(plan.fullmatch(text) for plan in _all_plans(consistent=False))
 
 
 def num_possible_stories() -> int:

@@ -104,6 +104,7 @@ def evaluate(args) -> list[dict]:
         novel = [" ".join(text.split()) not in training for text in texts]
         rows.append(dict(
             strategy=strategy, schedule=schedule, steps=steps, nfe=result.nfe,
+            well_formed=sum(map(corpus.is_well_formed, texts)) / len(texts),
             valid=sum(valid) / len(texts), novel=sum(novel) / len(texts),
             valid_novel=sum(v and n for v, n in zip(valid, novel)) / len(texts),
             distinct=len(set(texts)) / len(texts), seconds=seconds,
@@ -111,7 +112,7 @@ def evaluate(args) -> list[dict]:
     return rows
 
 
-COLUMNS = ["strategy", "schedule", "steps", "nfe", "valid", "novel", "valid_novel", "distinct", "seconds"]
+COLUMNS = ["strategy", "schedule", "steps", "nfe", "well_formed", "valid", "novel", "valid_novel", "distinct", "seconds"]
 
 
 def markdown(rows: list[dict]) -> str:
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         writer.writeheader()
         writer.writerows(rows)
     print(f"{args.checkpoint}, {args.num_samples} documents per setting, --sampling {args.sampling}, seed {args.seed}; "
-          "valid = corpus.is_valid_story, novel = not a training story verbatim")
+          "well_formed = corpus.is_well_formed (grammar only), valid = corpus.is_valid_story, novel = not a training story verbatim")
     print(markdown(rows))
     return rows
 
