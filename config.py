@@ -115,10 +115,10 @@ class SamplingArguments:
     )
     max_length: int = field(default=48, metadata={"help": "Total tokens per sample, prefix included."})
     num_samples: int = field(default=4, metadata={"help": "Samples generated together as one batch."})
-    steps: int | None = field(default=None, metadata={"help": "Denoising steps (forward passes). Default: max_length // 4."})
+    steps: int | None = field(default=None, metadata={"help": "Denoising steps (forward passes). Default: max_length // 4; with --strategy threshold, max_length (a cap: it stops when nothing is masked)."})
     schedule: SCHEDULE_CHOICES = field(default="cosine", metadata={"help": "Share of the span still masked after each step."})
     strategy: STRATEGY_CHOICES = field(
-        default="confidence",
+        default="threshold",
         metadata={"help": "remask: re-mask a random share each step. random: reveal random positions. confidence: reveal the most "
         "confident. threshold: reveal all above --threshold."},
     )

@@ -38,7 +38,11 @@ def parse_args(argv: list[str] | None = None) -> SamplingArguments:
 
 
 def resolved_steps(args) -> int:
-    return args.steps if args.steps is not None else max(1, args.max_length // 4)
+    # Threshold decoding's steps are only a cap (it stops once nothing is masked); measured best on the built-in
+    # corpus in experiments/sampler_quality.py (README, "Measured results").
+    if args.steps is not None:
+        return args.steps
+    return args.max_length if args.strategy == "threshold" else max(1, args.max_length // 4)
 
 
 def check_sampling_args(args, model=None) -> None:
