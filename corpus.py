@@ -19,17 +19,21 @@ OBJECTS = ("ball", "kite", "book", "hat", "box", "cup", "boat", "drum", "bell", 
 PLACES = ("park", "garden", "kitchen", "school", "forest", "house")
 
 # Each story is an opening and an ending. {A}/{B} are the two people, {C} the colour, {O} the object, {P} the
-# place; the first mention of each binds it and every later mention must repeat it.
+# place; the first mention of each binds it and every later mention must repeat it. Every opening and every
+# ending has the same length with its slots at the same places: a tiny model then learns the long-range rule
+# (copy the name, colour and object from the first sentence) within the quick-test's few hundred steps, which
+# it did not when the sentences had different lengths.
 OPENINGS = (
-    "{A} found a {C} {O} in the {P} .",
-    "the {C} {O} was in the {P} , and {A} saw it .",
-    "one day {A} made a {C} {O} at the {P} .",
+    "the day {A} found a {C} {O} in the {P} .",
+    "the night {A} saw a {C} {O} near the {P} .",
+    "the morning {A} made a {C} {O} at the {P} .",
+    "the week {A} lost a {C} {O} in the {P} .",
 )
 ENDINGS = (
     "then {A} gave the {C} {O} to {B} .",
-    "{B} asked {A} for the {C} {O} .",
-    "later {A} and {B} took the {O} back to the {P} .",
-    "{A} and {B} played with the {C} {O} .",
+    "later {A} showed the {C} {O} to {B} .",
+    "so {A} threw the {C} {O} at {B} .",
+    "soon {A} sold the {C} {O} to {B} .",
 )
 
 _SLOTS = {"A": NAMES, "B": NAMES, "C": COLOURS, "O": OBJECTS, "P": PLACES}

@@ -145,7 +145,7 @@ def test_loss_weight_is_maskable_over_masked_for_linear(story_tokenizer, packed_
 def test_corpus_checker_accepts_its_stories_and_rejects_mixed_up_ones():
     stories = corpus.generate_corpus(500, seed=3)
     assert all(corpus.is_valid_story(s) and corpus.is_well_formed(s) for s in stories)
-    mixed = "tom found a red ball in the park . then tom gave the blue ball to anna ."
+    mixed = "the day tom found a red ball in the park . then tom gave the blue ball to anna ."
     assert corpus.is_well_formed(mixed) and not corpus.is_valid_story(mixed)
-    assert not corpus.is_valid_story("tom found a red ball in the park . then tom gave the red ball to tom .")
-    assert not corpus.is_well_formed("tom found a red a ball in the park .")
+    assert not corpus.is_valid_story("the day tom found a red ball in the park . then tom gave the red ball to tom .")
+    assert not corpus.is_well_formed("the day tom found a red a ball in the park .")
