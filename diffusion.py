@@ -244,7 +244,8 @@ def sample(
     if attention_mask is None:
         attention_mask = torch.ones_like(ids)
     banned = torch.tensor(sorted(set(banned_token_ids) | {mask_token_id}), device=device)
-    trajectory = [_record(ids, generated & False, generated & False, torch.zeros(ids.shape))]
+    nothing = torch.zeros_like(generated)
+    trajectory = [_record(ids, nothing, nothing, torch.zeros(ids.shape))]  # step 0: the start
     nfe = 0
     blocks = _blocks(generated.cpu(), config.block_size)
     steps_per_block = [config.steps // len(blocks) + (i < config.steps % len(blocks)) for i in range(len(blocks))]
