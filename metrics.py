@@ -453,3 +453,13 @@ def format_table(table: list[dict]) -> str:
         text += "\n* an upper bound on perplexity (the ELBO, MDLM); causal-LM perplexities are exact."
     return text
 
+
+
+def write_csv(path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
+    """Write result rows (dicts) as a CSV with a header; the experiments all report this way."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -10,7 +10,6 @@ the difference is what batching and vectorising buy. `model_only_s` is the time 
 forward passes at that batch size: no sampler can be faster. Writes bench_sampling.csv into --output-dir.
 """
 
-import csv
 import logging
 import statistics
 import time
@@ -24,6 +23,7 @@ import corpus
 import diffusion
 import generate
 import loading
+import metrics
 from loading import UsageError
 
 logger = logging.getLogger(__name__)
@@ -202,10 +202,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = bench(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "bench_sampling.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    metrics.write_csv(out / "bench_sampling.csv", rows, COLUMNS)
     device = loading.pick_device(args.device)
     print(f"{args.checkpoint or 'tiny random RoBERTa'}, {args.length} tokens, {args.schedule}, {args.sampling}, "
           f"device {device}, {torch.get_num_threads()} threads")

@@ -9,7 +9,6 @@ Writes a CSV and prints a markdown table.
 """
 
 import argparse
-import csv
 import random
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 import corpus
 import loading
+import metrics
 from data_collator import DiffusionCollator
 from diffusion import diffusion_loss
 
@@ -113,10 +113,7 @@ def main(argv=None):
     ]
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "bench_training.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
+    metrics.write_csv(out / "bench_training.csv", table)
     print(f"model {args.model_size}, batch {args.batch_size} x {args.max_length} tokens, {args.steps} steps, "
           f"{torch.get_num_threads()} threads")
     print("| collator | collate ms/batch | supervised tokens/s | s/step |")

@@ -10,7 +10,6 @@ checkpoint-N directory may hold no tokenizer: the one in the parent's final-mode
 Writes layer_analysis.png (heatmap) and layer_analysis.csv into --output-dir.
 """
 
-import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_N
 
 import corpus  # noqa: E402
 import loading  # noqa: E402
+import metrics  # noqa: E402
 from data_collator import DiffusionCollator  # noqa: E402
 from loading import UsageError  # noqa: E402
 
@@ -152,10 +152,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot(out / "layer_analysis.png", results, f"{args.checkpoint}, {len(rows)} sequences of {max_length} tokens")
-    with open(out / "layer_analysis.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results[0]))
-        writer.writeheader()
-        writer.writerows(results)
+    metrics.write_csv(out / "layer_analysis.csv", results)
     last = max(r["layer"] for r in results)
     print("accuracy at masked text tokens (rows: mask level, columns: embeddings, layer 1 ...)")
     print("level  " + "  ".join(f"L{layer}" for layer in range(last + 1)))

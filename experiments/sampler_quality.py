@@ -9,7 +9,6 @@ is not a verbatim copy of a training story, the share that is both, forward pass
 means one step per generated token. Writes sampler_quality.csv into --output-dir.
 """
 
-import csv
 import itertools
 import json
 import logging
@@ -24,6 +23,7 @@ import corpus
 import diffusion
 import generate
 import loading
+import metrics
 from config import SamplingArguments
 from loading import UsageError
 
@@ -130,10 +130,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = evaluate(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "sampler_quality.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    metrics.write_csv(out / "sampler_quality.csv", rows, COLUMNS)
     print(f"{args.checkpoint}, {args.num_samples} documents per setting, --sampling {args.sampling}, seed {args.seed}; "
           "well_formed = corpus.is_well_formed (grammar only), valid = corpus.is_valid_story, novel = not a training story verbatim")
     print(markdown(rows))

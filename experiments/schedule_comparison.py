@@ -9,7 +9,6 @@ unigram entropy per sample and the seconds taken. Writes schedule_comparison.png
 strategy against steps) and schedule_comparison.csv into --output-dir.
 """
 
-import csv
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -116,10 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = compare(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "schedule_comparison.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    metrics.write_csv(out / "schedule_comparison.csv", rows)
     plot(out / "schedule_comparison.png", rows, f"{args.checkpoint}, {args.num_samples} samples per setting, seed {args.seed}")
     print(metrics.format_table([{"model": f"{r['strategy']} / {r['schedule']} / {r['steps']}", **r} for r in rows]))
     return rows
