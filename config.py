@@ -29,6 +29,11 @@ class ModelArguments:
     model_size: Literal["tiny", "small", "base"] = field(
         default="tiny", metadata={"help": "Size of the model built with --from-scratch (see loading.MODEL_SIZES)."}
     )
+    architecture: Literal["roberta", "roberta-prelayernorm", "modernbert"] = field(
+        default="roberta",
+        metadata={"help": "Masked LM built with --from-scratch: roberta (post-LN, like the hub's RoBERTa/BERT), "
+                  "roberta-prelayernorm (pre-LN, like GPT-2) or modernbert (pre-LN, rotary positions). The AR baseline is GPT-2."},
+    )
     tokenizer_type: Literal["bpe", "word", "char"] = field(
         default="bpe", metadata={"help": "Tokenizer trained with --from-scratch: byte-level BPE, word-level or characters."}
     )

@@ -24,6 +24,10 @@ from transformers import (
     PreTrainedTokenizerFast,
     RobertaConfig,
     RobertaForMaskedLM,
+    ModernBertConfig,
+    ModernBertForMaskedLM,
+    RobertaPreLayerNormConfig,
+    RobertaPreLayerNormForMaskedLM,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
@@ -275,13 +279,20 @@ def max_positions(model) -> int:
     """Longest sequence the model's position embeddings allow (RoBERTa reserves padding_idx + 1 of them)."""
     config = model.config
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9
-    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+    if config.model_type in ("roberta", "roberta-prelayernorm", "xlm-roberta", "camembert"):
         limit -= config.pad_token_id + 1
     return limit
 
 
-def build_model(objective: str, size: str, tokenizer, max_length: int, dropout: float = 0.1):
-    """A new model of `size` for `tokenizer`: RoBERTa masked LM, or GPT-2 with the same width and depth."""
+# Masked-LM architectures train.py can build from a config. roberta normalises after each block (post-LN, as
+# the hub's BERT/RoBERTa), roberta-prelayernorm before it (as GPT-2); both learn absolute positions. modernbert
+# is pre-LN with rotary positions and a gated MLP (its intermediate size is 2/3 of the others', so that the
+# parameter count stays that of the same-size GPT-2).
+ARCHITECTURES = ("roberta", "roberta-prelayernorm", "modernbert")
+
+
+def build_model(objective: str, size: str, tokenizer, max_length: int, dropout: float = 0.1, architecture: str = "roberta"):
+    """A new model of `size` for `tokenizer`: a masked LM of `architecture`, or GPT-2 with the same width and depth."""
     hidden, layers, heads, ffn = MODEL_SIZES[size]
     common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if objective == "ar":
@@ -290,7 +301,21 @@ def build_model(objective: str, size: str, tokenizer, max_length: int, dropout: 
             pad_token_id=tokenizer.pad_token_id, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
         )
         return GPT2LMHeadModel(config)
-    config = RobertaConfig(
+    if architecture == "modernbert":
+        config = ModernBertConfig(
+            hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn * 2 // 3,
+            max_position_embeddings=max_length, layer_types=["full_attention"] * layers,
+            embedding_dropout=dropout, mlp_dropout=dropout, attention_dropout=dropout,
+            pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.bos_token_id, sep_token_id=tokenizer.eos_token_id,
+            **common,
+        )
+        return ModernBertForMaskedLM(config)
+    if architecture not in ARCHITECTURES:
+        raise UsageError(f"--architecture {architecture!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
+    config_class, model_class = (
+        (RobertaConfig, RobertaForMaskedLM) if architecture == "roberta" else (RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM)
+    )
+    config = config_class(
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
@@ -302,7 +327,7 @@ def build_model(objective: str, size: str, tokenizer, max_length: int, dropout: 
         pad_token_id=tokenizer.pad_token_id,
         **common,
     )
-    return RobertaForMaskedLM(config)
+    return model_class(config)
 
 
 # ----------------------------------------------------------------------------- tokenized datasets

@@ -215,7 +215,8 @@ def train_tokenizer_and_build_model(model_args, data_args, training_args, train_
         if training_args.process_index == 0:
             tokenizer.save_pretrained(saved)
     return tokenizer, loading.build_model(
-        model_args.objective, model_args.model_size, tokenizer, data_args.max_length, model_args.dropout
+        model_args.objective, model_args.model_size, tokenizer, data_args.max_length, model_args.dropout,
+        model_args.architecture,
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+import loading
 import train
 from config import QUICK_TEST
 from diffusion import diffusion_loss
@@ -126,7 +127,7 @@ def test_the_command_line_reports_bad_input_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("flag, value", [("--no-such-flag", "3"), ("--tokenizer-type", "sentencepiece"), ("--mask-rates", "sometimes"), ("--loss-weighting", "magic")])
+@pytest.mark.parametrize("flag, value", [("--no-such-flag", "3"), ("--tokenizer-type", "sentencepiece"), ("--mask-rates", "sometimes"), ("--loss-weighting", "magic"), ("--architecture", "xlnet")])
 def test_unknown_choices_are_refused(flag, value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main([flag, value])
@@ -228,3 +229,19 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_to_the_same_final_step(t
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 60
     assert (out / "final-model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("architecture", loading.ARCHITECTURES)
+def test_every_architecture_builds_a_masked_lm_the_size_of_gpt2_that_loads_back(architecture, story_tokenizer, tmp_path):
+    model = loading.build_model("diffusion", "tiny", story_tokenizer, 32, 0.0, architecture)
+    gpt2 = loading.build_model("ar", "tiny", story_tokenizer, 32)
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert abs(count(model) - count(gpt2)) / count(gpt2) < 0.03  # a fair comparison: about the same parameters
+    assert loading.max_positions(model) == 32
+    model.save_pretrained(tmp_path)
+    story_tokenizer.save_pretrained(tmp_path)
+    loaded, tokenizer = loading.load_masked_lm(str(tmp_path))
+    assert type(loaded) is type(model) and loaded.config.model_type == model.config.model_type
+    ids = torch.tensor([[story_tokenizer.bos_token_id] + [story_tokenizer.mask_token_id] * 31])
+    with torch.no_grad():
+        assert torch.equal(model.eval()(input_ids=ids).logits, loaded.eval()(input_ids=ids).logits)
