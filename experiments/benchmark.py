@@ -1,0 +1,259 @@
+"""Diffusion vs the matched GPT-2 on a real corpus: both trained the same way, then measured the same way.
+
+    python -m experiments.benchmark --dataset shakespeare                  # Tiny Shakespeare, 90/10 split
+    python -m experiments.benchmark --dataset wikitext2                    # train wiki.valid.raw, test wiki.test.raw
+    python -m experiments.benchmark --dataset shakespeare --name elbo --loss-weighting elbo   # one recipe variant
+
+Both models get the same tokenizer (trained on the same training text with the same settings), the same width
+and depth, the same blocks, batch and steps, so they see the same training tokens. Reported, from one run:
+held-out perplexity (the diffusion model's ELBO bound vs GPT-2's exact perplexity, same tokens), and for the
+diffusion sampler (threshold decoding, and L/4 fixed steps) and GPT-2 with its KV cache: latency of one sample
+(batch 1), throughput at batch 16, and the metrics of the batch-16 samples (judge perplexity under the AR model,
+unigram entropy, distinct-n, repetition). Checkpoints are reused when they exist (--retrain to train again); recipe variants (--name) with the same
+GPT-2 settings share one GPT-2 run. Writes benchmark.json and benchmark.csv into runs/benchmark/<dataset>/<name>/.
+"""
+
+import json
+import logging
+import math
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import HfArgumentParser
+
+import generate
+import loading
+import metrics
+from config import SamplingArguments
+from loading import UsageError
+
+logger = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class BenchmarkArguments:
+    dataset: Literal["shakespeare", "wikitext2"] = field(
+        default="shakespeare",
+        metadata={"help": "shakespeare: tinyshakespeare/input.txt, first 90%% train, last 10%% test. "
+                  "wikitext2: train on wikitext-2-raw/wiki.valid.raw, test on wiki.test.raw."},
+    )
+    data_dir: str = field(default="../shared/data", metadata={"help": "Folder holding tinyshakespeare/ and wikitext-2-raw/."})
+    name: str = field(default="default", metadata={"help": "Name of this recipe: results go to <output-root>/<dataset>/<name>."})
+    output_root: str = field(default="runs/benchmark", metadata={"help": "Where the runs are written."})
+    model_size: str = field(default="tiny", metadata={"help": "tiny, small or base (both models)."})
+    architecture: str = field(
+        default="modernbert",
+        metadata={"help": "Diffusion recipe: the masked LM built from scratch (train.py --architecture). GPT-2 is GPT-2."},
+    )
+    max_length: int = field(default=128, metadata={"help": "Tokens per block, in training, evaluation and sampling."})
+    vocab_size: int = field(default=4000, metadata={"help": "BPE vocabulary of the shared tokenizer."})
+    batch_size: int = field(default=32, metadata={"help": "Training batch (both models)."})
+    max_steps: int = field(default=1000, metadata={"help": "Training steps (both models)."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate of the diffusion model."})
+    ar_learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of GPT-2. Default: --learning-rate."})
+    warmup_steps: int = field(default=30, metadata={"help": "Linear warm-up steps (both models)."})
+    loss_weighting: str = field(default="elbo", metadata={"help": "Diffusion recipe: uniform or elbo (train.py --loss-weighting)."})
+    mask_rates: str = field(default="continuous", metadata={"help": "Diffusion recipe: discrete or continuous."})
+    schedule: str = field(default="linear", metadata={"help": "Diffusion recipe: the training noise schedule."})
+    num_t_samples: int = field(default=8, metadata={"help": "Times t per held-out block in the ELBO bound."})
+    num_samples: int = field(default=16, metadata={"help": "Samples per model for the sample metrics (one batch)."})
+    latency_repeats: int = field(default=3, metadata={"help": "Batch-1 samples timed per sampler (the median is reported)."})
+    retrain: bool = field(default=False, metadata={"help": "Train again even when the checkpoints exist."})
+    train_only: bool = field(
+        default=False, metadata={"help": "Only train (e.g. two datasets at once); measure later, alone on the machine, without it."}
+    )
+    threads: int | None = field(default=None, metadata={"help": "torch intra-op threads for the measurements (training too)."})
+    seed: int = field(default=0, metadata={"help": "Seed of training, the bound and sampling."})
+
+
+def split_files(args, out: Path) -> tuple[Path, Path]:
+    """(training file, held-out file) for the dataset; Tiny Shakespeare's 90/10 split is written into `out`."""
+    data = Path(args.data_dir)
+    if args.dataset == "wikitext2":
+        train, test = data / "wikitext-2-raw" / "wiki.valid.raw", data / "wikitext-2-raw" / "wiki.test.raw"
+    else:
+        source = data / "tinyshakespeare" / "input.txt"
+        if not source.is_file():
+            raise UsageError(f"--data-dir {args.data_dir}: {source} not found")
+        text = source.read_text(encoding="utf-8")
+        cut = len(text) * 90 // 100
+        train, test = out / "data" / "train.txt", out / "data" / "test.txt"
+        train.parent.mkdir(parents=True, exist_ok=True)
+        train.write_text(text[:cut], encoding="utf-8")
+        test.write_text(text[cut:], encoding="utf-8")
+    for path in (train, test):
+        if not path.is_file():
+            raise UsageError(f"--data-dir {args.data_dir}: {path} not found")
+    return train, test
+
+
+def train(args, objective: str, train_file: Path, test_file: Path, directory: Path) -> float:
+    """Run train.py for one model (skipped when its final model exists); returns the seconds it took."""
+    if (directory / "final-model" / "config.json").is_file() and not args.retrain:
+        logger.info("reusing %s", directory / "final-model")
+        return float("nan")
+    lr = args.learning_rate if objective == "diffusion" else (args.ar_learning_rate or args.learning_rate)
+    command = [
+        sys.executable, "train.py", "--objective", objective, "--from-scratch", "--model-size", args.model_size,
+        "--train-file", str(train_file), "--validation-file", str(test_file),
+        "--max-length", str(args.max_length), "--vocab-size", str(args.vocab_size), "--dropout", "0",
+        "--batch-size", str(args.batch_size), "--max-steps", str(args.max_steps), "--learning-rate", str(lr),
+        "--warmup-steps", str(args.warmup_steps), "--lr-scheduler-type", "cosine", "--seed", str(args.seed),
+        "--eval-steps", str(10 * args.max_steps), "--save-steps", str(10 * args.max_steps),
+        "--output-dir", str(directory), "--overwrite-output-dir",
+    ]
+    if objective == "diffusion":
+        command += ["--architecture", args.architecture, "--loss-weighting", args.loss_weighting, "--mask-rates", args.mask_rates, "--schedule", args.schedule]
+    env = None
+    if args.threads:
+        import os
+
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    logger.info("training %s: %s", objective, " ".join(command[1:]))
+    began = time.perf_counter()
+    directory.mkdir(parents=True, exist_ok=True)
+    log_path = directory / "train.log"
+    with open(log_path, "w") as log:
+        code = subprocess.call(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if code != 0:
+        raise UsageError(f"training the {objective} model failed (exit {code}); see {log_path}")
+    return time.perf_counter() - began
+
+
+def sampler_args(args, checkpoint: Path, strategy: str, steps: int | None, batch: int, seed: int) -> SamplingArguments:
+    return SamplingArguments(
+        checkpoint=str(checkpoint), max_length=args.max_length, num_samples=batch, steps=steps, strategy=strategy,
+        schedule="cosine", seed=seed, hide_steps=True,
+    )
+
+
+def measure_diffusion(args, model, tokenizer, checkpoint: Path, strategy: str, steps: int | None, judge) -> dict:
+    run = lambda batch, seed: generate.run(sampler_args(args, checkpoint, strategy, steps, batch, seed), model, tokenizer,
+                                           line_by_line=False, progress=False)
+    run(1, 99)  # warm-up
+    latency = [run(1, args.seed + i) for i in range(args.latency_repeats)]
+    result, texts, seconds = run(args.num_samples, args.seed)
+    return {
+        "batch1_seconds": statistics.median(s for _, _, s in latency),
+        "batch1_passes": statistics.median(r.nfe for r, _, _ in latency),
+        f"batch{args.num_samples}_seconds": seconds,
+        f"batch{args.num_samples}_passes": result.nfe,
+        "samples_per_s": args.num_samples / seconds,
+        **metrics.sample_metrics(texts, judge),
+        "samples": texts,
+    }
+
+
+def measure_ar(args, model, tokenizer, judge) -> dict:
+    run = lambda batch, seed: metrics.causal_samples(model, tokenizer, batch, args.max_length, seed)
+    run(1, 99)
+    latency = [run(1, args.seed + i) for i in range(args.latency_repeats)]
+    samples = run(args.num_samples, args.seed)
+    return {
+        "batch1_seconds": statistics.median(s.seconds for s in latency),
+        "batch1_passes": statistics.median(s.forward_passes for s in latency),
+        f"batch{args.num_samples}_seconds": samples.seconds,
+        f"batch{args.num_samples}_passes": samples.forward_passes,
+        "samples_per_s": args.num_samples / samples.seconds,
+        **metrics.sample_metrics(samples.texts, judge),
+        "samples": samples.texts,
+    }
+
+
+def ar_directory(args) -> Path:
+    """GPT-2's run folder: shared by every recipe --name with the same AR settings, so it is trained once."""
+    lr = args.ar_learning_rate or args.learning_rate
+    return (Path(args.output_root) / args.dataset /
+            f"ar-{args.model_size}-L{args.max_length}-v{args.vocab_size}-b{args.batch_size}-s{args.max_steps}-lr{lr:g}-seed{args.seed}")
+
+
+def measure(args, out: Path, test_file: Path) -> dict:
+    device = loading.pick_device(None)
+    diff_dir, ar_dir = out / "diffusion" / "final-model", ar_directory(args) / "final-model"
+    model, tokenizer = loading.load_masked_lm(str(diff_dir))
+    ar, ar_tokenizer = loading.load_causal_lm(str(ar_dir))
+    model, ar = model.to(device).eval(), ar.to(device).eval()
+    settings = loading.read_diffusion_config(str(diff_dir))
+    with torch.no_grad():
+        likelihood = metrics.report(
+            model, tokenizer, ar, ar_tokenizer, str(test_file), diffusion_settings=settings, max_length=args.max_length,
+            line_by_line=False, num_t_samples=args.num_t_samples, max_documents=None, seed=args.seed,
+        )
+    bound, exact = likelihood[0], likelihood[1]
+    judge = (ar, ar_tokenizer)
+    rows = [
+        {"model": "diffusion, threshold 0.9", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
+         **measure_diffusion(args, model, tokenizer, diff_dir, "threshold", None, judge)},
+        {"model": f"diffusion, random, {args.max_length // 4} steps", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
+         **measure_diffusion(args, model, tokenizer, diff_dir, "random", args.max_length // 4, judge)},
+        {"model": "GPT-2, KV cache", "ppl": exact["ppl"], "nats_per_token": exact["nats_per_token"],
+         **measure_ar(args, ar, ar_tokenizer, judge)},
+    ]
+    text = loading.read_documents(str(test_file), line_by_line=False)
+    held_out = [tokenizer.decode(r, skip_special_tokens=True) for r in metrics.evaluation_rows(tokenizer, text, args.max_length, False)[: args.num_samples].tolist()]
+    rows.append({"model": "held-out text", **metrics.sample_metrics(held_out, judge)})
+    parameters = {"diffusion": sum(p.numel() for p in model.parameters()), "ar": sum(p.numel() for p in ar.parameters())}
+    return {"bound_tokens": bound["tokens"], "same_tokens": bound.get("same_tokens"), "parameters": parameters, "rows": rows}
+
+
+COLUMNS = ["model", "ppl", "nats_per_token", "batch1_seconds", "batch1_passes", "samples_per_s", "gen_ppl", "entropy",
+           "distinct_2", "repetition"]
+
+
+def markdown(rows: list[dict]) -> str:
+    def cell(value):
+        if isinstance(value, float):
+            return "-" if math.isnan(value) else f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+        return "-" if value is None else str(value)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict]) -> dict:
+    threshold, fixed, ar = rows[0], rows[1], rows[2]
+    out = {"bound_over_ar_ppl": threshold["ppl"] / ar["ppl"], "bound_over_ar_nats": threshold["nats_per_token"] / ar["nats_per_token"]}
+    for key, row in (("threshold", threshold), ("fixed_steps", fixed)):
+        out[f"{key}_latency_speedup_vs_ar"] = ar["batch1_seconds"] / row["batch1_seconds"]
+        out[f"{key}_throughput_vs_ar"] = row["samples_per_s"] / ar["samples_per_s"]
+        out[f"{key}_gen_ppl_ratio"] = row["gen_ppl"] / ar["gen_ppl"] if "gen_ppl" in row else float("nan")
+        out[f"{key}_entropy_ratio"] = row["entropy"] / ar["entropy"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    (args,) = HfArgumentParser(BenchmarkArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if args.max_steps < 1 or args.num_samples < 1 or args.latency_repeats < 1:
+        raise UsageError("--max-steps, --num-samples and --latency-repeats must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.output_root) / args.dataset / args.name
+    train_file, test_file = split_files(args, out)
+    seconds = {"diffusion": train(args, "diffusion", train_file, test_file, out / "diffusion"),
+               "ar": train(args, "ar", train_file, test_file, ar_directory(args))}
+    if args.train_only:
+        return {"train_seconds": seconds}
+    result = measure(args, out, test_file)
+    result.update(arguments=asdict(args), train_seconds=seconds, summary=summary(result["rows"]))
+    (out / "benchmark.json").write_text(json.dumps(result, indent=2))
+    metrics.write_csv(out / "benchmark.csv", [{c: row.get(c) for c in COLUMNS} for row in result["rows"]], COLUMNS)
+    print(f"{args.dataset} / {args.name}: {args.model_size}, {args.max_steps} steps x {args.batch_size} x {args.max_length} tokens, "
+          f"lr {args.learning_rate}, {args.architecture}, {args.loss_weighting} weighting, {args.mask_rates} rates; "
+          f"{result['bound_tokens']} held-out tokens (same tokens for both: {result['same_tokens']}); "
+          f"parameters: diffusion ({args.architecture}) {result['parameters']['diffusion']:,}, GPT-2 {result['parameters']['ar']:,}")
+    print(markdown(result["rows"]))
+    print(json.dumps(result["summary"], indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    loading.reports_usage_errors(main)()

@@ -1,0 +1,70 @@
+"""experiments/benchmark.py: the data split, a whole (tiny, two-step) run, reuse of its checkpoints, bad input."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import corpus
+from experiments import benchmark
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """A stand-in for ../shared/data: tinyshakespeare/input.txt made of built-in stories."""
+    folder = tmp_path / "data" / "tinyshakespeare"
+    folder.mkdir(parents=True)
+    (folder / "input.txt").write_text("\n".join(corpus.generate_corpus(400, seed=3)) + "\n", encoding="utf-8")
+    return tmp_path / "data"
+
+
+def test_shakespeare_split_is_the_first_90_and_the_last_10_percent(data_dir, tmp_path):
+    args = benchmark.BenchmarkArguments(data_dir=str(data_dir))
+    train, test = benchmark.split_files(args, tmp_path / "out")
+    source = (data_dir / "tinyshakespeare" / "input.txt").read_text()
+    assert train.read_text() + test.read_text() == source
+    assert len(test.read_text()) == len(source) - len(source) * 90 // 100
+
+
+def test_a_tiny_run_reports_both_models_on_the_same_tokens_and_reuses_its_checkpoints(data_dir, tmp_path, capsys):
+    argv = ["--data-dir", str(data_dir), "--output-root", str(tmp_path / "runs"), "--max-steps", "2", "--max-length", "32",
+            "--vocab-size", "300", "--batch-size", "4", "--warmup-steps", "0", "--num-samples", "2",
+            "--latency-repeats", "1", "--num-t-samples", "1", "--threads", "1"]
+    result = benchmark.main(argv)
+    out = tmp_path / "runs" / "shakespeare" / "default"
+    assert (out / "diffusion" / "final-model" / "model.safetensors").is_file()
+    assert (out / "ar" / "final-model" / "model.safetensors").is_file()
+    assert result["same_tokens"] is True
+    models = [row["model"] for row in result["rows"]]
+    assert models == ["diffusion, threshold 0.9", "diffusion, random, 8 steps", "GPT-2, KV cache", "held-out text"]
+    threshold, fixed, ar, _ = result["rows"]
+    assert threshold["ppl"] == fixed["ppl"] > 1 and ar["ppl"] > 1
+    assert fixed["batch1_passes"] == 8 and fixed["batch2_passes"] == 8  # L/4 steps
+    assert 1 <= threshold["batch1_passes"] <= 31  # a cap of one pass per generated position
+    assert 1 <= ar["batch1_passes"] <= 31  # one pass per token after the start token, up to an end token
+    assert all(len(row["samples"]) == 2 for row in (threshold, fixed, ar))
+    summary = result["summary"]
+    assert summary["bound_over_ar_ppl"] == pytest.approx(threshold["ppl"] / ar["ppl"])
+    assert summary["fixed_steps_latency_speedup_vs_ar"] == pytest.approx(ar["batch1_seconds"] / fixed["batch1_seconds"])
+    saved = json.loads((out / "benchmark.json").read_text())
+    assert saved["rows"][0]["ppl"] == pytest.approx(threshold["ppl"])
+    assert (out / "benchmark.csv").read_text().splitlines()[0].startswith("model,ppl,")
+    assert "| diffusion, threshold 0.9 |" in capsys.readouterr().out
+
+    again = benchmark.main(argv)  # the checkpoints exist: nothing is trained, the same bound comes out
+    assert all(math.isnan(s) for s in again["train_seconds"].values())
+    assert again["rows"][0]["ppl"] == pytest.approx(threshold["ppl"])
+
+
+def test_a_missing_data_folder_is_one_line_and_exit_2(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", "--data-dir", str(tmp_path / "nowhere"), "--output-root", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0 and "nowhere" in run.stderr
