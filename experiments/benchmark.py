@@ -119,9 +119,16 @@ def train(args, objective: str, train_file: Path, test_file: Path, directory: Pa
     logger.info("training %s: %s", objective, " ".join(command[1:]))
     began = time.perf_counter()
     directory.mkdir(parents=True, exist_ok=True)
-    log_path = directory / "train.log"
-    with open(log_path, "w") as log:
-        code = subprocess.call(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log_path, lock = directory / "train.log", directory / "training.lock"
+    try:  # two benchmark runs (two recipes, say) may share one GPT-2 folder: only one of them trains it
+        lock.open("x").close()
+    except FileExistsError:
+        raise UsageError(f"another run is training {directory} (delete {lock} if it died); run this one when it is done") from None
+    try:
+        with open(log_path, "w") as log:
+            code = subprocess.call(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    finally:
+        lock.unlink()
     if code != 0:
         raise UsageError(f"training the {objective} model failed (exit {code}); see {log_path}")
     return time.perf_counter() - began

@@ -68,3 +68,13 @@ def test_a_missing_data_folder_is_one_line_and_exit_2(tmp_path):
     )
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "nowhere" in run.stderr
+
+
+def test_a_folder_another_run_is_training_is_left_alone(tmp_path):
+    args = benchmark.BenchmarkArguments(output_root=str(tmp_path))
+    folder = benchmark.ar_directory(args)
+    folder.mkdir(parents=True)
+    (folder / "training.lock").touch()
+    with pytest.raises(benchmark.UsageError, match="another run is training"):
+        benchmark.train(args, "ar", tmp_path / "train.txt", tmp_path / "test.txt", folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["training.lock"]  # nothing started, nothing removed
