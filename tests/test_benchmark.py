@@ -38,7 +38,9 @@ def test_a_tiny_run_reports_both_models_on_the_same_tokens_and_reuses_its_checkp
     result = benchmark.main(argv)
     out = tmp_path / "runs" / "shakespeare" / "default"
     assert (out / "diffusion" / "final-model" / "model.safetensors").is_file()
-    assert (out / "ar" / "final-model" / "model.safetensors").is_file()
+    (ar_run,) = out.parent.glob("ar-tiny-L32-v300-b4-s2-*")  # GPT-2's folder, named by its settings
+    assert (ar_run / "final-model" / "model.safetensors").is_file()
+    assert json.loads((out / "diffusion" / "final-model" / "config.json").read_text())["model_type"] == "modernbert"
     assert result["same_tokens"] is True
     models = [row["model"] for row in result["rows"]]
     assert models == ["diffusion, threshold 0.9", "diffusion, random, 8 steps", "GPT-2, KV cache", "held-out text"]
