@@ -21,11 +21,11 @@ from transformers import (
     AutoTokenizer,
     GPT2Config,
     GPT2LMHeadModel,
+    ModernBertConfig,
+    ModernBertForMaskedLM,
     PreTrainedTokenizerFast,
     RobertaConfig,
     RobertaForMaskedLM,
-    ModernBertConfig,
-    ModernBertForMaskedLM,
     RobertaPreLayerNormConfig,
     RobertaPreLayerNormForMaskedLM,
 )

@@ -16,6 +16,7 @@ GPT-2 settings share one GPT-2 run. Writes benchmark.json and benchmark.csv into
 import json
 import logging
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -111,11 +112,7 @@ def train(args, objective: str, train_file: Path, test_file: Path, directory: Pa
     ]
     if objective == "diffusion":
         command += ["--architecture", args.architecture, "--loss-weighting", args.loss_weighting, "--mask-rates", args.mask_rates, "--schedule", args.schedule]
-    env = None
-    if args.threads:
-        import os
-
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
     logger.info("training %s: %s", objective, " ".join(command[1:]))
     began = time.perf_counter()
     directory.mkdir(parents=True, exist_ok=True)
@@ -141,37 +138,38 @@ def sampler_args(args, checkpoint: Path, strategy: str, steps: int | None, batch
     )
 
 
-def measure_diffusion(args, model, tokenizer, checkpoint: Path, strategy: str, steps: int | None, judge) -> dict:
-    run = lambda batch, seed: generate.run(sampler_args(args, checkpoint, strategy, steps, batch, seed), model, tokenizer,
-                                           line_by_line=False, progress=False)
+def measure_sampler(args, run, judge) -> dict:
+    """Latency (median of batch-1 runs after a warm-up), batch throughput and sample metrics of
+    `run(batch, seed) -> (texts, seconds, forward passes)`."""
     run(1, 99)  # warm-up
     latency = [run(1, args.seed + i) for i in range(args.latency_repeats)]
-    result, texts, seconds = run(args.num_samples, args.seed)
+    texts, seconds, passes = run(args.num_samples, args.seed)
     return {
-        "batch1_seconds": statistics.median(s for _, _, s in latency),
-        "batch1_passes": statistics.median(r.nfe for r, _, _ in latency),
+        "batch1_seconds": statistics.median(s for _, s, _ in latency),
+        "batch1_passes": statistics.median(p for _, _, p in latency),
         f"batch{args.num_samples}_seconds": seconds,
-        f"batch{args.num_samples}_passes": result.nfe,
+        f"batch{args.num_samples}_passes": passes,
         "samples_per_s": args.num_samples / seconds,
         **metrics.sample_metrics(texts, judge),
         "samples": texts,
     }
 
 
-def measure_ar(args, model, tokenizer, judge) -> dict:
-    run = lambda batch, seed: metrics.causal_samples(model, tokenizer, batch, args.max_length, seed)
-    run(1, 99)
-    latency = [run(1, args.seed + i) for i in range(args.latency_repeats)]
-    samples = run(args.num_samples, args.seed)
-    return {
-        "batch1_seconds": statistics.median(s.seconds for s in latency),
-        "batch1_passes": statistics.median(s.forward_passes for s in latency),
-        f"batch{args.num_samples}_seconds": samples.seconds,
-        f"batch{args.num_samples}_passes": samples.forward_passes,
-        "samples_per_s": args.num_samples / samples.seconds,
-        **metrics.sample_metrics(samples.texts, judge),
-        "samples": samples.texts,
-    }
+def diffusion_run(args, model, tokenizer, checkpoint: Path, strategy: str, steps: int | None):
+    def run(batch, seed):
+        result, texts, seconds = generate.run(sampler_args(args, checkpoint, strategy, steps, batch, seed), model, tokenizer,
+                                              line_by_line=False, progress=False)
+        return texts, seconds, result.nfe
+
+    return run
+
+
+def ar_run(args, model, tokenizer):
+    def run(batch, seed):
+        samples = metrics.causal_samples(model, tokenizer, batch, args.max_length, seed)
+        return samples.texts, samples.seconds, samples.forward_passes
+
+    return run
 
 
 def ar_directory(args) -> Path:
@@ -197,14 +195,15 @@ def measure(args, out: Path, test_file: Path) -> dict:
     judge = (ar, ar_tokenizer)
     rows = [
         {"model": "diffusion, threshold 0.9", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
-         **measure_diffusion(args, model, tokenizer, diff_dir, "threshold", None, judge)},
+         **measure_sampler(args, diffusion_run(args, model, tokenizer, diff_dir, "threshold", None), judge)},
         {"model": f"diffusion, random, {args.max_length // 4} steps", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
-         **measure_diffusion(args, model, tokenizer, diff_dir, "random", args.max_length // 4, judge)},
+         **measure_sampler(args, diffusion_run(args, model, tokenizer, diff_dir, "random", args.max_length // 4), judge)},
         {"model": "GPT-2, KV cache", "ppl": exact["ppl"], "nats_per_token": exact["nats_per_token"],
-         **measure_ar(args, ar, ar_tokenizer, judge)},
+         **measure_sampler(args, ar_run(args, ar, ar_tokenizer), judge)},
     ]
     text = loading.read_documents(str(test_file), line_by_line=False)
-    held_out = [tokenizer.decode(r, skip_special_tokens=True) for r in metrics.evaluation_rows(tokenizer, text, args.max_length, False)[: args.num_samples].tolist()]
+    blocks = metrics.evaluation_rows(tokenizer, text, args.max_length, False)[: args.num_samples].tolist()
+    held_out = [tokenizer.decode(block, skip_special_tokens=True) for block in blocks]
     rows.append({"model": "held-out text", **metrics.sample_metrics(held_out, judge)})
     parameters = {"diffusion": sum(p.numel() for p in model.parameters()), "ar": sum(p.numel() for p in ar.parameters())}
     return {"bound_tokens": bound["tokens"], "same_tokens": bound.get("same_tokens"), "parameters": parameters, "rows": rows}
