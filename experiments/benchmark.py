@@ -57,7 +57,7 @@ class BenchmarkArguments:
     vocab_size: int = field(default=4000, metadata={"help": "BPE vocabulary of the shared tokenizer."})
     batch_size: int = field(default=32, metadata={"help": "Training batch (both models)."})
     max_steps: int = field(default=1000, metadata={"help": "Training steps (both models)."})
-    learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate of the diffusion model."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the diffusion model."})
     ar_learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of GPT-2. Default: --learning-rate."})
     warmup_steps: int = field(default=30, metadata={"help": "Linear warm-up steps (both models)."})
     loss_weighting: str = field(default="elbo", metadata={"help": "Diffusion recipe: uniform or elbo (train.py --loss-weighting)."})
@@ -72,6 +72,24 @@ class BenchmarkArguments:
     )
     threads: int | None = field(default=None, metadata={"help": "torch intra-op threads for the measurements (training too)."})
     seed: int = field(default=0, metadata={"help": "Seed of training, the bound and sampling."})
+
+
+# What the diffusion run in <output-root>/<dataset>/<name> was trained with: a reused checkpoint must match it.
+RECIPE = ("dataset", "model_size", "architecture", "max_length", "vocab_size", "batch_size", "max_steps", "learning_rate",
+          "warmup_steps", "loss_weighting", "mask_rates", "schedule", "seed")
+
+
+def check_recipe(args, out: Path) -> None:
+    """Refuse to reuse a run folder trained with other settings; record this run's settings in recipe.json."""
+    recipe = {key: getattr(args, key) for key in RECIPE}
+    path = out / "recipe.json"
+    if path.is_file() and not args.retrain:
+        saved = json.loads(path.read_text())
+        changed = [f"--{key.replace('_', '-')} {saved.get(key)} there, {value} here" for key, value in recipe.items() if saved.get(key) != value]
+        if changed:
+            raise UsageError(f"{out} holds a run with other settings ({'; '.join(changed)}); use another --name, or --retrain")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recipe, indent=2))
 
 
 def split_files(args, out: Path) -> tuple[Path, Path]:
@@ -243,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.output_root) / args.dataset / args.name
+    check_recipe(args, out)
     train_file, test_file = split_files(args, out)
     seconds = {"diffusion": train(args, "diffusion", train_file, test_file, out / "diffusion"),
                "ar": train(args, "ar", train_file, test_file, ar_directory(args))}

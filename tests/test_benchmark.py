@@ -80,3 +80,17 @@ def test_a_folder_another_run_is_training_is_left_alone(tmp_path):
     with pytest.raises(benchmark.UsageError, match="another run is training"):
         benchmark.train(args, "ar", tmp_path / "train.txt", tmp_path / "test.txt", folder)
     assert sorted(p.name for p in folder.iterdir()) == ["training.lock"]  # nothing started, nothing removed
+
+
+def test_a_run_folder_is_only_reused_with_the_settings_it_was_trained_with(tmp_path):
+    args = benchmark.BenchmarkArguments(output_root=str(tmp_path), learning_rate=1e-3)
+    out = tmp_path / "shakespeare" / "default"
+    benchmark.check_recipe(args, out)
+    assert json.loads((out / "recipe.json").read_text())["learning_rate"] == 1e-3
+    benchmark.check_recipe(args, out)  # the same settings: fine
+    other = benchmark.BenchmarkArguments(output_root=str(tmp_path), learning_rate=3e-3)
+    with pytest.raises(benchmark.UsageError, match="--learning-rate 0.001 there, 0.003 here"):
+        benchmark.check_recipe(other, out)
+    other.retrain = True  # retraining replaces the run, so its settings become the folder's
+    benchmark.check_recipe(other, out)
+    assert json.loads((out / "recipe.json").read_text())["learning_rate"] == 3e-3
