@@ -289,6 +289,10 @@ def max_positions(model) -> int:
 # is pre-LN with rotary positions and a gated MLP (its intermediate size is 2/3 of the others', so that the
 # parameter count stays that of the same-size GPT-2).
 ARCHITECTURES = ("roberta", "roberta-prelayernorm", "modernbert")
+ROBERTA_CLASSES = {
+    "roberta": (RobertaConfig, RobertaForMaskedLM),
+    "roberta-prelayernorm": (RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM),
+}
 
 
 def build_model(objective: str, size: str, tokenizer, max_length: int, dropout: float = 0.1, architecture: str = "roberta"):
@@ -301,6 +305,8 @@ def build_model(objective: str, size: str, tokenizer, max_length: int, dropout: 
             pad_token_id=tokenizer.pad_token_id, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
         )
         return GPT2LMHeadModel(config)
+    if architecture not in ARCHITECTURES:
+        raise UsageError(f"--architecture {architecture!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
     if architecture == "modernbert":
         config = ModernBertConfig(
             hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn * 2 // 3,
@@ -310,11 +316,7 @@ def build_model(objective: str, size: str, tokenizer, max_length: int, dropout: 
             **common,
         )
         return ModernBertForMaskedLM(config)
-    if architecture not in ARCHITECTURES:
-        raise UsageError(f"--architecture {architecture!r} is unknown; choose one of {', '.join(ARCHITECTURES)}")
-    config_class, model_class = (
-        (RobertaConfig, RobertaForMaskedLM) if architecture == "roberta" else (RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM)
-    )
+    config_class, model_class = ROBERTA_CLASSES[architecture]
     config = config_class(
         hidden_size=hidden,
         num_hidden_layers=layers,

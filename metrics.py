@@ -9,6 +9,7 @@ that can be compared with a causal LM's on the same tokens. train.py's `eval_elb
 with ten fixed times and the training prefix (`elbo_bound(..., fixed_times=EVAL_TIMES)` reproduces it).
 """
 
+import csv
 import logging
 import math
 import time
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 import corpus
 import loading
 from data_collator import DiffusionCollator
-from diffusion import bound_weight, diffusion_loss, elbo_weight, mask_fraction  # noqa: F401 (bound_weight re-exported)
+from diffusion import bound_weight, diffusion_loss, elbo_weight, mask_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -457,9 +458,22 @@ def format_table(table: list[dict]) -> str:
 
 def write_csv(path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
     """Write result rows (dicts) as a CSV with a header; the experiments all report this way."""
-    import csv
-
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def markdown_table(rows: list[dict], columns: list[str], cell=None) -> str:
+    """Result rows as a markdown table. `cell(column, value)` formats one value; by default floats get two
+    decimals and a missing or NaN value is '-'."""
+
+    def default(column, value):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    cell = cell or default
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(c, row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

@@ -190,11 +190,8 @@ COLUMNS = ["loop", "strategy", "batch", "steps", "nfe", "seconds", "model_only_s
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = [f"{row[c]:.3f}" if c in ("seconds", "model_only_s") else f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    seconds = lambda column, value: f"{value:.3f}" if column in ("seconds", "model_only_s") else f"{value:.2f}" if isinstance(value, float) else str(value)
+    return metrics.markdown_table(rows, COLUMNS, seconds)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -232,14 +232,12 @@ COLUMNS = ["model", "ppl", "nats_per_token", "batch1_seconds", "batch1_passes", 
 
 
 def markdown(rows: list[dict]) -> str:
-    def cell(value):
-        if isinstance(value, float):
-            return "-" if math.isnan(value) else f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
-        return "-" if value is None else str(value)
+    def cell(column, value):
+        if isinstance(value, float) and not math.isnan(value):
+            return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+        return "-" if value is None or isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
+    return metrics.markdown_table(rows, COLUMNS, cell)
 
 
 def summary(rows: list[dict]) -> dict:

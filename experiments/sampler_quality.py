@@ -115,13 +115,6 @@ def evaluate(args) -> list[dict]:
 COLUMNS = ["strategy", "schedule", "steps", "nfe", "well_formed", "valid", "novel", "valid_novel", "distinct", "seconds"]
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     (args,) = HfArgumentParser(QualityArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -133,7 +126,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     metrics.write_csv(out / "sampler_quality.csv", rows, COLUMNS)
     print(f"{args.checkpoint}, {args.num_samples} documents per setting, --sampling {args.sampling}, seed {args.seed}; "
           "well_formed = corpus.is_well_formed (grammar only), valid = corpus.is_valid_story, novel = not a training story verbatim")
-    print(markdown(rows))
+    print(metrics.markdown_table(rows, COLUMNS))
     return rows
 
 
