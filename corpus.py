@@ -1,10 +1,16 @@
-"""The built-in corpus: short deterministic stories whose beginning constrains their end.
+"""The built-in corpus: short stories whose beginning constrains their end, with a layout that varies.
 
-Every story introduces two different people, a colour, an object and a place in its first sentence, and
-every later sentence must refer back to exactly those. A model that only learned which words follow which
-(a bigram model, or a masked LM that ignores long-range context) writes stories that mix up names, colours
-or objects, and `is_valid_story` rejects them. The checker is exact: each story is one of a small number of
-sentence plans, written as regular expressions whose back-references tie later mentions to the first one.
+Every story introduces a person, a colour and an object (and usually a place) in its first sentence; zero to two
+middle sentences and a final sentence refer back to them, and the final one brings in a second, different person.
+Sentences come in different lengths and clause orders and have optional words, so the position of what must agree
+differs from story to story: a model cannot copy "the word six places back", it has to find the first mention.
+A model that only learned which words follow which (a bigram model, or a masked LM that ignores long-range
+context) mixes up names, colours or objects, and `is_valid_story` rejects those stories.
+
+The checker is exact: a story is valid when it is an opening, up to two middles and an ending of the grammar below,
+and every later mention of a slot repeats its first mention (regular expressions with back-references).
+`layout="fixed"` draws the older fixed-layout stories (four openings and four endings of one length, no middles,
+no optional words); they are a subset of the same grammar, so the same checker judges both.
 
 The corpus ships as code, not as a file, so `--quick-test`, the tests and CI need no download.
 """
@@ -17,87 +23,130 @@ NAMES = ("tom", "anna", "ben", "lily", "sam", "mia", "max", "emma", "leo", "zoe"
 COLOURS = ("red", "blue", "green", "yellow", "black", "white", "pink", "brown")
 OBJECTS = ("ball", "kite", "book", "hat", "box", "cup", "boat", "drum", "bell", "lamp")
 PLACES = ("park", "garden", "kitchen", "school", "forest", "house")
+# Free words: any of them may stand in their slot, they bind nothing.
+SIZES = ("big", "small", "little", "old", "new")
+WEATHER = ("sunny", "cold", "windy", "rainy")
+FEELINGS = ("happy", "glad", "proud")
 
-# Each story is an opening and an ending. {A}/{B} are the two people, {C} the colour, {O} the object, {P} the
-# place; the first mention of each binds it and every later mention must repeat it. Every opening and every
-# ending has the same length with its slots at the same places: a tiny model then learns the long-range rule
-# (copy the name, colour and object from the first sentence) within the quick-test's few hundred steps, which
-# it did not when the sentences had different lengths.
+# {A}/{B}: the two people, {C} colour, {O} object, {P} place: the first mention binds the slot and every later
+# mention must repeat it. {S}/{W}/{F}: free words. [...]: optional words. The first four openings and endings
+# are the fixed-layout stories.
 OPENINGS = (
     "the day {A} found a {C} {O} in the {P} .",
     "the night {A} saw a {C} {O} near the {P} .",
     "the morning {A} made a {C} {O} at the {P} .",
     "the week {A} lost a {C} {O} in the {P} .",
+    "{A} found a [{S}] {C} {O} .",
+    "in the {P} , {A} saw a [{S}] {C} {O} .",
+    "there was a {C} {O} in the {P} and {A} wanted it .",
+)
+MIDDLES = (
+    "it was a [very] {W} day .",
+    "{A} was [very] {F} .",
+    "the {O} was [very] {S} .",
+    "{A} played with the {O} all day .",
 )
 ENDINGS = (
     "then {A} gave the {C} {O} to {B} .",
     "later {A} showed the {C} {O} to {B} .",
     "so {A} threw the {C} {O} at {B} .",
     "soon {A} sold the {C} {O} to {B} .",
+    "later {B} took the {C} {O} from {A} .",
+    "{A} showed the {C} {O} to {B} and {B} smiled .",
+    "at the end , {A} and {B} played with the {C} {O} [in the {P}] .",
 )
+FIXED_LAYOUT = 4  # the first four openings and endings, no middles, no optional words
+MAX_MIDDLES = 2
+LAYOUTS = ("variable", "fixed")
 
-_SLOTS = {"A": NAMES, "B": NAMES, "C": COLOURS, "O": OBJECTS, "P": PLACES}
+_BOUND = {"A": NAMES, "B": NAMES, "C": COLOURS, "O": OBJECTS, "P": PLACES}
+_FREE = {"S": SIZES, "W": WEATHER, "F": FEELINGS}
+_SLOT = re.compile(r"\{([A-Z])\}")
+_OPTIONAL = re.compile(r" ?\[([^\]]*)\]")
 
 
-def generate_story(rng: random.Random) -> str:
+def _fill(template: str, values: dict, rng: random.Random, optional: bool) -> str:
+    """Write one sentence: optional parts kept with probability 1/2 (never without `optional`), slots filled."""
+    template = _OPTIONAL.sub(lambda m: f" {m.group(1)}" if optional and rng.random() < 0.5 else "", template)
+    return _SLOT.sub(lambda m: values[m.group(1)] if m.group(1) in values else rng.choice(_FREE[m.group(1)]), template)
+
+
+def generate_story(rng: random.Random, layout: str = "variable") -> str:
     """One story; the two people always differ."""
     a, b = rng.sample(NAMES, 2)
     values = {"A": a, "B": b, "C": rng.choice(COLOURS), "O": rng.choice(OBJECTS), "P": rng.choice(PLACES)}
-    plan = (rng.choice(OPENINGS), rng.choice(ENDINGS))
-    return " ".join(plan).format(**values)
+    if layout == "fixed":
+        plan = [rng.choice(OPENINGS[:FIXED_LAYOUT]), rng.choice(ENDINGS[:FIXED_LAYOUT])]
+    elif layout == "variable":
+        middles = [rng.choice(MIDDLES) for _ in range(rng.randint(0, MAX_MIDDLES))]
+        plan = [rng.choice(OPENINGS), *middles, rng.choice(ENDINGS)]
+    else:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    return " ".join(_fill(sentence, values, rng, optional=layout == "variable") for sentence in plan)
 
 
-def generate_corpus(num_stories: int, seed: int = 0) -> list[str]:
+def generate_corpus(num_stories: int, seed: int = 0, layout: str = "variable") -> list[str]:
     """`num_stories` stories, the same list for the same seed on every machine."""
     rng = random.Random(seed)
-    return [generate_story(rng) for _ in range(num_stories)]
+    return [generate_story(rng, layout) for _ in range(num_stories)]
 
 
-def _plan_regex(plan: str, consistent: bool = True) -> re.Pattern:
-    """Turn a plan into a regex: first mention of a slot captures it, later mentions must repeat it.
+def _words(words) -> str:
+    return f"(?:{'|'.join(words)})"
 
-    With consistent=False every mention may be any word of its kind: the grammar without the long-range rule.
-    """
-    pattern, seen, pos = "", set(), 0
-    for match in re.finditer(r"\{([ABCOP])\}", plan):
-        pattern += re.escape(plan[pos:match.start()])
-        slot = match.group(1)
-        if not consistent:
-            pattern += f"(?:{'|'.join(_SLOTS[slot])})"
-        elif slot in seen:
-            pattern += f"(?P={slot})"
+
+def _sentence_regex(template: str, seen: set, consistent: bool) -> str:
+    """A sentence as a regex; `seen` holds the bound slots already captured (updated in place)."""
+    pattern, pos = "", 0
+    for match in re.finditer(r"\{([A-Z])\}|\[|\]", template):
+        pattern += re.escape(template[pos:match.start()])
+        token = match.group(0)
+        if token == "[":
+            pattern = pattern[:-2] + "(?: " if pattern.endswith(r"\ ") else pattern + "(?:"
+        elif token == "]":
+            pattern += ")?"
         else:
-            pattern += f"(?P<{slot}>{'|'.join(_SLOTS[slot])})"
-            seen.add(slot)
+            slot = match.group(1)
+            if slot in _FREE or not consistent:
+                pattern += _words({**_FREE, **_BOUND}[slot])
+            elif slot in seen:
+                pattern += f"(?P={slot})"
+            else:
+                pattern += f"(?P<{slot}>{'|'.join(_BOUND[slot])})"
+                seen.add(slot)
         pos = match.end()
-    return re.compile(pattern + re.escape(plan[pos:]))
+    return pattern + re.escape(template[pos:])
 
 
 @lru_cache(maxsize=2)
-def _all_plans(consistent: bool = True) -> list[re.Pattern]:
-    return [_plan_regex(" ".join((o, e)), consistent) for o in OPENINGS for e in ENDINGS]
+def _story_regexes(consistent: bool = True) -> list[re.Pattern]:
+    """One regex per (opening, ending) pair; the middles in between are a repeated alternation."""
+    regexes = []
+    for opening in OPENINGS:
+        for ending in ENDINGS:
+            seen: set = set()
+            head = _sentence_regex(opening, seen, consistent)
+            # Middles refer only to slots every opening binds (A, O), so they add no capture of their own.
+            middle = "|".join(_sentence_regex(m, seen, consistent) for m in MIDDLES)
+            tail = _sentence_regex(ending, seen, consistent)
+            regexes.append(re.compile(f"{head}(?: (?:{middle})){{0,{MAX_MIDDLES}}} {tail}"))
+    return regexes
 
 
 def is_valid_story(text: str) -> bool:
     """True when `text` (whitespace-normalised) is a story this corpus could have produced."""
     text = " ".join(text.split())
-    for plan in _all_plans():
-        match = plan.fullmatch(text)
+    for regex in _story_regexes():
+        match = regex.fullmatch(text)
         if match and match.group("A") != match.group("B"):
             return True
     return False
 
 
 def is_well_formed(text: str) -> bool:
-    """True when `text` follows the corpus grammar, whether or not later mentions match the first ones.
+    """True when `text` follows the grammar, whether or not later mentions repeat the first ones.
 
     The gap between this and is_valid_story is what a model has not learned of the long-range rule.
     """
     text = " ".join(text.split())
-    return any(plan.fullmatch(text) for plan in _all_plans(consistent=False))
-
-
-def num_possible_stories() -> int:
-    """How many distinct stories exist, so 'not a copy of training data' has a meaning."""
-    per_plan = len(NAMES) * (len(NAMES) - 1) * len(COLOURS) * len(OBJECTS) * len(PLACES)
-    return per_plan * len(OPENINGS) * len(ENDINGS)
+    return any(regex.fullmatch(text) for regex in _story_regexes(consistent=False))

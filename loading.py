@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 DIFFUSION_CONFIG = "diffusion_config.json"
-BUILTIN = "builtin"
+BUILTIN = "builtin"  # the variable-layout stories; "builtin-fixed" the older fixed-layout ones
+BUILTIN_LAYOUTS = {BUILTIN: "variable", f"{BUILTIN}-fixed": "fixed"}
 BUILTIN_TRAIN_STORIES = 20000
 BUILTIN_EVAL_SEED = 1  # validation stories come from another seed than training (seed 0)
 
@@ -112,9 +113,10 @@ def load_documents(data_args) -> tuple[list[str], list[str]]:
             valid = read_documents(data_args.validation_file, data_args.line_by_line)
         else:
             train, valid = split_for_validation(train, data_args.validation_split_percentage)
-    elif data_args.dataset_name == BUILTIN:
-        train = corpus.generate_corpus(data_args.max_train_samples or BUILTIN_TRAIN_STORIES, seed=0)
-        valid = corpus.generate_corpus(data_args.max_eval_samples or 500, seed=BUILTIN_EVAL_SEED)
+    elif data_args.dataset_name in BUILTIN_LAYOUTS:
+        layout = BUILTIN_LAYOUTS[data_args.dataset_name]
+        train = corpus.generate_corpus(data_args.max_train_samples or BUILTIN_TRAIN_STORIES, seed=0, layout=layout)
+        valid = corpus.generate_corpus(data_args.max_eval_samples or 500, seed=BUILTIN_EVAL_SEED, layout=layout)
     else:
         train, valid = _hub_documents(data_args)
     if data_args.max_train_samples:

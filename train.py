@@ -5,6 +5,7 @@
     python train.py --model-name-or-path distilroberta-base   # fine-tune from the hub (wikitext by default)
 """
 
+import argparse
 import json
 import logging
 import math
@@ -15,11 +16,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForLanguageModeling, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    DataCollatorForLanguageModeling,
+    HfArgumentParser,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.hf_argparser import string_to_bool
 from transformers.trainer_utils import get_last_checkpoint
 
 import loading
 from config import (
+    PRESET_HELP,
+    PRESETS,
     QUICK_TEST,
     TRAINING_ALIASES,
     TRAINING_DEFAULTS,
@@ -39,8 +50,29 @@ LEVEL_NAMES = [f"{(i + 1) / NUM_LEVELS:.1f}" for i in range(NUM_LEVELS)]
 ARGUMENT_TYPES = (ModelArguments, DataArguments, DiffusionArguments, RunArguments, TrainingArguments)
 
 
+def user_flags(argv: list[str]) -> set[str]:
+    """The option names the user typed, as field names (--max-length=8 -> max_length)."""
+    return {arg.split("=")[0].lstrip("-").replace("-", "_") for arg in argv if arg.startswith("--")}
+
+
+def starts_from_scratch(argv: list[str]) -> bool:
+    """Whether the run builds a new model: --quick-test, or --from-scratch as HfArgumentParser would read it."""
+    if "quick_test" in user_flags(argv):
+        return True
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--from_scratch", "--from-scratch", type=string_to_bool, nargs="?", const=True, default=False)
+    try:
+        return bool(parser.parse_known_args(argv)[0].from_scratch)
+    except SystemExit:  # not a boolean: the full parser reports it
+        return False
+
+
+def preset_name(argv: list[str]) -> str:
+    return "from-scratch" if starts_from_scratch(argv) else "fine-tuning"
+
+
 def expand_argv(argv: list[str]) -> list[str]:
-    """Defaults, then the --quick-test preset, then the user's arguments (last one wins in argparse)."""
+    """Defaults, the preset for how the model starts, --quick-test, then the user's arguments (the last one wins)."""
     argv = [TRAINING_ALIASES.get(arg.split("=")[0], arg.split("=")[0]) + arg[len(arg.split("=")[0]) :] for arg in argv]
     # A bare --resume-from-checkpoint means: the newest checkpoint in --output-dir.
     for flag in ("--resume-from-checkpoint", "--resume_from_checkpoint"):
@@ -48,7 +80,7 @@ def expand_argv(argv: list[str]) -> list[str]:
             i = argv.index(flag)
             if i + 1 == len(argv) or argv[i + 1].startswith("--"):
                 argv.insert(i + 1, "last")
-    preset = QUICK_TEST if {"--quick-test", "--quick_test"} & set(argv) else []
+    preset = PRESETS[preset_name(argv)] + (QUICK_TEST if "quick_test" in user_flags(argv) else [])
     # The AR baseline gets its own default directory so it never replaces the diffusion model in results/.
     objective = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("--objective",)]
     if objective and objective[-1] == "ar":
@@ -58,14 +90,23 @@ def expand_argv(argv: list[str]) -> list[str]:
 
 def parse_args(argv: list[str] | None):
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(ARGUMENT_TYPES, description=__doc__.splitlines()[0])
+    parser = HfArgumentParser(ARGUMENT_TYPES, description=__doc__.splitlines()[0], epilog=PRESET_HELP)
     *parsed, unknown = parser.parse_args_into_dataclasses(args=expand_argv(argv), return_remaining_strings=True)
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # exits 2 with the usage line
+    model_args = parsed[0]
+    named = user_flags(argv) & {"model_name_or_path", "model_name"}
+    if model_args.from_scratch and named:
+        raise UsageError(
+            f"--from-scratch builds a new model, so --model-name-or-path {model_args.model_name_or_path} would be "
+            "ignored; drop one of the two"
+        )
     return parsed
 
 
 def check_args(model_args, data_args, diff_args, run_args, training_args) -> None:
+    if training_args.seed < 0:
+        raise UsageError(f"--seed {training_args.seed} must be 0 or more")
     if data_args.max_length < 8:
         raise UsageError(f"--max-length {data_args.max_length} is too short; use at least 8")
     if diff_args.prefix_length < 0 or diff_args.prefix_length >= data_args.max_length:
@@ -205,7 +246,8 @@ def load_pretrained(model_args, data_args):
     return tokenizer, model
 
 
-def train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs):    # The tokenizer is trained once per output directory, so a resumed run keeps the same vocabulary.
+def train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs):
+    # The tokenizer is trained once per output directory, so a resumed run keeps the same vocabulary.
     saved = Path(training_args.output_dir) / "tokenizer"
     if training_args.resume_from_checkpoint and saved.is_dir():
         tokenizer = loading.load_tokenizer(str(saved))
@@ -214,6 +256,9 @@ def train_tokenizer_and_build_model(model_args, data_args, training_args, train_
         tokenizer = loading.train_tokenizer(train_docs, model_args.tokenizer_type, model_args.vocab_size)
         if training_args.process_index == 0:
             tokenizer.save_pretrained(saved)
+    # The Trainer seeds only when it is created, after the model exists: seed here so the initial weights, and
+    # with them the whole run, are the same for the same --seed.
+    set_seed(training_args.seed)
     return tokenizer, loading.build_model(
         model_args.objective, model_args.model_size, tokenizer, data_args.max_length, model_args.dropout,
         model_args.architecture,
@@ -301,6 +346,9 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.process_index == 0:
         run_args_dict = {t.__name__: asdict(a) for t, a in zip(ARGUMENT_TYPES[:-1], (model_args, data_args, diff_args, run_args))}
         run_args_dict["TrainingArguments"] = training_args.to_dict()
+        # Results depend on the thread count too: float sums are ordered differently with more threads.
+        run_args_dict["run"] = {"preset": "from-scratch" if model_args.from_scratch else "fine-tuning",
+                                "torch_threads": torch.get_num_threads()}
         (out / "run_args.json").write_text(json.dumps(run_args_dict, indent=2, default=str))
 
     stop = StopOnSignal()

@@ -140,12 +140,3 @@ def test_loss_weight_is_maskable_over_masked_for_linear(story_tokenizer, packed_
     batch = DiffusionCollator(story_tokenizer, seed=12)(batch_of(packed_rows, 16))
     masked = (batch["labels"] != -100).sum(-1)
     assert torch.allclose(batch["loss_weight"], batch["num_maskable"] / masked)
-
-
-def test_corpus_checker_accepts_its_stories_and_rejects_mixed_up_ones():
-    stories = corpus.generate_corpus(500, seed=3)
-    assert all(corpus.is_valid_story(s) and corpus.is_well_formed(s) for s in stories)
-    mixed = "the day tom found a red ball in the park . then tom gave the blue ball to anna ."
-    assert corpus.is_well_formed(mixed) and not corpus.is_valid_story(mixed)
-    assert not corpus.is_valid_story("the day tom found a red ball in the park . then tom gave the red ball to tom .")
-    assert not corpus.is_well_formed("the day tom found a red a ball in the park .")

@@ -10,7 +10,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 import loading
 import train
-from config import QUICK_TEST
+from config import PRESETS, QUICK_TEST
 from diffusion import diffusion_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,14 +67,51 @@ def test_quick_test_preset_really_applies():
 
 
 def test_user_flags_override_the_preset_and_seed_flags_work():
-    model_args, data_args, _, _, training_args = train.parse_args(
+    _, data_args, _, _, training_args = train.parse_args(
         ["--quick-test", "--max-length", "64", "--epochs", "2", "--batch-size", "3", "--learning-rate", "0.01",
-         "--model-name", "roberta-base", "--output-dir", "x"]
+         "--output-dir", "x"]
     )
     assert data_args.max_length == 64
     assert training_args.per_device_train_batch_size == 3 and training_args.num_train_epochs == 2
     assert training_args.learning_rate == 0.01 and training_args.output_dir == "x"
+    model_args, *_ = train.parse_args(["--model-name", "roberta-base"])
     assert model_args.model_name_or_path == "roberta-base"
+
+
+def preset_value(name: str, flag: str) -> float:
+    return float(PRESETS[name][PRESETS[name].index(flag) + 1])
+
+
+@pytest.mark.parametrize(
+    "argv, preset",
+    [
+        (["--from-scratch"], "from-scratch"),
+        (["--from_scratch", "true"], "from-scratch"),
+        (["--from-scratch=True", "--objective", "ar"], "from-scratch"),  # the AR baseline gets the same preset
+        (["--quick-test"], "from-scratch"),
+        (["--quick-test", "--objective", "ar"], "from-scratch"),
+        ([], "fine-tuning"),
+        (["--from-scratch", "false"], "fine-tuning"),
+        (["--model-name-or-path", "roberta-base"], "fine-tuning"),
+    ],
+)
+def test_the_preset_follows_how_the_model_starts(argv, preset):
+    *_, training_args = train.parse_args(argv)
+    assert training_args.learning_rate == preset_value(preset, "--learning_rate")
+    assert training_args.warmup_steps == preset_value(preset, "--warmup_steps")
+    assert training_args.lr_scheduler_type.value == PRESETS[preset][PRESETS[preset].index("--lr_scheduler_type") + 1]
+
+
+def test_user_flags_beat_the_from_scratch_preset():
+    *_, training_args = train.parse_args(["--from-scratch", "--learning-rate", "3e-4", "--lr-scheduler-type", "constant"])
+    assert training_args.learning_rate == 3e-4 and training_args.lr_scheduler_type.value == "constant"
+    assert training_args.warmup_steps == preset_value("from-scratch", "--warmup_steps")
+
+
+def test_presets_differ_and_help_names_both():
+    assert preset_value("from-scratch", "--learning_rate") > 10 * preset_value("fine-tuning", "--learning_rate")
+    result = run_cli("--help")
+    assert "from-scratch preset" in " ".join(result.stdout.split()) and "fine-tuning" in result.stdout
 
 
 def test_ar_baseline_defaults_to_its_own_directory():
@@ -105,6 +142,9 @@ def test_help_exits_zero():
         (lambda d: ["--model-name-or-path", "distilroberta-base", "--dataset-name", "builtin"], "--quick-test"),
         (lambda d: ["--quick-test", "--overwrite-output-dir", "false", "--output-dir", str(d / "full")], "not empty"),
         (lambda d: ["--quick-test", "--output-dir", str(d / "empty.txt")], "is a file"),
+        (lambda d: ["--quick-test", "--seed", "-1"], "--seed -1 must be 0 or more"),
+        (lambda d: ["--from-scratch", "--model-name-or-path", "roberta-base"], "drop one of the two"),
+        (lambda d: ["--quick-test", "--model-name", "roberta-base"], "--from-scratch builds a new model"),
     ],
 )
 def test_bad_input_gives_one_line_error(make_args, message, bad_inputs, tmp_path, capsys):
@@ -127,12 +167,13 @@ def test_the_command_line_reports_bad_input_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("flag, value", [("--no-such-flag", "3"), ("--tokenizer-type", "sentencepiece"), ("--mask-rates", "sometimes"), ("--loss-weighting", "magic"), ("--architecture", "xlnet")])
+@pytest.mark.parametrize("flag, value", [("--no-such-flag", "3"), ("--tokenizer-type", "sentencepiece"), ("--mask-rates", "sometimes"), ("--loss-weighting", "magic"), ("--architecture", "xlnet"),
+                                           ("--from-scratch", "maybe")])
 def test_unknown_choices_are_refused(flag, value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main([flag, value])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and ("invalid choice" in err or "unrecognized" in err) and value in err
+    assert exit_info.value.code == 2 and ("invalid choice" in err or "unrecognized" in err or "expected one of" in err) and value in err
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +286,22 @@ def test_every_architecture_builds_a_masked_lm_the_size_of_gpt2_that_loads_back(
     ids = torch.tensor([[story_tokenizer.bos_token_id] + [story_tokenizer.mask_token_id] * 31])
     with torch.no_grad():
         assert torch.equal(model.eval()(input_ids=ids).logits, loaded.eval()(input_ids=ids).logits)
+
+
+# ----------------------------------------------------------------------------- reproducibility
+
+
+def logged_losses(out: Path) -> list[float]:
+    return [entry["loss"] for entry in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in entry]
+
+
+def test_the_same_seed_gives_identical_losses_and_weights_and_another_seed_does_not(tmp_path):
+    # dropout on, so its random draws are covered too
+    run = [*TINY_RUN, "--dropout", "0.1", "--eval-steps", "100", "--save-steps", "100"]
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        train.main([*run, "--seed", seed, "--output-dir", str(tmp_path / name)])
+    a, b, c = (logged_losses(tmp_path / name) for name in "abc")
+    assert len(a) == 3 and a == b
+    assert a != c
+    weights = [(tmp_path / name / "final-model" / "model.safetensors").read_bytes() for name in "abc"]
+    assert weights[0] == weights[1] != weights[2]
