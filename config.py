@@ -41,6 +41,9 @@ class ModelArguments:
     dropout: float = field(
         default=0.0, metadata={"help": "Dropout of a model built with --from-scratch (a pretrained checkpoint keeps its own)."}
     )
+    tie_word_embeddings: bool = field(
+        default=True, metadata={"help": "A model built with --from-scratch shares its input embeddings with its output layer."}
+    )
     objective: Literal["diffusion", "ar"] = field(
         default="diffusion",
         metadata={"help": "diffusion: a masked LM trained to unmask. ar: the matched GPT-2 baseline (same size, data, tokenizer)."},
@@ -96,7 +99,20 @@ class DiffusionArguments:
         default="fixed",
         metadata={"help": "fixed: exactly --prefix-length visible tokens. random: a length drawn per example from 0..--prefix-length."},
     )
-    min_mask_time: float = field(default=1e-3, metadata={"help": "Smallest time t drawn in continuous mode (t ~ U(eps, 1])."})
+    min_mask_time: float = field(default=1e-3, metadata={"help": "Smallest time t drawn in continuous mode."})
+    max_mask_time: float = field(
+        default=1.0, metadata={"help": "Largest time t drawn in continuous mode: t lies in [--min-mask-time, --max-mask-time]."}
+    )
+    time_sampling: Literal["uniform", "bell"] = field(
+        default="uniform",
+        metadata={"help": "How times t are spread over that window (antithetic in both cases): uniform, or bell-shaped "
+                  "(Beta(2, 2): more middle mask rates, fewer nearly-empty or nearly-full masks)."},
+    )
+    mask_curriculum_steps: int = field(
+        default=0,
+        metadata={"help": "Curriculum: over the first N steps the largest time drawn grows linearly from 20%% of the "
+                  "window to --max-mask-time (lightly masked rows first). 0: no curriculum."},
+    )
 
 
 @dataclass

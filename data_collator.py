@@ -13,6 +13,8 @@ from diffusion import bound_weight, mask_fraction
 from loading import end_token_id, start_token_id
 
 DISCRETE_LEVELS = torch.linspace(0.1, 1.0, 10)
+TIME_SAMPLING = ("uniform", "bell")
+CURRICULUM_START = 0.2  # with a curriculum, the largest time drawn grows from this share of the window to all of it
 # Evaluation uses fixed times (midpoints of ten equal bins) so eval_loss is comparable between evaluations
 # and the 1/t-weighted average is a midpoint-rule estimate of the ELBO integral.
 EVAL_TIMES = (torch.arange(10, dtype=torch.float32) + 0.5) / 10
@@ -28,11 +30,16 @@ class DiffusionCollator:
         prefix_policy: str = "fixed",
         line_by_line: bool = False,
         min_mask_time: float = 1e-3,
+        max_mask_time: float = 1.0,
+        time_sampling: str = "uniform",
+        curriculum_steps: int = 0,
         eval_times: torch.Tensor | None = None,
         seed: int | None = None,
     ):
         if mask_rates not in ("discrete", "continuous"):
             raise ValueError(f"mask_rates must be 'discrete' or 'continuous', not {mask_rates!r}")
+        if time_sampling not in TIME_SAMPLING:
+            raise ValueError(f"time_sampling must be one of {', '.join(TIME_SAMPLING)}, not {time_sampling!r}")
         self.mask_id = tokenizer.mask_token_id
         self.pad_id = tokenizer.pad_token_id
         never = {start_token_id(tokenizer), self.pad_id}
@@ -41,7 +48,9 @@ class DiffusionCollator:
         self.never_masked = torch.tensor(sorted(i for i in never if i is not None))
         self.mask_rates, self.schedule = mask_rates, schedule
         self.prefix_length, self.prefix_policy = prefix_length, prefix_policy
-        self.min_mask_time = min_mask_time
+        self.min_mask_time, self.max_mask_time = min_mask_time, max_mask_time
+        self.time_sampling, self.curriculum_steps = time_sampling, curriculum_steps
+        self.step = 0  # the training step, set by train.py's callback; only the curriculum reads it
         self.eval_times = eval_times
         self.seed = seed
         self.reset()
@@ -54,15 +63,22 @@ class DiffusionCollator:
         return torch.rand(*shape, generator=self.generator)
 
     def sample_times(self, batch: int) -> torch.Tensor:
-        """(batch,) times t in (0, 1]."""
+        """(batch,) times t in (0, 1]: continuous ones in [min_mask_time, max_mask_time]."""
         if self.eval_times is not None:
             return self.eval_times[torch.arange(batch) % len(self.eval_times)]
         if self.mask_rates == "discrete":
             level = DISCRETE_LEVELS[torch.randint(len(DISCRETE_LEVELS), (1,), generator=self.generator)]
             return level.expand(batch).clone()
-        # Antithetic (low-discrepancy) draw: one uniform offset, then evenly spaced times (MDLM, sec. 3.5).
+        # Antithetic (low-discrepancy) draw: one uniform offset, then evenly spaced quantiles (MDLM, sec. 3.5).
         u = (self._rand(1) + torch.arange(batch) / batch) % 1.0
-        return self.min_mask_time + (1.0 - self.min_mask_time) * (1.0 - u)
+        if self.time_sampling == "bell":
+            # Quantiles of Beta(2, 2) (density 6x(1-x)): more middle times, fewer near 0 and 1. Its CDF 3x^2 - 2x^3
+            # is a cubic whose inverse has this closed form.
+            u = 0.5 - torch.sin(torch.asin(1.0 - 2.0 * u) / 3.0)
+        low, high = self.min_mask_time, self.max_mask_time
+        if self.curriculum_steps:
+            high = low + (high - low) * min(1.0, max(CURRICULUM_START, self.step / self.curriculum_steps))
+        return low + (high - low) * (1.0 - u)
 
     def prefix_lengths(self, batch: int) -> torch.Tensor:
         if self.prefix_policy == "random" and self.prefix_length > 0:

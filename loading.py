@@ -297,10 +297,16 @@ ROBERTA_CLASSES = {
 }
 
 
-def build_model(objective: str, size: str, tokenizer, max_length: int, dropout: float = 0.1, architecture: str = "roberta"):
+def build_model(
+    objective: str, size: str, tokenizer, max_length: int, dropout: float = 0.0, architecture: str = "roberta",
+    tie_word_embeddings: bool = True,
+):
     """A new model of `size` for `tokenizer`: a masked LM of `architecture`, or GPT-2 with the same width and depth."""
     hidden, layers, heads, ffn = MODEL_SIZES[size]
-    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    common = dict(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=tie_word_embeddings,
+    )
     if objective == "ar":
         config = GPT2Config(
             n_embd=hidden, n_layer=layers, n_head=heads, n_inner=ffn, n_positions=max_length, **common,

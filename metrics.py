@@ -256,6 +256,24 @@ def story_metrics(texts: list[str], training_stories) -> dict:
     return {"valid_rate": sum(valid) / n, "novel_valid_rate": sum(novel) / n}
 
 
+def checkpoint_story_quality(checkpoint: str, num_samples: int = 256, seed: int = 1, threads: int | None = None) -> dict:
+    """A checkpoint trained on the built-in corpus, sampled at generate.py's defaults: shares of valid and of
+    well-formed stories among `num_samples` documents (one batch), and the forward passes it took."""
+    from config import SamplingArguments
+    from generate import load, run
+
+    if threads:
+        torch.set_num_threads(threads)
+    args = SamplingArguments(checkpoint=checkpoint, num_samples=num_samples, seed=seed, hide_steps=True)
+    model, tokenizer, settings = load(args)
+    result, texts, _ = run(args, model, tokenizer, bool(settings.get("line_by_line")), progress=False)
+    return {
+        "valid_rate": sum(map(corpus.is_valid_story, texts)) / len(texts),
+        "well_formed_rate": sum(map(corpus.is_well_formed, texts)) / len(texts),
+        "nfe": result.nfe,
+    }
+
+
 def sample_metrics(texts: list[str], judge=None, training_stories=None) -> dict:
     """Metrics of a list of generated texts. `judge` is (causal LM, tokenizer) or None."""
     result = {

@@ -111,8 +111,13 @@ def check_args(model_args, data_args, diff_args, run_args, training_args) -> Non
         raise UsageError(f"--max-length {data_args.max_length} is too short; use at least 8")
     if diff_args.prefix_length < 0 or diff_args.prefix_length >= data_args.max_length:
         raise UsageError(f"--prefix-length {diff_args.prefix_length} must be in [0, --max-length {data_args.max_length})")
-    if not 0 < diff_args.min_mask_time < 1:
-        raise UsageError(f"--min-mask-time {diff_args.min_mask_time} must be in (0, 1)")
+    if not 0 < diff_args.min_mask_time < diff_args.max_mask_time <= 1:
+        raise UsageError(
+            f"--min-mask-time {diff_args.min_mask_time} and --max-mask-time {diff_args.max_mask_time} must satisfy "
+            "0 < min < max <= 1"
+        )
+    if diff_args.mask_curriculum_steps < 0:
+        raise UsageError(f"--mask-curriculum-steps {diff_args.mask_curriculum_steps} must be 0 or more")
     if data_args.train_file and not Path(data_args.train_file).is_file():
         raise UsageError(f"--train-file not found: {data_args.train_file}")
     out = Path(training_args.output_dir)
@@ -211,6 +216,16 @@ class DiffusionTrainer(Trainer):
         return stats
 
 
+class TellsCollatorTheStep(TrainerCallback):
+    """The mask-rate curriculum depends on the training step; the collator runs in this process (no workers)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.collator.step = state.global_step
+
+
 class StopOnSignal(TrainerCallback):
     """SIGINT/SIGTERM: finish the current step, save a checkpoint, stop. The run resumes from it."""
 
@@ -261,7 +276,7 @@ def train_tokenizer_and_build_model(model_args, data_args, training_args, train_
     set_seed(training_args.seed)
     return tokenizer, loading.build_model(
         model_args.objective, model_args.model_size, tokenizer, data_args.max_length, model_args.dropout,
-        model_args.architecture,
+        model_args.architecture, model_args.tie_word_embeddings,
     )
 
 
@@ -358,11 +373,16 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         collator_args = dict(
             tokenizer=tokenizer, schedule=diff_args.schedule, prefix_length=diff_args.prefix_length,
-            prefix_policy=diff_args.prefix_policy, line_by_line=data_args.line_by_line, min_mask_time=diff_args.min_mask_time,
+            prefix_policy=diff_args.prefix_policy, line_by_line=data_args.line_by_line,
         )
+        collator = DiffusionCollator(
+            mask_rates=diff_args.mask_rates, min_mask_time=diff_args.min_mask_time, max_mask_time=diff_args.max_mask_time,
+            time_sampling=diff_args.time_sampling, curriculum_steps=diff_args.mask_curriculum_steps, **collator_args,
+        )
+        common["callbacks"].append(TellsCollatorTheStep(collator))
         trainer = DiffusionTrainer(
             **common,
-            data_collator=DiffusionCollator(mask_rates=diff_args.mask_rates, **collator_args),
+            data_collator=collator,
             eval_collator=DiffusionCollator(eval_times=EVAL_TIMES, seed=training_args.seed, **collator_args),
             loss_weighting=diff_args.loss_weighting,
             banned_ids={tokenizer.mask_token_id, tokenizer.pad_token_id, loading.start_token_id(tokenizer)},

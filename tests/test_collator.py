@@ -140,3 +140,29 @@ def test_loss_weight_is_maskable_over_masked_for_linear(story_tokenizer, packed_
     batch = DiffusionCollator(story_tokenizer, seed=12)(batch_of(packed_rows, 16))
     masked = (batch["labels"] != -100).sum(-1)
     assert torch.allclose(batch["loss_weight"], batch["num_maskable"] / masked)
+
+
+def test_times_stay_inside_the_window(story_tokenizer):
+    collator = DiffusionCollator(story_tokenizer, min_mask_time=0.2, max_mask_time=0.6, seed=3)
+    t = torch.cat([collator.sample_times(64) for _ in range(20)])
+    assert t.min() >= 0.2 and t.max() <= 0.6 and t.max() - t.min() > 0.35
+
+
+def test_bell_times_are_beta_2_2_quantiles_spread_antithetically(story_tokenizer):
+    collator = DiffusionCollator(story_tokenizer, min_mask_time=1e-9, time_sampling="bell", seed=4)
+    t = collator.sample_times(1000)
+    # Evenly spaced quantiles of Beta(2, 2): its CDF 3x^2 - 2x^3 at the sorted times is evenly spaced too.
+    cdf = (3 * t**2 - 2 * t**3).sort().values.double()
+    assert torch.allclose(cdf.diff(), torch.full((999,), 1e-3, dtype=torch.float64), atol=1e-5)
+    middle = ((t > 0.25) & (t < 0.75)).float().mean().item()
+    assert middle == pytest.approx(0.6875, abs=0.002)  # F(0.75) - F(0.25); uniform times give 0.5
+
+
+def test_the_curriculum_starts_with_light_masks_and_widens_to_the_whole_window(story_tokenizer):
+    collator = DiffusionCollator(story_tokenizer, min_mask_time=0.01, curriculum_steps=100, seed=5)
+    collator.step = 0
+    assert collator.sample_times(256).max() <= 0.01 + 0.99 * 0.2 + 1e-6
+    collator.step = 50
+    assert 0.45 < collator.sample_times(256).max() <= 0.01 + 0.99 * 0.5 + 1e-6
+    collator.step = 100
+    assert collator.sample_times(256).max() > 0.99

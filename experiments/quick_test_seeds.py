@@ -1,0 +1,81 @@
+"""Does `python train.py --quick-test` learn every time? Train it with several seeds and sample each model.
+
+    python -m experiments.quick_test_seeds                      # seeds 0-4, one after the other, all cores each
+    python -m experiments.quick_test_seeds --seeds 5 6 --threads 1
+
+Each seed runs exactly the README's command, `train.py --quick-test --seed S` (into --output-dir/seedS), timed
+from start to exit, then 256 documents are drawn at generate.py's defaults and checked with the built-in
+corpus's checker. Writes quick_test_seeds.csv and prints one row per seed plus min / median / max.
+Runs already finished are reused (delete the folder to measure again).
+"""
+
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+import loading
+import metrics
+from loading import UsageError
+
+logger = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class SeedArguments:
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "Seeds of train.py --quick-test."})
+    num_samples: int = field(default=256, metadata={"help": "Documents drawn from each model at generate.py's defaults."})
+    threads: int | None = field(default=None, metadata={"help": "torch threads for training and sampling. Default: torch's own (all cores)."})
+    output_dir: str = field(default="runs/quick_test_seeds", metadata={"help": "One folder per seed, and the CSV."})
+
+
+def run_seed(args, seed: int, out: Path) -> dict:
+    directory = out / f"seed{seed}"
+    row_file = directory / "seed_row.json"
+    if row_file.is_file():
+        return json.loads(row_file.read_text())
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    with open(out / f"seed{seed}.log", "w") as log:
+        code = subprocess.call([sys.executable, "train.py", "--quick-test", "--seed", str(seed), "--output-dir", str(directory)],
+                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    seconds = time.perf_counter() - began
+    if code != 0:
+        raise UsageError(f"train.py --quick-test --seed {seed} failed (exit {code}); see {out / f'seed{seed}.log'}")
+    final = json.loads((directory / "metrics.json").read_text())
+    row = {"seed": seed, "train_seconds": round(seconds, 1), "eval_loss": final["eval_loss"],
+           **metrics.checkpoint_story_quality(str(directory / "final-model"), args.num_samples, threads=args.threads)}
+    row_file.write_text(json.dumps(row))
+    return row
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    (args,) = HfArgumentParser(SeedArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not args.seeds or any(seed < 0 for seed in args.seeds):
+        raise UsageError(f"--seeds {args.seeds}: give one or more seeds, each 0 or more")
+    if args.num_samples < 1 or (args.threads is not None and args.threads < 1):
+        raise UsageError("--num-samples and --threads must be at least 1")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [run_seed(args, seed, out) for seed in args.seeds]
+    columns = ["seed", "train_seconds", "eval_loss", "valid_rate", "well_formed_rate", "nfe"]
+    metrics.write_csv(out / "quick_test_seeds.csv", rows, columns)
+    print(metrics.markdown_table(rows, columns, lambda c, v: f"{v:.3f}" if isinstance(v, float) else str(v)))
+    for measure in ("valid_rate", "train_seconds"):
+        values = [row[measure] for row in rows]
+        print(f"{measure}: min {min(values):.3f}, median {statistics.median(values):.3f}, max {max(values):.3f}")
+    return rows
+
+
+if __name__ == "__main__":
+    loading.reports_usage_errors(main)()

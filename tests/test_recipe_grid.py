@@ -1,0 +1,64 @@
+import csv
+import json
+
+import pytest
+
+import train
+from experiments import quick_test_seeds, recipe_grid
+
+
+@pytest.mark.parametrize("recipe", list(recipe_grid.RECIPES))
+def test_every_recipe_is_a_valid_train_command_that_changes_the_run(recipe, tmp_path):
+    args = recipe_grid.GridArguments(data_dir="../shared/data")
+    command = recipe_grid.command(args, "builtin", recipe, 3, tmp_path / "run", tmp_path / "data")
+    parsed = train.parse_args(command[2:])
+    base = train.parse_args(recipe_grid.command(args, "builtin", "preset", 3, tmp_path / "run", tmp_path / "data")[2:])
+    assert parsed[-1].seed == 3 and parsed[0].from_scratch
+    changed = [name for a, b in zip(parsed, base) for name in vars(a)
+               if name != "distributed_state" and getattr(a, name) != getattr(b, name)]
+    assert (changed == []) == (recipe == "preset" or recipe_grid.RECIPES[recipe] == ["--architecture", base[0].architecture]), changed
+
+
+def test_summary_gives_min_median_max_over_seeds():
+    rows = [{"corpus": "builtin", "recipe": "a", "seed": s, "valid_rate": v, "eval_elbo": 1.0, "eval_loss": 1.0, "train_seconds": 5.0}
+            for s, v in enumerate([0.9, 0.1, 0.5])]
+    rows.append({"corpus": "builtin", "recipe": "a", "seed": 9, "failed": True})
+    (entry,) = recipe_grid.summarise(rows)
+    assert entry["seeds"] == 3
+    assert (entry["valid_rate_min"], entry["valid_rate_median"], entry["valid_rate_max"]) == (0.1, 0.5, 0.9)
+
+
+def test_a_tiny_grid_trains_measures_and_reuses_its_runs(tmp_path):
+    argv = ["--recipes", "preset", "bell", "--seeds", "0", "1", "--max-steps", "2", "--num-samples", "4",
+            "--extra", "--max-train-samples 64 --max-eval-samples 16 --vocab-size 300", "--output-dir", str(tmp_path)]
+    rows = recipe_grid.main(argv)
+    assert [(r["recipe"], r["seed"]) for r in rows] == [("preset", 0), ("preset", 1), ("bell", 0), ("bell", 1)]
+    assert all(0 <= r["valid_rate"] <= 1 and r["eval_elbo"] > 0 for r in rows)
+    with open(tmp_path / "recipe_grid.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert (tmp_path / "recipe_grid.png").stat().st_size > 1000
+    run_args = json.loads((tmp_path / "builtin" / "bell" / "seed1" / "run_args.json").read_text())
+    assert run_args["DiffusionArguments"]["time_sampling"] == "bell" and run_args["TrainingArguments"]["seed"] == 1
+    mtime = (tmp_path / "builtin" / "bell" / "seed1" / "final-model" / "model.safetensors").stat().st_mtime
+    assert recipe_grid.main(argv) == rows  # finished runs are reused, not trained again
+    assert (tmp_path / "builtin" / "bell" / "seed1" / "final-model" / "model.safetensors").stat().st_mtime == mtime
+
+
+@pytest.mark.parametrize(
+    "module, argv, message",
+    [
+        (recipe_grid, ["--recipes", "magic"], "--recipes magic: unknown"),
+        (recipe_grid, ["--corpora", "klingon"], "--corpora klingon: unknown"),
+        (recipe_grid, ["--seeds", "-1"], "each must be 0 or more"),
+        (recipe_grid, ["--corpora", "shakespeare", "--data-dir", "/nonexistent"], "--data-dir /nonexistent"),
+        (quick_test_seeds, ["--seeds", "-2"], "each 0 or more"),
+        (quick_test_seeds, ["--num-samples", "0"], "at least 1"),
+    ],
+)
+def test_bad_grid_arguments_give_one_line_errors(module, argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.loading.reports_usage_errors(module.main)([*argv, "--output-dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and message in err, err
+    assert not (tmp_path / "out").exists()
