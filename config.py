@@ -29,10 +29,11 @@ class ModelArguments:
     model_size: Literal["tiny", "small", "base"] = field(
         default="tiny", metadata={"help": "Size of the model built with --from-scratch (see loading.MODEL_SIZES)."}
     )
-    architecture: Literal["roberta", "roberta-prelayernorm", "modernbert"] = field(
+    architecture: Literal["roberta", "roberta-prelayernorm", "modernbert", "deberta"] = field(
         default="roberta",
         metadata={"help": "Masked LM built with --from-scratch: roberta (post-LN, like the hub's RoBERTa/BERT), "
-                  "roberta-prelayernorm (pre-LN, like GPT-2) or modernbert (pre-LN, rotary positions). The AR baseline is GPT-2."},
+                  "roberta-prelayernorm (pre-LN, like GPT-2), modernbert (pre-LN, rotary positions) or deberta (DeBERTa-v2: "
+                  "absolute positions in the input and relative-position attention). The AR baseline is GPT-2."},
     )
     tokenizer_type: Literal["bpe", "word", "char"] = field(
         default="bpe", metadata={"help": "Tokenizer trained with --from-scratch: byte-level BPE, word-level or characters."}
@@ -40,6 +41,11 @@ class ModelArguments:
     vocab_size: int = field(default=8000, metadata={"help": "Largest vocabulary of the tokenizer trained with --from-scratch."})
     dropout: float = field(
         default=0.0, metadata={"help": "Dropout of a model built with --from-scratch (a pretrained checkpoint keeps its own)."}
+    )
+    initializer_range: float | None = field(
+        default=None,
+        metadata={"help": "Standard deviation of the initial weights of a model built with --from-scratch. Default: the "
+                  "architecture's own (0.02, tuned for width 768)."},
     )
     tie_word_embeddings: bool = field(
         default=True, metadata={"help": "A model built with --from-scratch shares its input embeddings with its output layer."}

@@ -7,8 +7,9 @@ differs from story to story: a model cannot copy "the word six places back", it 
 A model that only learned which words follow which (a bigram model, or a masked LM that ignores long-range
 context) mixes up names, colours or objects, and `is_valid_story` rejects those stories.
 
-The checker is exact: a story is valid when it is an opening, up to two middles and an ending of the grammar below,
-and every later mention of a slot repeats its first mention (regular expressions with back-references).
+The checker is exact: a story is valid when it is an opening, up to two middles and an ending of the grammar below
+(one regular expression per opening and ending, each mention of a slot captured), every mention of a slot is the
+same word, and the two people differ. `disagreeing_slots` says which of these rules a story breaks.
 `layout="fixed"` draws the older fixed-layout stories (four openings and four endings of one length, no middles,
 no optional words); they are a subset of the same grammar, so the same checker judges both.
 
@@ -95,8 +96,9 @@ def _words(words) -> str:
     return f"(?:{'|'.join(words)})"
 
 
-def _sentence_regex(template: str, seen: set, consistent: bool) -> str:
-    """A sentence as a regex; `seen` holds the bound slots already captured (updated in place)."""
+def _sentence_regex(template: str, capture: bool, counter: list) -> str:
+    """A sentence as a regex in which each mention of a bound slot is any word of its kind; with `capture` each
+    mention is a group of its own (A_0, A_1, ...; `counter` numbers them), so agreement can be checked after."""
     pattern, pos = "", 0
     for match in re.finditer(r"\{([A-Z])\}|\[|\]", template):
         pattern += re.escape(template[pos:match.start()])
@@ -107,40 +109,34 @@ def _sentence_regex(template: str, seen: set, consistent: bool) -> str:
             pattern += ")?"
         else:
             slot = match.group(1)
-            if slot in _FREE or not consistent:
-                pattern += _words({**_FREE, **_BOUND}[slot])
-            elif slot in seen:
-                pattern += f"(?P={slot})"
+            words = {**_FREE, **_BOUND}[slot]
+            if slot in _FREE or not capture:
+                pattern += _words(words)
             else:
-                pattern += f"(?P<{slot}>{'|'.join(_BOUND[slot])})"
-                seen.add(slot)
+                pattern += f"(?P<{slot}_{counter[0]}>{'|'.join(words)})"
+                counter[0] += 1
         pos = match.end()
     return pattern + re.escape(template[pos:])
 
 
 @lru_cache(maxsize=2)
-def _story_regexes(consistent: bool = True) -> list[re.Pattern]:
-    """One regex per (opening, ending) pair; the middles in between are a repeated alternation."""
+def _story_regexes(capture: bool) -> list[re.Pattern]:
+    """One regex per (opening, ending) pair, with up to MAX_MIDDLES optional middle sentences between them."""
     regexes = []
     for opening in OPENINGS:
         for ending in ENDINGS:
-            seen: set = set()
-            head = _sentence_regex(opening, seen, consistent)
-            # Middles refer only to slots every opening binds (A, O), so they add no capture of their own.
-            middle = "|".join(_sentence_regex(m, seen, consistent) for m in MIDDLES)
-            tail = _sentence_regex(ending, seen, consistent)
-            regexes.append(re.compile(f"{head}(?: (?:{middle})){{0,{MAX_MIDDLES}}} {tail}"))
+            counter = [0]
+            parts = [_sentence_regex(opening, capture, counter)]
+            for _ in range(MAX_MIDDLES):
+                parts.append(f"(?: (?:{'|'.join(_sentence_regex(m, capture, counter) for m in MIDDLES)}))?")
+            parts.append(" " + _sentence_regex(ending, capture, counter))
+            regexes.append(re.compile("".join(parts)))
     return regexes
 
 
 def is_valid_story(text: str) -> bool:
     """True when `text` (whitespace-normalised) is a story this corpus could have produced."""
-    text = " ".join(text.split())
-    for regex in _story_regexes():
-        match = regex.fullmatch(text)
-        if match and match.group("A") != match.group("B"):
-            return True
-    return False
+    return disagreeing_slots(text) == set()
 
 
 def is_well_formed(text: str) -> bool:
@@ -149,4 +145,23 @@ def is_well_formed(text: str) -> bool:
     The gap between this and is_valid_story is what a model has not learned of the long-range rule.
     """
     text = " ".join(text.split())
-    return any(regex.fullmatch(text) for regex in _story_regexes(consistent=False))
+    return any(regex.fullmatch(text) for regex in _story_regexes(capture=False))
+
+
+def disagreeing_slots(text: str) -> set[str] | None:
+    """The long-range rules a story breaks: None when it is not well formed, else the set of slots whose mentions
+    differ ("A" the person, "C" the colour, "O" the object, "P" the place; "B" when the second person is the first
+    one). Empty for a valid story."""
+    text = " ".join(text.split())
+    for regex in _story_regexes(capture=True):
+        match = regex.fullmatch(text)
+        if match:
+            mentions: dict = {}
+            for name, word in match.groupdict().items():
+                if word is not None:
+                    mentions.setdefault(name[0], set()).add(word)
+            broken = {slot for slot, words in mentions.items() if slot != "B" and len(words) > 1}
+            if mentions["B"] & mentions["A"] or len(mentions["B"]) > 1:
+                broken.add("B")
+            return broken
+    return None

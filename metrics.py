@@ -258,7 +258,8 @@ def story_metrics(texts: list[str], training_stories) -> dict:
 
 def checkpoint_story_quality(checkpoint: str, num_samples: int = 256, seed: int = 1, threads: int | None = None) -> dict:
     """A checkpoint trained on the built-in corpus, sampled at generate.py's defaults: shares of valid and of
-    well-formed stories among `num_samples` documents (one batch), and the forward passes it took."""
+    well-formed stories among `num_samples` documents (one batch), of stories breaking each agreement rule
+    (broken_A ... broken_P, see corpus.disagreeing_slots), and the forward passes it took."""
     from config import SamplingArguments
     from generate import load, run
 
@@ -267,11 +268,16 @@ def checkpoint_story_quality(checkpoint: str, num_samples: int = 256, seed: int 
     args = SamplingArguments(checkpoint=checkpoint, num_samples=num_samples, seed=seed, hide_steps=True)
     model, tokenizer, settings = load(args)
     result, texts, _ = run(args, model, tokenizer, bool(settings.get("line_by_line")), progress=False)
-    return {
-        "valid_rate": sum(map(corpus.is_valid_story, texts)) / len(texts),
-        "well_formed_rate": sum(map(corpus.is_well_formed, texts)) / len(texts),
+    broken = [corpus.disagreeing_slots(text) for text in texts]
+    quality = {
+        "valid_rate": sum(b == set() for b in broken) / len(texts),
+        "well_formed_rate": sum(b is not None for b in broken) / len(texts),
         "nfe": result.nfe,
     }
+    # Which long-range rule the well-formed but invalid ones break (shares of all samples).
+    for slot in "ABCOP":
+        quality[f"broken_{slot}"] = sum(slot in b for b in broken if b) / len(texts)
+    return quality
 
 
 def sample_metrics(texts: list[str], judge=None, training_stories=None) -> dict:

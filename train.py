@@ -105,6 +105,8 @@ def parse_args(argv: list[str] | None):
 
 
 def check_args(model_args, data_args, diff_args, run_args, training_args) -> None:
+    if model_args.initializer_range is not None and not model_args.initializer_range > 0:
+        raise UsageError(f"--initializer-range {model_args.initializer_range} must be > 0")
     if training_args.seed < 0:
         raise UsageError(f"--seed {training_args.seed} must be 0 or more")
     if data_args.max_length < 8:
@@ -276,7 +278,7 @@ def train_tokenizer_and_build_model(model_args, data_args, training_args, train_
     set_seed(training_args.seed)
     return tokenizer, loading.build_model(
         model_args.objective, model_args.model_size, tokenizer, data_args.max_length, model_args.dropout,
-        model_args.architecture, model_args.tie_word_embeddings,
+        model_args.architecture, model_args.tie_word_embeddings, model_args.initializer_range,
     )
 
 

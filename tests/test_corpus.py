@@ -71,3 +71,18 @@ def test_a_model_that_ignores_the_first_sentence_fails_the_checker():
         spliced.append(head + other[len(re.match(r"^.*? \.", other).group(0)):])
     assert sum(map(corpus.is_well_formed, spliced)) / len(spliced) > 0.97
     assert sum(map(corpus.is_valid_story, spliced)) / len(spliced) < 0.05
+
+
+@pytest.mark.parametrize(
+    "story, slots",
+    [
+        ("tom found a big red ball . then tom gave the red ball to anna .", set()),
+        ("tom found a big red ball . then tom gave the blue ball to anna .", {"C"}),
+        ("tom found a red ball . the kite was old . then ben gave the red ball to anna .", {"A", "O"}),
+        ("tom found a red ball . then tom gave the red ball to tom .", {"B"}),
+        ("in the park , tom saw a red ball . at the end , tom and anna played with the red ball in the school .", {"P"}),
+        ("tom found a red ball . it was a day . then tom gave the red ball to anna .", None),
+    ],
+)
+def test_disagreeing_slots_name_the_broken_rule(story, slots):
+    assert corpus.disagreeing_slots(story) == slots
