@@ -2,10 +2,12 @@
 
     python -m experiments.benchmark --dataset shakespeare                  # Tiny Shakespeare, 90/10 split
     python -m experiments.benchmark --dataset wikitext2                    # train wiki.valid.raw, test wiki.test.raw
+    python -m experiments.benchmark --dataset shakespeare-char             # characters, nanoGPT's CPU configuration
     python -m experiments.benchmark --dataset shakespeare --name elbo --loss-weighting elbo   # one recipe variant
 
 Both models get the same tokenizer (trained on the same training text with the same settings), the same width
-and depth, the same blocks, batch and steps, so they see the same training tokens. Reported, from one run:
+and depth, the same blocks, batch and steps, so they see the same training tokens. Blocks, batch, steps, warm-up and
+tokenizer default per dataset (experiments/real_text.py); flags given here win. Reported, from one run:
 held-out perplexity (the diffusion model's ELBO bound vs GPT-2's exact perplexity, same tokens), and for the
 diffusion sampler (threshold decoding, and L/4 fixed steps) and GPT-2 with its KV cache: latency of one sample
 (batch 1), throughput at batch 16, and the metrics of the batch-16 samples (judge perplexity under the AR model,
@@ -23,7 +25,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from transformers import HfArgumentParser
@@ -32,6 +33,7 @@ import generate
 import loading
 import metrics
 from config import SamplingArguments
+from experiments import real_text
 from loading import UsageError
 
 logger = logging.getLogger(__name__)
@@ -40,12 +42,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class BenchmarkArguments:
-    dataset: Literal["shakespeare", "wikitext2"] = field(
+    dataset: str = field(
         default="shakespeare",
-        metadata={"help": "shakespeare: tinyshakespeare/input.txt, first 90%% train, last 10%% test. "
-                  "wikitext2: train on wikitext-2-raw/wiki.valid.raw, test on wiki.test.raw."},
+        metadata={"choices": tuple(real_text.DATASETS),
+                  "help": " ".join(f"{name}: {corpus.description}." for name, corpus in real_text.DATASETS.items())},
     )
-    data_dir: str = field(default="../shared/data", metadata={"help": "Folder holding tinyshakespeare/ and wikitext-2-raw/."})
+    data_dir: str = field(
+        default="../shared/data", metadata={"help": "Folder holding tinyshakespeare/, wikitext-2-raw/ and warandpeace/."}
+    )
     name: str = field(default="default", metadata={"help": "Name of this recipe: results go to <output-root>/<dataset>/<name>."})
     output_root: str = field(default="runs/benchmark", metadata={"help": "Where the runs are written."})
     model_size: str = field(default="tiny", metadata={"help": "tiny, small or base (both models)."})
@@ -53,13 +57,21 @@ class BenchmarkArguments:
         default="modernbert",
         metadata={"help": "Diffusion recipe: the masked LM built from scratch (train.py --architecture). GPT-2 is GPT-2."},
     )
-    max_length: int = field(default=128, metadata={"help": "Tokens per block, in training, evaluation and sampling."})
-    vocab_size: int = field(default=4000, metadata={"help": "BPE vocabulary of the shared tokenizer."})
-    batch_size: int = field(default=32, metadata={"help": "Training batch (both models)."})
-    max_steps: int = field(default=1000, metadata={"help": "Training steps (both models)."})
+    tokenizer_type: str | None = field(
+        default=None,
+        metadata={"choices": ("bpe", "word", "char"), "help": "The shared tokenizer (train.py --tokenizer-type). " + real_text.default_help("tokenizer_type")},
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "Tokens per block, in training, evaluation and sampling. " + real_text.default_help("max_length")}
+    )
+    vocab_size: int = field(default=4000, metadata={"help": "Largest vocabulary of the shared tokenizer."})
+    batch_size: int | None = field(default=None, metadata={"help": "Training batch (both models). " + real_text.default_help("batch_size")})
+    max_steps: int | None = field(default=None, metadata={"help": "Training steps (both models). " + real_text.default_help("max_steps")})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the diffusion model."})
     ar_learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of GPT-2. Default: --learning-rate."})
-    warmup_steps: int = field(default=30, metadata={"help": "Linear warm-up steps (both models)."})
+    warmup_steps: int | None = field(
+        default=None, metadata={"help": "Linear warm-up steps (both models). " + real_text.default_help("warmup_steps")}
+    )
     loss_weighting: str = field(default="elbo", metadata={"help": "Diffusion recipe: uniform or elbo (train.py --loss-weighting)."})
     mask_rates: str = field(default="continuous", metadata={"help": "Diffusion recipe: discrete or continuous."})
     schedule: str = field(default="linear", metadata={"help": "Diffusion recipe: the training noise schedule."})
@@ -73,10 +85,17 @@ class BenchmarkArguments:
     threads: int | None = field(default=None, metadata={"help": "torch intra-op threads for the measurements (training too)."})
     seed: int = field(default=0, metadata={"help": "Seed of training, the bound and sampling."})
 
+    def __post_init__(self):
+        if self.dataset not in real_text.DATASETS:
+            raise UsageError(f"--dataset {self.dataset} is unknown; choose one of {', '.join(real_text.DATASETS)}")
+        for key, value in real_text.DATASETS[self.dataset].defaults.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+
 
 # What the diffusion run in <output-root>/<dataset>/<name> was trained with: a reused checkpoint must match it.
-RECIPE = ("dataset", "model_size", "architecture", "max_length", "vocab_size", "batch_size", "max_steps", "learning_rate",
-          "warmup_steps", "loss_weighting", "mask_rates", "schedule", "seed")
+RECIPE = ("dataset", "tokenizer_type", "model_size", "architecture", "max_length", "vocab_size", "batch_size", "max_steps",
+          "learning_rate", "warmup_steps", "loss_weighting", "mask_rates", "schedule", "seed")
 
 
 def check_recipe(args, out: Path) -> None:
@@ -92,27 +111,6 @@ def check_recipe(args, out: Path) -> None:
     path.write_text(json.dumps(recipe, indent=2))
 
 
-def split_files(args, out: Path) -> tuple[Path, Path]:
-    """(training file, held-out file) for the dataset; Tiny Shakespeare's 90/10 split is written into `out`."""
-    data = Path(args.data_dir)
-    if args.dataset == "wikitext2":
-        train, test = data / "wikitext-2-raw" / "wiki.valid.raw", data / "wikitext-2-raw" / "wiki.test.raw"
-    else:
-        source = data / "tinyshakespeare" / "input.txt"
-        if not source.is_file():
-            raise UsageError(f"--data-dir {args.data_dir}: {source} not found")
-        text = source.read_text(encoding="utf-8")
-        cut = len(text) * 90 // 100
-        train, test = out / "data" / "train.txt", out / "data" / "test.txt"
-        train.parent.mkdir(parents=True, exist_ok=True)
-        train.write_text(text[:cut], encoding="utf-8")
-        test.write_text(text[cut:], encoding="utf-8")
-    for path in (train, test):
-        if not path.is_file():
-            raise UsageError(f"--data-dir {args.data_dir}: {path} not found")
-    return train, test
-
-
 def train(args, objective: str, train_file: Path, test_file: Path, directory: Path) -> float:
     """Run train.py for one model (skipped when its final model exists); returns the seconds it took."""
     if (directory / "final-model" / "config.json").is_file() and not args.retrain:
@@ -122,7 +120,8 @@ def train(args, objective: str, train_file: Path, test_file: Path, directory: Pa
     command = [
         sys.executable, "train.py", "--objective", objective, "--from-scratch", "--model-size", args.model_size,
         "--train-file", str(train_file), "--validation-file", str(test_file),
-        "--max-length", str(args.max_length), "--vocab-size", str(args.vocab_size), "--dropout", "0",
+        "--tokenizer-type", args.tokenizer_type, "--max-length", str(args.max_length), "--vocab-size", str(args.vocab_size),
+        "--dropout", "0",
         "--batch-size", str(args.batch_size), "--max-steps", str(args.max_steps), "--learning-rate", str(lr),
         "--warmup-steps", str(args.warmup_steps), "--lr-scheduler-type", "cosine", "--seed", str(args.seed),
         "--eval-steps", str(10 * args.max_steps), "--save-steps", str(10 * args.max_steps),
@@ -194,7 +193,8 @@ def ar_directory(args) -> Path:
     """GPT-2's run folder: shared by every recipe --name with the same AR settings, so it is trained once."""
     lr = args.ar_learning_rate or args.learning_rate
     return (Path(args.output_root) / args.dataset /
-            f"ar-{args.model_size}-L{args.max_length}-v{args.vocab_size}-b{args.batch_size}-s{args.max_steps}-lr{lr:g}-seed{args.seed}")
+            f"ar-{args.tokenizer_type}-{args.model_size}-L{args.max_length}-v{args.vocab_size}-b{args.batch_size}"
+            f"-s{args.max_steps}-w{args.warmup_steps}-lr{lr:g}-seed{args.seed}")
 
 
 def measure(args, out: Path, test_file: Path) -> dict:
@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.output_root) / args.dataset / args.name
+    train_file, test_file = real_text.split_files(args.dataset, args.data_dir, out)
     check_recipe(args, out)
-    train_file, test_file = split_files(args, out)
     seconds = {"diffusion": train(args, "diffusion", train_file, test_file, out / "diffusion"),
                "ar": train(args, "ar", train_file, test_file, ar_directory(args))}
     if args.train_only:
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
     result.update(arguments=asdict(args), train_seconds=seconds, summary=summary(result["rows"]))
     (out / "benchmark.json").write_text(json.dumps(result, indent=2))
     metrics.write_csv(out / "benchmark.csv", [{c: row.get(c) for c in COLUMNS} for row in result["rows"]], COLUMNS)
-    print(f"{args.dataset} / {args.name}: {args.model_size}, {args.max_steps} steps x {args.batch_size} x {args.max_length} tokens, "
+    print(f"{args.dataset} / {args.name}: {args.model_size}, {args.tokenizer_type}, {args.max_steps} steps x {args.batch_size} x {args.max_length} tokens, "
           f"lr {args.learning_rate}, {args.architecture}, {args.loss_weighting} weighting, {args.mask_rates} rates; "
           f"{result['bound_tokens']} held-out tokens (same tokens for both: {result['same_tokens']}); "
           f"parameters: diffusion ({args.architecture}) {result['parameters']['diffusion']:,}, GPT-2 {result['parameters']['ar']:,}")

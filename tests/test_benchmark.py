@@ -1,4 +1,5 @@
-"""experiments/benchmark.py: the data split, a whole (tiny, two-step) run, reuse of its checkpoints, bad input."""
+"""experiments/benchmark.py: the data split, per-dataset settings, a whole (tiny, two-step) run, reuse of its
+checkpoints, bad input."""
 
 import json
 import math
@@ -7,28 +8,63 @@ import sys
 from pathlib import Path
 
 import pytest
+from transformers import HfArgumentParser
 
 import corpus
-from experiments import benchmark
+from experiments import benchmark, real_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def data_dir(tmp_path):
-    """A stand-in for ../shared/data: tinyshakespeare/input.txt made of built-in stories."""
-    folder = tmp_path / "data" / "tinyshakespeare"
-    folder.mkdir(parents=True)
-    (folder / "input.txt").write_text("\n".join(corpus.generate_corpus(400, seed=3)) + "\n", encoding="utf-8")
+    """A stand-in for ../shared/data: tinyshakespeare/input.txt made of built-in stories, warandpeace/input.txt
+    of stories with characters that take two or three bytes."""
+    for folder, text in (("tinyshakespeare", "\n".join(corpus.generate_corpus(400, seed=3))),
+                         ("warandpeace", "\n".join(corpus.generate_corpus(200, seed=4)).replace("the ", "thé — "))):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        (tmp_path / "data" / folder / "input.txt").write_text(text + "\n", encoding="utf-8")
     return tmp_path / "data"
 
 
 def test_shakespeare_split_is_the_first_90_and_the_last_10_percent(data_dir, tmp_path):
-    args = benchmark.BenchmarkArguments(data_dir=str(data_dir))
-    train, test = benchmark.split_files(args, tmp_path / "out")
+    train, test = real_text.split_files("shakespeare", str(data_dir), tmp_path / "out")
     source = (data_dir / "tinyshakespeare" / "input.txt").read_text()
     assert train.read_text() + test.read_text() == source
     assert len(test.read_text()) == len(source) - len(source) * 90 // 100
+
+
+def test_a_character_corpus_holds_out_the_last_10_percent_of_its_characters(data_dir, tmp_path):
+    train, test = real_text.split_files("warandpeace-char", str(data_dir), tmp_path / "out")
+    source = (data_dir / "warandpeace" / "input.txt").read_text(encoding="utf-8")
+    assert len(source.encode("utf-8")) > len(source)  # so a cut by bytes would land elsewhere
+    assert train.read_text(encoding="utf-8") + test.read_text(encoding="utf-8") == source
+    assert len(train.read_text(encoding="utf-8")) == len(source) * 90 // 100
+
+
+def test_each_dataset_sets_its_blocks_batch_steps_warmup_and_tokenizer_and_flags_given_win():
+    bpe, char = benchmark.BenchmarkArguments(), benchmark.BenchmarkArguments(dataset="shakespeare-char")
+    assert (bpe.tokenizer_type, bpe.max_length, bpe.batch_size, bpe.max_steps, bpe.warmup_steps) == ("bpe", 128, 32, 1000, 30)
+    # nanoGPT's CPU configuration of train_shakespeare_char
+    assert (char.tokenizer_type, char.max_length, char.batch_size, char.max_steps, char.warmup_steps) == ("char", 64, 12, 2000, 100)
+    (given,) = HfArgumentParser(benchmark.BenchmarkArguments).parse_args_into_dataclasses(
+        args=["--dataset", "warandpeace-char", "--max-steps", "5000", "--batch-size", "8"])
+    assert (given.tokenizer_type, given.max_length, given.batch_size, given.max_steps) == ("char", 64, 8, 5000)
+    for name in real_text.DATASETS:  # every corpus sets every one of them
+        args = benchmark.BenchmarkArguments(dataset=name)
+        assert None not in (args.tokenizer_type, args.max_length, args.batch_size, args.max_steps, args.warmup_steps)
+
+
+def test_train_py_gets_the_datasets_tokenizer_and_gpt2_folders_differ_by_tokenizer(monkeypatch, tmp_path):
+    commands = []
+    monkeypatch.setattr(benchmark.subprocess, "call", lambda command, **kwargs: commands.append(command) or 0)
+    args = benchmark.BenchmarkArguments(dataset="shakespeare-char", output_root=str(tmp_path), max_length=32)
+    benchmark.train(args, "ar", tmp_path / "train.txt", tmp_path / "test.txt", tmp_path / "ar")
+    (command,) = commands
+    given = [command[command.index(flag) + 1] for flag in ("--tokenizer-type", "--max-length", "--batch-size", "--warmup-steps")]
+    assert given == ["char", "32", "12", "100"]
+    bpe = benchmark.BenchmarkArguments(dataset="shakespeare-char", output_root=str(tmp_path), max_length=32, tokenizer_type="bpe")
+    assert benchmark.ar_directory(args) != benchmark.ar_directory(bpe)
 
 
 def test_a_tiny_run_reports_both_models_on_the_same_tokens_and_reuses_its_checkpoints(data_dir, tmp_path, capsys):
@@ -38,7 +74,7 @@ def test_a_tiny_run_reports_both_models_on_the_same_tokens_and_reuses_its_checkp
     result = benchmark.main(argv)
     out = tmp_path / "runs" / "shakespeare" / "default"
     assert (out / "diffusion" / "final-model" / "model.safetensors").is_file()
-    (ar_run,) = out.parent.glob("ar-tiny-L32-v300-b4-s2-*")  # GPT-2's folder, named by its settings
+    (ar_run,) = out.parent.glob("ar-bpe-tiny-L32-v300-b4-s2-*")  # GPT-2's folder, named by its settings
     assert (ar_run / "final-model" / "model.safetensors").is_file()
     assert json.loads((out / "diffusion" / "final-model" / "config.json").read_text())["model_type"] == "modernbert"
     assert result["same_tokens"] is True

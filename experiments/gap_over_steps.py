@@ -1,0 +1,192 @@
+"""Diffusion vs the matched GPT-2 over training length: the real-text benchmark at several step counts.
+
+    python -m experiments.gap_over_steps --datasets shakespeare-char,warandpeace-char --steps 1000,2000 --threads 1
+    python -m experiments.gap_over_steps              # all four corpora at 1000, 2000 and 5000 steps (hours on a CPU)
+
+Each (dataset, steps) cell is one `python -m experiments.benchmark --dataset D --max-steps N --name N-steps` run
+under --output-dir: both models are trained for N steps (so the cosine decay ends at N: each cell is its own
+training), then measured on the held-out text. A cell whose benchmark.json was measured with the same settings is
+read back, and the benchmark reuses a cell's checkpoints, so running the command again continues where it stopped.
+Per cell: the diffusion ELBO bound perplexity and GPT-2's exact perplexity on the same held-out tokens, both in bits
+per token (per character for the character-level corpora), their ratio, GPT-2's loss in nats (next to a published
+reference where one exists: nanoGPT's 1.88 on shakespeare-char at 2000 steps), and the judge perplexity (under
+the cell's GPT-2) and unigram entropy of --num-samples samples of each model (diffusion: threshold decoding) and of
+as many held-out blocks. Writes gap_over_steps.csv and gap_over_steps.png (the ratio against steps, one line per
+corpus) into --output-dir, and prints the table.
+"""
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+import loading
+import metrics
+from experiments import real_text
+from loading import UsageError
+
+logger = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class GapArguments:
+    datasets: str = field(
+        default=",".join(real_text.DATASETS),
+        metadata={"help": f"Comma-separated corpora of experiments/benchmark.py, from: {', '.join(real_text.DATASETS)}."},
+    )
+    steps: str = field(default="1000,2000,5000", metadata={"help": "Comma-separated training lengths (both models)."})
+    data_dir: str = field(default="../shared/data", metadata={"help": "Folder holding the corpora (benchmark --data-dir)."})
+    output_dir: str = field(
+        default="runs/gap", metadata={"help": "The runs (<dataset>/<steps>-steps/, GPT-2 folders), the CSV and the plot."}
+    )
+    num_samples: int = field(default=64, metadata={"help": "Samples per model (and held-out blocks) for judge perplexity and entropy."})
+    remeasure: bool = field(default=False, metadata={"help": "Measure every cell again (its checkpoints are still reused)."})
+    threads: int | None = field(default=None, metadata={"help": "torch threads of each benchmark run, training included."})
+    seed: int = field(default=0, metadata={"help": "Seed of every run."})
+
+
+def parse_list(flag: str, text: str, allowed=None) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise UsageError(f"--{flag} is empty; give a comma-separated list")
+    for item in items:
+        if allowed is not None and item not in allowed:
+            raise UsageError(f"--{flag}: {item!r} is not one of {', '.join(allowed)}")
+    return items
+
+
+def parse_steps(text: str) -> list[int]:
+    steps = parse_list("steps", text)
+    if not all(s.isdigit() and int(s) >= 1 for s in steps):
+        raise UsageError(f"--steps {text}: expected positive whole numbers such as 1000,2000,5000")
+    return sorted({int(s) for s in steps})
+
+
+def benchmark_argv(args, dataset: str, steps: int) -> list[str]:
+    """The benchmark's flags for one cell; the rest (blocks, batch, tokenizer...) are the dataset's defaults."""
+    argv = ["--dataset", dataset, "--max-steps", str(steps), "--name", f"{steps}-steps",
+            "--data-dir", str(Path(args.data_dir).resolve()), "--output-root", str(Path(args.output_dir).resolve()),
+            "--num-samples", str(args.num_samples), "--latency-repeats", "1", "--seed", str(args.seed)]
+    return argv + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def run_benchmark(argv: list[str], log_path: Path, threads: int | None) -> int:
+    """One benchmark run in its own process, its output in `log_path`; returns its exit code."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+    with open(log_path, "w") as log:
+        return subprocess.call([sys.executable, "-m", "experiments.benchmark", *argv], cwd=ROOT, stdout=log,
+                               stderr=subprocess.STDOUT, env=env)
+
+
+def measured(args, dataset: str, steps: int) -> dict:
+    """The cell's benchmark.json, read back when it was measured with these settings, else measured now."""
+    folder = Path(args.output_dir) / dataset / f"{steps}-steps"
+    path = folder / "benchmark.json"
+    wanted = {"dataset": dataset, "max_steps": steps, "num_samples": args.num_samples, "seed": args.seed}
+    if path.is_file() and not args.remeasure:
+        saved = json.loads(path.read_text())
+        if all(saved["arguments"].get(key) == value for key, value in wanted.items()):
+            logger.info("reusing %s", path)
+            return saved
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "benchmark.log"
+    logger.info("%s, %d steps: benchmark, log in %s", dataset, steps, log_path)
+    code = run_benchmark(benchmark_argv(args, dataset, steps), log_path, args.threads)
+    if code != 0:
+        errors = [line for line in log_path.read_text().splitlines() if line.startswith("error: ")]
+        raise UsageError(f"the benchmark of {dataset} at {steps} steps failed (exit {code}"
+                         f"{': ' + errors[-1][7:] if errors else ''}); see {log_path}")
+    return json.loads(path.read_text())
+
+
+def gap_row(dataset: str, steps: int, result: dict) -> dict:
+    """One cell of the table from a benchmark.json."""
+    threshold, _, ar, held_out = result["rows"]  # threshold sampler, fixed-step sampler, GPT-2, held-out text
+    bound_bits, ar_bits = threshold["nats_per_token"] / math.log(2), ar["nats_per_token"] / math.log(2)
+    return {
+        "dataset": dataset,
+        "steps": steps,
+        "unit": "char" if result["arguments"]["tokenizer_type"] == "char" else "token",
+        "bound_ppl": threshold["ppl"],
+        "ar_ppl": ar["ppl"],
+        "ratio_ppl": result["summary"]["bound_over_ar_ppl"],
+        "bound_bits": bound_bits,
+        "ar_bits": ar_bits,
+        "ratio_bits": result["summary"]["bound_over_ar_nats"],  # the same ratio in bits or nats
+        "ar_nats": ar["nats_per_token"],
+        "reference_ar_nats": real_text.DATASETS[dataset].reference.get(steps),
+        "diffusion_judge_ppl": threshold["gen_ppl"],
+        "ar_judge_ppl": ar["gen_ppl"],
+        "held_out_judge_ppl": held_out["gen_ppl"],
+        "diffusion_entropy": threshold["entropy"],
+        "ar_entropy": ar["entropy"],
+        "held_out_entropy": held_out["entropy"],
+        "diffusion_train_s": result["train_seconds"]["diffusion"],  # NaN where an earlier run's checkpoint was reused
+        "ar_train_s": result["train_seconds"]["ar"],
+    }
+
+
+COLUMNS = [
+    "dataset", "steps", "unit", "bound_ppl", "ar_ppl", "ratio_ppl", "bound_bits", "ar_bits", "ratio_bits", "ar_nats",
+    "reference_ar_nats", "diffusion_judge_ppl", "ar_judge_ppl", "held_out_judge_ppl", "diffusion_entropy", "ar_entropy",
+    "held_out_entropy", "diffusion_train_s", "ar_train_s",
+]
+
+
+def cell(column, value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.0f}" if column.endswith("_s") else f"{value:.3f}"
+    return str(value)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted({row["steps"] for row in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, title in ((axes[0], "ratio_ppl", "in perplexity"), (axes[1], "ratio_bits", "in bits per token / char")):
+        for dataset in dict.fromkeys(row["dataset"] for row in rows):
+            points = [(row["steps"], row[key]) for row in rows if row["dataset"] == dataset]
+            ax.plot(*zip(*points), marker="o", label=dataset)
+        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        ax.set(title=f"Diffusion bound / GPT-2, {title}", xlabel="training steps (both models)", ylabel="bound / AR", xscale="log")
+        ax.set_xticks(steps, [str(n) for n in steps], minor=False)
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    (args,) = HfArgumentParser(GapArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    datasets = parse_list("datasets", args.datasets, real_text.DATASETS)
+    steps = parse_steps(args.steps)
+    if args.num_samples < 1:
+        raise UsageError(f"--num-samples {args.num_samples} must be at least 1")
+    for dataset in datasets:
+        real_text.source_files(dataset, args.data_dir)  # a missing corpus stops the command before any training
+    rows = [gap_row(dataset, n, measured(args, dataset, n)) for dataset in datasets for n in steps]
+    out = Path(args.output_dir)
+    metrics.write_csv(out / "gap_over_steps.csv", rows, COLUMNS)
+    plot(rows, out / "gap_over_steps.png")
+    print(metrics.markdown_table(rows, COLUMNS, cell))
+    return rows
+
+
+if __name__ == "__main__":
+    loading.reports_usage_errors(main)()
