@@ -30,7 +30,7 @@ class ModelArguments:
         default="tiny", metadata={"help": "Size of the model built with --from-scratch (see loading.MODEL_SIZES)."}
     )
     architecture: Literal["roberta", "roberta-prelayernorm", "modernbert", "deberta"] = field(
-        default="roberta",
+        default="deberta",
         metadata={"help": "Masked LM built with --from-scratch: roberta (post-LN, like the hub's RoBERTa/BERT), "
                   "roberta-prelayernorm (pre-LN, like GPT-2), modernbert (pre-LN, rotary positions) or deberta (DeBERTa-v2: "
                   "absolute positions in the input and relative-position attention). The AR baseline is GPT-2."},
@@ -219,10 +219,10 @@ QUICK_TEST = [
     "--mask_rates", "continuous",
     "--prefix_length", "8",
     "--prefix_policy", "random",
-    "--per_device_train_batch_size", "64",
-    "--max_steps", "600",
-    "--eval_steps", "200",
-    "--save_steps", "200",
+    "--per_device_train_batch_size", "32",
+    "--max_steps", "1200",
+    "--eval_steps", "400",
+    "--save_steps", "400",
     "--logging_steps", "100",
     "--overwrite_output_dir", "true",
 ]
