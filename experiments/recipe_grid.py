@@ -139,7 +139,7 @@ def run_cell(args, corpus: str, recipe: str, seed: int, out: Path) -> dict:
     return row
 
 
-MEASURES = ("valid_rate", "eval_elbo", "eval_loss", "train_seconds")
+MEASURES = ("valid_rate", "well_formed_rate", "eval_elbo", "eval_loss", "train_seconds")
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -159,16 +159,24 @@ def summarise(rows: list[dict]) -> list[dict]:
     return summary
 
 
+PLOTTED = {  # measure: axis label
+    "valid_rate": "valid stories (share of 256)",
+    "well_formed_rate": "well-formed stories (share of 256)",
+    "eval_elbo": "ELBO bound, nats/token (lower is better)",
+}
+
+
 def plot(rows: list[dict], path: Path) -> None:
+    """One panel per (corpus, measure): a dot per seed, a bar at the median, one column per recipe."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
-    fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4.5), squeeze=False)
-    for ax, corpus in zip(axes[0], corpora):
-        measure = "valid_rate" if corpus == "builtin" else "eval_elbo"
+    panels = [(corpus, measure) for corpus in dict.fromkeys(r["corpus"] for r in rows) for measure in PLOTTED
+              if any(r.get(measure) is not None for r in rows if r["corpus"] == corpus)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
+    for ax, (corpus, measure) in zip(axes[0], panels):
         runs = [r for r in rows if r["corpus"] == corpus and r.get(measure) is not None]
         recipes = list(dict.fromkeys(r["recipe"] for r in runs))
         for i, recipe in enumerate(recipes):
@@ -176,9 +184,9 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.scatter([i] * len(values), values, color="tab:blue", s=18, zorder=3)
             ax.hlines(statistics.median(values), i - 0.3, i + 0.3, color="black")
         ax.set_xticks(range(len(recipes)), recipes, rotation=60, ha="right", fontsize=8)
-        label = "valid stories (256 at generate.py defaults)" if measure == "valid_rate" else "ELBO bound, nats/token (lower is better)"
-        ax.set(title=f"{corpus}: one dot per seed, bar = median", ylabel=label)
+        ax.set(title=corpus, ylabel=PLOTTED[measure])
         ax.grid(alpha=0.3)
+    fig.suptitle("Recipe grid: one dot per seed, bar = median")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -195,7 +203,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cells = [(c, r, s) for c in args.corpora for r in args.recipes for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda cell: run_cell(args, *cell, out), cells))
-    columns = ["corpus", "recipe", "seed", *MEASURES, "well_formed_rate", "failed"]
+    columns = ["corpus", "recipe", "seed", *MEASURES, "broken_A", "broken_C", "broken_O", "failed"]
     metrics.write_csv(out / "recipe_grid.csv", [{c: row.get(c) for c in columns} for row in rows], columns)
     summary = summarise(rows)
     if summary:
