@@ -125,7 +125,7 @@ class DiffusionArguments:
 class RunArguments:
     quick_test: bool = field(
         default=False,
-        metadata={"help": "Preset: tiny model from scratch on the built-in corpus, a couple of minutes on a laptop CPU, offline."},
+        metadata={"help": "Preset: tiny model from scratch on the built-in corpus, about three minutes on a 2-core CPU, offline."},
     )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into a non-empty --output-dir (its old checkpoints are removed)."}
@@ -205,7 +205,7 @@ PRESETS = {
     ],
 }
 
-# A tiny model from scratch on the built-in corpus: offline, about two minutes on a laptop CPU. The optimiser
+# A tiny model from scratch on the built-in corpus: offline, about three minutes on 2 CPU cores. The optimiser
 # settings come from PRESETS["from-scratch"].
 QUICK_TEST = [
     "--from_scratch", "true",

@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [run_seed(args, seed, out) for seed in args.seeds]
-    columns = ["seed", "train_seconds", "eval_loss", "valid_rate", "well_formed_rate", "nfe"]
-    metrics.write_csv(out / "quick_test_seeds.csv", rows, columns)
+    columns = ["seed", "train_seconds", "eval_loss", "valid_rate", "well_formed_rate", "broken_A", "broken_C", "broken_O", "nfe"]
+    metrics.write_csv(out / "quick_test_seeds.csv", [{c: row.get(c) for c in columns} for row in rows], columns)
     print(metrics.markdown_table(rows, columns, lambda c, v: f"{v:.3f}" if isinstance(v, float) else str(v)))
     for measure in ("valid_rate", "train_seconds"):
         values = [row[measure] for row in rows]
