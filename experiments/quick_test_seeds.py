@@ -6,16 +6,11 @@
 Each seed runs exactly the README's command, `train.py --quick-test --seed S` (into --output-dir/seedS), timed
 from start to exit, then 256 documents are drawn at generate.py's defaults and checked with the built-in
 corpus's checker. Writes quick_test_seeds.csv and prints one row per seed plus min / median / max.
-Runs already finished are reused (delete the folder to measure again).
+Runs already finished are reused (training_runs; delete the folder to measure again).
 """
 
-import json
 import logging
-import os
 import statistics
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +18,10 @@ from transformers import HfArgumentParser
 
 import loading
 import metrics
+import training_runs
 from loading import UsageError
 
 logger = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -38,24 +33,8 @@ class SeedArguments:
 
 
 def run_seed(args, seed: int, out: Path) -> dict:
-    directory = out / f"seed{seed}"
-    row_file = directory / "seed_row.json"
-    if row_file.is_file():
-        return json.loads(row_file.read_text())
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    began = time.perf_counter()
-    with open(out / f"seed{seed}.log", "w") as log:
-        code = subprocess.call([sys.executable, "train.py", "--quick-test", "--seed", str(seed), "--output-dir", str(directory)],
-                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    seconds = time.perf_counter() - began
-    if code != 0:
-        raise UsageError(f"train.py --quick-test --seed {seed} failed (exit {code}); see {out / f'seed{seed}.log'}")
-    final = json.loads((directory / "metrics.json").read_text())
-    row = {"seed": seed, "train_seconds": round(seconds, 1), "eval_loss": final["eval_loss"],
-           **metrics.checkpoint_story_quality(str(directory / "final-model"), args.num_samples, threads=args.threads)}
-    row_file.write_text(json.dumps(row))
-    return row
+    return {"seed": seed, **training_runs.train_and_measure(["--quick-test", "--seed", str(seed)], out / f"seed{seed}",
+                                                            args.threads, args.num_samples)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

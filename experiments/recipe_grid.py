@@ -15,11 +15,7 @@ recipe_grid.png into --output-dir.
 
 import json
 import logging
-import os
 import statistics
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +24,10 @@ from transformers import HfArgumentParser
 
 import loading
 import metrics
+import training_runs
 from loading import UsageError
 
 logger = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
 
 # Base flags per corpus. The real-text corpora are small runs (a tiny model, a few hundred steps): enough to tell a
 # recipe that leaves the unigram plateau from one that does not, not a converged model.
@@ -106,37 +102,26 @@ def tinystories_jsonl(args, out: Path) -> Path:
     return path
 
 
-def command(args, corpus: str, recipe: str, seed: int, directory: Path, data: Path) -> list[str]:
+def command(args, corpus: str, recipe: str, seed: int, data: Path) -> list[str]:
+    """train.py's flags for one cell (the output directory is added by training_runs)."""
     flags = [f.format(data=data, data_dir=args.data_dir) for f in CORPORA[corpus]] + RECIPES[recipe]
     if args.max_steps:
         flags += ["--max-steps", str(args.max_steps)]
-    return [sys.executable, "train.py", *flags, *args.extra.split(), "--seed", str(seed), "--output-dir", str(directory),
-            "--overwrite-output-dir", "--disable-tqdm", "true", "--save-strategy", "no"]
+    return [*flags, *args.extra.split(), "--seed", str(seed), "--overwrite-output-dir", "--disable-tqdm", "true",
+            "--save-strategy", "no"]
 
 
 def run_cell(args, corpus: str, recipe: str, seed: int, out: Path) -> dict:
-    """Train one run (unless finished before) and measure it."""
-    directory = out / corpus / recipe / f"seed{seed}"
+    """Train one run (unless finished before) and measure it; a failed run is a row marked failed."""
     row = {"corpus": corpus, "recipe": recipe, "seed": seed}
-    result_file = directory / "grid_row.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
-    cmd = command(args, corpus, recipe, seed, directory, out / "data")
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    directory.mkdir(parents=True, exist_ok=True)
-    began = time.perf_counter()
-    with open(directory.parent / f"seed{seed}.log", "w") as log:
-        code = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    row["train_seconds"] = round(time.perf_counter() - began, 1)
-    if code != 0:
-        logger.error("%s / %s / seed %d failed (exit %d); see %s", corpus, recipe, seed, code, directory.parent / f"seed{seed}.log")
+    try:
+        return {**row, **training_runs.train_and_measure(
+            command(args, corpus, recipe, seed, out / "data"), out / corpus / recipe / f"seed{seed}", args.threads,
+            args.num_samples if corpus == "builtin" else 0,
+        )}
+    except UsageError as err:
+        logger.error("%s / %s / seed %d: %s", corpus, recipe, seed, err)
         return {**row, "failed": True}
-    final = json.loads((directory / "metrics.json").read_text())
-    row.update(eval_loss=final["eval_loss"], eval_elbo=final.get("eval_elbo"))
-    if corpus == "builtin":
-        row.update(metrics.checkpoint_story_quality(str(directory / "final-model"), args.num_samples, threads=args.threads))
-    result_file.write_text(json.dumps(row))
-    return row
 
 
 MEASURES = ("valid_rate", "well_formed_rate", "eval_elbo", "eval_loss", "train_seconds")

@@ -10,9 +10,9 @@ from experiments import quick_test_seeds, recipe_grid
 @pytest.mark.parametrize("recipe", list(recipe_grid.RECIPES))
 def test_every_recipe_is_a_valid_train_command_that_changes_the_run(recipe, tmp_path):
     args = recipe_grid.GridArguments(data_dir="../shared/data")
-    command = recipe_grid.command(args, "builtin", recipe, 3, tmp_path / "run", tmp_path / "data")
-    parsed = train.parse_args(command[2:])
-    base = train.parse_args(recipe_grid.command(args, "builtin", "preset", 3, tmp_path / "run", tmp_path / "data")[2:])
+    out = ["--output-dir", str(tmp_path / "run")]
+    parsed = train.parse_args(recipe_grid.command(args, "builtin", recipe, 3, tmp_path / "data") + out)
+    base = train.parse_args(recipe_grid.command(args, "builtin", "preset", 3, tmp_path / "data") + out)
     assert parsed[-1].seed == 3 and parsed[0].from_scratch
     changed = [name for a, b in zip(parsed, base) for name in vars(a)
                if name != "distributed_state" and getattr(a, name) != getattr(b, name)]

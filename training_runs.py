@@ -1,0 +1,46 @@
+"""One `train.py` run as a subprocess, timed and measured: what the experiments that train many models share.
+
+The run's measurements are cached in OUTPUT_DIR/row.json, so a grid or a set of seeds that stopped half-way
+continues where it stopped (delete the folder to measure again).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import metrics
+from loading import UsageError
+
+ROOT = Path(__file__).resolve().parent
+
+
+def train_and_measure(flags: list[str], directory: Path, threads: int | None = None, num_samples: int = 0) -> dict:
+    """Run `train.py FLAGS --output-dir DIRECTORY` (log beside it, DIRECTORY.log) unless it was measured before.
+
+    Returns train_seconds (the whole command), eval_loss and eval_elbo of its final evaluation and, with
+    `num_samples` (built-in corpus only), metrics.checkpoint_story_quality of the final model. A failed run raises
+    UsageError naming its log.
+    """
+    directory = Path(directory)
+    cached = directory / "row.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    log_path = directory.with_name(f"{directory.name}.log")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    with open(log_path, "w") as log:
+        code = subprocess.call([sys.executable, "train.py", *flags, "--output-dir", str(directory)],
+                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    seconds = time.perf_counter() - began
+    if code != 0:
+        raise UsageError(f"train.py {' '.join(flags)} failed (exit {code}); see {log_path}")
+    final = json.loads((directory / "metrics.json").read_text())
+    row = {"train_seconds": round(seconds, 1), "eval_loss": final["eval_loss"], "eval_elbo": final.get("eval_elbo")}
+    if num_samples:
+        row.update(metrics.checkpoint_story_quality(str(directory / "final-model"), num_samples, threads=threads))
+    cached.write_text(json.dumps(row))
+    return row
