@@ -4,27 +4,29 @@
         --prompt "tom found a red ball" --clock time
 
 Both panels run on one clock: the measured wall time of each step (--clock time) or forward passes
-(--clock nfe). The diffusion panel is the trajectory of the shared sampler (generate.run); the GPT-2 panel
-is decoded token by token with its KV cache and the same token-drawing rule (diffusion.draw_tokens).
+(--clock nfe). The diffusion panel is the trajectory of the shared sampler (sampling.generate); the GPT-2 panel
+is the shared autoregressive sampler (sampling.sample_autoregressive): token by token with its KV cache and the
+same token-drawing rule (diffusion.draw_tokens).
 Writes the GIF (--output, default results/comparison/comparison.gif) and results.json beside it.
 """
 
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
 from PIL import Image, ImageDraw
-from transformers import HfArgumentParser
 
-import diffusion
-import generate
-import loading
+import cli
+import evaluation
+import models
 import rendering
+import sampling
+import tables
+import tokenization
+from cli import UsageError
 from config import CompareArguments, SamplingArguments
-from loading import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +70,12 @@ class ModelRun:
 
 
 def parse_args(argv=None) -> tuple[SamplingArguments, CompareArguments]:
-    parser = HfArgumentParser((SamplingArguments, CompareArguments), description=__doc__.splitlines()[0])
     # One prompt, one sample per model; the GIF goes under results/ unless --output says otherwise.
-    parser.set_defaults(num_samples=1, output=DEFAULT_OUTPUT)
-    for action in parser._actions:
-        if action.dest == "output":
-            action.help = f"The side-by-side GIF to write; results.json goes beside it. Default: {DEFAULT_OUTPUT}."
-    return parser.parse_args_into_dataclasses(args=argv)
+    return cli.parse_args(
+        (SamplingArguments, CompareArguments), argv, __doc__.splitlines()[0],
+        defaults={"num_samples": 1, "output": DEFAULT_OUTPUT},
+        helps={"output": f"The side-by-side GIF to write; results.json goes beside it. Default: {DEFAULT_OUTPUT}."},
+    )
 
 
 def check_output(path: str) -> Path:
@@ -96,87 +97,52 @@ def load_models(args: SamplingArguments, cmp: CompareArguments):
             f"--gpt2-checkpoint {cmp.gpt2_checkpoint}: no such directory; train one with "
             "`python train.py --quick-test --objective ar` (writes results-ar/final-model) or pass a hub name such as gpt2"
         )
-    diffusion_model, diffusion_tokenizer, trained = generate.load(args)
-    ar_model, ar_tokenizer = loading.load_causal_lm(cmp.gpt2_checkpoint)
-    ar_model = ar_model.to(next(diffusion_model.parameters()).device).eval()
-    return (diffusion_model, diffusion_tokenizer, trained), (ar_model, ar_tokenizer)
+    checkpoint = models.load_checkpoint(args.checkpoint, args.device)
+    ar_model, ar_tokenizer = models.load_causal_lm(cmp.gpt2_checkpoint)
+    return checkpoint, (ar_model.to(checkpoint.device).eval(), ar_tokenizer)
 
 
 # ----------------------------------------------------------------------------- the two runs
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def run_diffusion(args: SamplingArguments, model, tokenizer, trained: dict) -> ModelRun:
-    """The shared sampler (generate.run); each step's end is timed by the start of the next forward pass."""
-    device = next(model.parameters()).device
-    line_by_line = bool(trained.get("line_by_line", False))
-    _warm_up(model, device)
+def run_diffusion(args: SamplingArguments, checkpoint: models.Checkpoint) -> ModelRun:
+    """The shared sampler (sampling.generate); each step's end is timed by the start of the next forward pass."""
+    model = checkpoint.model
+    sampling.warm_up(model)
     stamps = []
 
     def before_forward(module, inputs):
-        _synchronize(device)
+        sampling.synchronize(checkpoint.device)
         stamps.append(time.perf_counter())
 
     hook = model.register_forward_pre_hook(before_forward)
     try:
         start = time.perf_counter()
-        result, texts, seconds = generate.run(args, model, tokenizer, line_by_line, progress=False)
+        out = sampling.generate(checkpoint, args, progress=False)
     finally:
         hook.remove()
     # stamps[k] is when forward k+1 began, i.e. when step k (which needed forward k) had finished.
-    times = [0.0] + [stamp - start for stamp in stamps[1:]] + [seconds]
-    states = rendering.trajectory_states(result, tokenizer, sample=0)
-    span = int((~result.fixed[0]).sum())
+    times = [0.0] + [stamp - start for stamp in stamps[1:]] + [out.seconds]
+    states = rendering.trajectory_states(out.result, checkpoint.tokenizer, sample=0)
+    span = int((~out.result.fixed[0]).sum())
     return ModelRun(
-        "diffusion", args.checkpoint, states, times[: len(states)], list(range(len(states))), texts[0], span, "step",
+        "diffusion", args.checkpoint, states, times[: len(states)], list(range(len(states))), out.texts[0], span, "step",
         extra={"steps": len(states) - 1},
     )
 
 
-@torch.no_grad()
 def run_autoregressive(args: SamplingArguments, model, tokenizer, checkpoint: str) -> ModelRun:
-    """Token by token with the KV cache, timing each token; stops at the end token or the length budget."""
-    device = next(model.parameters()).device
-    start_id, end_id = loading.start_token_id(tokenizer), loading.end_token_id(tokenizer)
-    prompt = [start_id] + (tokenizer(args.prefix, add_special_tokens=False)["input_ids"] if args.prefix else [])
-    budget = min(args.max_length, loading.max_positions(model)) - len(prompt)
-    if budget < 1:
-        raise UsageError(f"the prompt is {len(prompt)} tokens for the GPT-2 model; --max-length {args.max_length} leaves no room")
-    # Same rule as the diffusion sampler: no special token inside the text, except the end token that stops it.
-    banned = torch.tensor([i for i in loading.special_token_ids(tokenizer) if i != end_id], device=device, dtype=torch.long)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    _warm_up(model, device)
-
-    generated, times = [], [0.0]
-    inputs, past = torch.tensor([prompt], device=device), None
-    start = time.perf_counter()
-    for _ in range(budget):
-        out = model(input_ids=inputs, past_key_values=past, use_cache=True)
-        past = out.past_key_values
-        logits = out.logits[:, -1].float()  # (1, vocab)
-        if banned.numel():
-            logits = logits.index_fill(-1, banned, float("-inf"))
-        token, _ = diffusion.draw_tokens(logits, args.sampling, args.temperature, args.top_k, args.top_p, generator)
-        generated.append(int(token))
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-        if generated[-1] == end_id:
-            break
-        inputs = token.view(1, 1)
-
-    states = ar_states(tokenizer, prompt, generated)
-    text_ids = generated[:-1] if generated and generated[-1] == end_id else generated
-    text = tokenizer.decode(prompt[1:] + text_ids, skip_special_tokens=False).strip()
-    return ModelRun("autoregressive", checkpoint, states, times, list(range(len(states))), text, len(generated), "token")
+    """The shared autoregressive sampler (sampling.sample_autoregressive) on one row, timed token by token."""
+    sampling.warm_up(model)
+    out = sampling.sample_autoregressive(model, tokenizer, replace(args, num_samples=1))
+    generated = out.generated[0]
+    states = ar_states(tokenizer, out.prompt, generated)
+    return ModelRun("autoregressive", checkpoint, states, out.times, list(range(len(states))), out.texts[0], len(generated), "token")
 
 
 def ar_states(tokenizer, prompt: list[int], generated: list[int]) -> list[rendering.StepState]:
     """State k: the prompt (fixed) and the first k generated tokens, the k-th one new. The start token is left out."""
-    prompt = prompt[1:] if prompt and prompt[0] == loading.start_token_id(tokenizer) else prompt
+    prompt = prompt[1:] if prompt and prompt[0] == tokenization.start_token_id(tokenizer) else prompt
     states = []
     for k in range(len(generated) + 1):
         ids = prompt + generated[:k]
@@ -185,13 +151,6 @@ def ar_states(tokenizer, prompt: list[int], generated: list[int]) -> list[render
             labels[-1] = rendering.NEW
         states.append(rendering.StepState(k, len(generated), ids, rendering.token_strings(tokenizer, ids), labels, [None] * len(ids)))
     return states
-
-
-def _warm_up(model, device) -> None:
-    """One untimed forward pass, so lazy initialisation is not billed to the first step."""
-    with torch.no_grad():
-        model(input_ids=torch.zeros((1, 4), dtype=torch.long, device=device))
-    _synchronize(device)
 
 
 # ----------------------------------------------------------------------------- one clock, two panels
@@ -300,10 +259,10 @@ def main(argv=None) -> list[dict]:
     out = check_output(args.output)
     if args.infill is not None:
         raise UsageError("--infill is not supported here: GPT-2 can only continue a prompt; use --prompt")
-    generate.check_sampling_args(args)
+    args.check()
 
-    (mlm, mlm_tokenizer, trained), (ar, ar_tokenizer) = load_models(args, cmp)
-    runs = [run_diffusion(args, mlm, mlm_tokenizer, trained), run_autoregressive(args, ar, ar_tokenizer, cmp.gpt2_checkpoint)]
+    checkpoint, (ar, ar_tokenizer) = load_models(args, cmp)
+    runs = [run_diffusion(args, checkpoint), run_autoregressive(args, ar, ar_tokenizer, cmp.gpt2_checkpoint)]
     rows = [run.summary() for run in runs]
 
     frames, ticks = render_comparison(runs, cmp.clock)
@@ -311,21 +270,17 @@ def main(argv=None) -> list[dict]:
     print_table(rows)
     logger.info("%d frames written to %s", len(frames), out)
     if cmp.metrics:
-        measure_both(args, (mlm, mlm_tokenizer, trained), (ar, ar_tokenizer), out.with_name("metrics.json"))
+        measure_both(args, checkpoint, (ar, ar_tokenizer), out.with_name("metrics.json"))
     return rows
 
 
-def measure_both(args, diffusion_side, ar_side, path: Path) -> None:
-    """--metrics: metrics.report's table (bound vs exact perplexity, sample metrics, speed), printed and saved."""
-    import metrics
-
-    mlm, mlm_tokenizer, trained = diffusion_side
-    sampling = SamplingArguments(**{**vars(args), "num_samples": 32, "prefix": "", "infill": None})
-    table = metrics.report(mlm, mlm_tokenizer, *ar_side, None, diffusion_settings=trained, sampling=sampling, seed=args.seed)
-    print(metrics.format_table(table))
+def measure_both(args, checkpoint: models.Checkpoint, ar, path: Path) -> None:
+    """--metrics: evaluation.report's table (bound vs exact perplexity, sample metrics, speed), printed and saved."""
+    settings = replace(args, num_samples=32, prefix="", infill=None)
+    table = evaluation.report(checkpoint, ar, None, settings=settings, seed=args.seed)
+    print(tables.format_table(table))
     path.write_text(json.dumps([{k: v for k, v in row.items() if k != "samples"} for row in table], indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    # main() raises UsageError so tests and other scripts can call it; the command line gets one line + exit 2.
-    loading.reports_usage_errors(main)()
+    cli.run(main)

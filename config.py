@@ -8,9 +8,7 @@ arguments, so they are applied in exactly one place and anything the user types 
 from dataclasses import dataclass, field
 from typing import Literal
 
-SCHEDULE_CHOICES = Literal["linear", "cosine", "exponential", "loglinear"]
-STRATEGY_CHOICES = Literal["remask", "random", "confidence", "threshold"]
-SAMPLING_CHOICES = Literal["greedy", "topk", "nucleus"]
+from sampling import SCHEDULE_CHOICES, GenerationSettings
 
 
 @dataclass
@@ -27,7 +25,7 @@ class ModelArguments:
         default=False, metadata={"help": "Build a new model from a config and train a tokenizer on the training text."}
     )
     model_size: Literal["tiny", "small", "base"] = field(
-        default="tiny", metadata={"help": "Size of the model built with --from-scratch (see loading.MODEL_SIZES)."}
+        default="tiny", metadata={"help": "Size of the model built with --from-scratch (see models.MODEL_SIZES)."}
     )
     architecture: Literal["roberta", "roberta-prelayernorm", "modernbert", "deberta"] = field(
         default="deberta",
@@ -133,32 +131,14 @@ class RunArguments:
 
 
 @dataclass
-class SamplingArguments:
+class SamplingArguments(GenerationSettings):
+    """The generation settings (sampling.GenerationSettings: prompt, length, count, sampler, seed) plus where the
+    model is and what to print or write."""
+
     checkpoint: str = field(
         default="results/final-model",
         metadata={"help": "Diffusion checkpoint directory (written by train.py).", "aliases": ["--roberta-checkpoint"]},
     )
-    prefix: str = field(default="", metadata={"help": "Text the generated text continues (kept fixed).", "aliases": ["--prompt"]})
-    infill: str | None = field(
-        default=None,
-        metadata={"help": "Template to fill in, e.g. 'the [MASK]*4 sat on the [MASK] .': [MASK]*n is n masked tokens; the rest is kept."},
-    )
-    max_length: int = field(default=48, metadata={"help": "Total tokens per sample, prefix included."})
-    num_samples: int = field(default=4, metadata={"help": "Samples generated together as one batch."})
-    steps: int | None = field(default=None, metadata={"help": "Denoising steps (forward passes). Default: max_length // 4; with --strategy threshold, max_length (a cap: it stops when nothing is masked)."})
-    schedule: SCHEDULE_CHOICES = field(default="cosine", metadata={"help": "Share of the span still masked after each step."})
-    strategy: STRATEGY_CHOICES = field(
-        default="threshold",
-        metadata={"help": "remask: re-mask a random share each step. random: reveal random positions. confidence: reveal the most "
-        "confident. threshold: reveal all above --threshold."},
-    )
-    sampling: SAMPLING_CHOICES = field(default="topk", metadata={"help": "How a token is drawn at each position."})
-    top_k: int = field(default=50, metadata={"help": "k for --sampling topk.", "aliases": ["--k"]})
-    top_p: float = field(default=0.9, metadata={"help": "p for --sampling nucleus.", "aliases": ["--p"]})
-    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature (> 0) for topk and nucleus."})
-    threshold: float = field(default=0.9, metadata={"help": "Confidence in (0, 1] above which --strategy threshold reveals a position."})
-    block_size: int | None = field(default=None, metadata={"help": "Semi-autoregressive decoding: generate blocks of this many tokens left to right."})
-    seed: int = field(default=0, metadata={"help": "Random seed: the same seed gives the same text."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... Default: cuda when available."})
     hide_steps: bool = field(default=False, metadata={"help": "Print only the final texts, not the text emerging step by step."})
     output: str | None = field(
@@ -169,69 +149,69 @@ class SamplingArguments:
 
 
 # Defaults that differ from TrainingArguments' own, whatever the model; the user's arguments come after and win.
-TRAINING_DEFAULTS = [
-    "--output_dir", "results",
-    "--report_to", "none",
-    "--per_device_train_batch_size", "32",
-    "--per_device_eval_batch_size", "64",
-    "--num_train_epochs", "3",
-    "--eval_strategy", "steps",
-    "--eval_steps", "500",
-    "--save_steps", "500",
-    "--save_total_limit", "2",
-    "--logging_steps", "50",
-    "--prediction_loss_only", "true",
-    "--remove_unused_columns", "false",
+TRAINING_DEFAULTS = {
+    "output_dir": "results",
+    "report_to": "none",
+    "per_device_train_batch_size": "32",
+    "per_device_eval_batch_size": "64",
+    "num_train_epochs": "3",
+    "eval_strategy": "steps",
+    "eval_steps": "500",
+    "save_steps": "500",
+    "save_total_limit": "2",
+    "logging_steps": "50",
+    "prediction_loss_only": "true",
+    "remove_unused_columns": "false",
     # transformers 5 multiplies the loss by the world size for models whose forward takes **kwargs unless this
     # is off; our loss is already a per-token mean on each rank.
-    "--average_tokens_across_devices", "false",
-]
+    "average_tokens_across_devices": "false",
+}
 
 # Optimiser defaults by how the model starts. A pretrained checkpoint wants a small learning rate (fine-tuning);
 # a model built from a config learns almost nothing at that rate in a few thousand steps and needs a large one
-# with a short warm-up (chosen by experiments/recipe_grid.py, README "Training recipe"). train.py applies the one
+# with a short warm-up (chosen by experiments/recipe_grid.py, RESULTS.md "Recipe grid"). train.py applies the one
 # that fits (--from-scratch or not) after TRAINING_DEFAULTS and before --quick-test and the user's own flags, for
 # the diffusion model and the GPT-2 baseline alike, so a comparison stays fair.
 PRESETS = {
-    "fine-tuning": [
-        "--learning_rate", "5e-5",
-        "--warmup_steps", "0",
-        "--lr_scheduler_type", "linear",
-    ],
-    "from-scratch": [
-        "--learning_rate", "2e-3",
-        "--warmup_steps", "50",
-        "--lr_scheduler_type", "cosine",
-    ],
+    "fine-tuning": {
+        "learning_rate": "5e-5",
+        "warmup_steps": "0",
+        "lr_scheduler_type": "linear",
+    },
+    "from-scratch": {
+        "learning_rate": "2e-3",
+        "warmup_steps": "50",
+        "lr_scheduler_type": "cosine",
+    },
 }
 
 # A tiny model from scratch on the built-in corpus: offline, about three minutes on 2 CPU cores. The optimiser
 # settings come from PRESETS["from-scratch"].
-QUICK_TEST = [
-    "--from_scratch", "true",
-    "--model_size", "tiny",
-    "--dataset_name", "builtin",
-    "--line_by_line", "true",
-    "--max_length", "48",
-    "--max_train_samples", "20000",
-    "--max_eval_samples", "320",
-    "--vocab_size", "1000",
-    "--mask_rates", "continuous",
-    "--prefix_length", "8",
-    "--prefix_policy", "random",
-    "--per_device_train_batch_size", "32",
-    "--max_steps", "1200",
-    "--eval_steps", "400",
-    "--save_steps", "400",
-    "--logging_steps", "100",
-    "--overwrite_output_dir", "true",
-]
+QUICK_TEST = {
+    "from_scratch": "true",
+    "model_size": "tiny",
+    "dataset_name": "builtin",
+    "line_by_line": "true",
+    "max_length": "48",
+    "max_train_samples": "20000",
+    "max_eval_samples": "320",
+    "vocab_size": "1000",
+    "mask_rates": "continuous",
+    "prefix_length": "8",
+    "prefix_policy": "random",
+    "per_device_train_batch_size": "32",
+    "max_steps": "1200",
+    "eval_steps": "400",
+    "save_steps": "400",
+    "logging_steps": "100",
+    "overwrite_output_dir": "true",
+}
 
 PRESET_HELP = (
     "Defaults by how the model starts: with --from-scratch (and --quick-test) the from-scratch preset "
-    + " ".join(PRESETS["from-scratch"]).replace("_", "-")
+    + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS["from-scratch"].items())
     + "; otherwise (fine-tuning a checkpoint) "
-    + " ".join(PRESETS["fine-tuning"]).replace("_", "-")
+    + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS["fine-tuning"].items())
     + ". Flags you give always win; run_args.json records the resolved values and the preset used."
 )
 
@@ -269,7 +249,7 @@ class CompareArguments:
     frame_ms: int = field(default=100, metadata={"help": "Duration of one GIF frame in milliseconds (the last frame is held longer)."})
     metrics: bool = field(
         default=False,
-        metadata={"help": "Also measure both models (metrics.report): held-out perplexity (ELBO bound vs exact) on the "
+        metadata={"help": "Also measure both models (evaluation.report): held-out perplexity (ELBO bound vs exact) on the "
                   "built-in validation stories, sample metrics of 32 unconditional samples, tokens/s; written to metrics.json."},
     )
 

@@ -10,7 +10,7 @@ so that generation can end a document). Everything is batched tensor code; no Py
 import torch
 
 from diffusion import bound_weight, mask_fraction
-from loading import end_token_id, start_token_id
+from tokenization import end_token_id, start_token_id
 
 DISCRETE_LEVELS = torch.linspace(0.1, 1.0, 10)
 TIME_SAMPLING = ("uniform", "bell")

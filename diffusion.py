@@ -28,12 +28,16 @@ def _exponential(t):
     return torch.expm1(_EXP_RATE * t) / math.expm1(_EXP_RATE)
 
 
-def _loglinear(t):
-    # The inverse shape of `exponential`: log-linear growth, so the last steps reveal the fewest tokens.
+def _logarithmic(t):
+    # The inverse shape of `exponential`: logarithmic growth, so the last steps reveal the fewest tokens.
     return torch.log1p(math.expm1(_EXP_RATE) * t) / _EXP_RATE
 
 
-SCHEDULES = {"linear": _linear, "cosine": _cosine, "exponential": _exponential, "loglinear": _loglinear}
+# "log-linear" is the name MDLM and SEDD give the linear masking schedule (noise sigma(t) = -log(1 - t), so the
+# kept share alpha_t = 1 - t and the masked share is t): the same curve as "linear", under their name.
+SCHEDULES = {
+    "linear": _linear, "cosine": _cosine, "exponential": _exponential, "logarithmic": _logarithmic, "log-linear": _linear,
+}
 STRATEGIES = ("remask", "random", "confidence", "threshold")
 SAMPLING_METHODS = ("greedy", "topk", "nucleus")
 
@@ -104,23 +108,6 @@ def bound_weight(schedule: str, t: torch.Tensor, rate: torch.Tensor) -> torch.Te
 # ----------------------------------------------------------------------------- sampling one token per position
 
 
-def filter_logits(logits: torch.Tensor, sampling: str, top_k: int = 50, top_p: float = 0.9) -> torch.Tensor:
-    """Set logits outside the top-k / nucleus to -inf. `logits` is (..., vocab)."""
-    if sampling == "topk":
-        k = min(top_k, logits.size(-1))
-        kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-        return logits.masked_fill(logits < kth, float("-inf"))
-    if sampling == "nucleus":
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # Mass strictly before each token: the token whose own probability crosses p is still kept.
-        mass_before = probs.cumsum(-1) - probs
-        drop_sorted = mass_before >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        return logits.masked_fill(drop, float("-inf"))
-    return logits
-
-
 def draw_tokens(
     logits: torch.Tensor,
     sampling: str,
@@ -131,8 +118,8 @@ def draw_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per position. Returns (ids, confidence), both shaped like logits[..., 0].
 
-    The confidence is the probability of the chosen token under the filtered, tempered distribution (the same
-    one `filter_logits` describes). Probabilities are taken in float64: in float32 the tail of a large
+    The confidence is the probability of the chosen token under the filtered (top-k or nucleus), tempered
+    distribution. Probabilities are taken in float64: in float32 the tail of a large
     vocabulary loses mass, which silently lowers the effective temperature. Only the kept tokens (the top k, or
     the sorted candidates of the nucleus) enter the draw, so top-k costs one draw over k tokens, not the vocabulary.
     """
@@ -338,7 +325,7 @@ def build_inputs(
     """
     import re
 
-    from loading import end_token_id, start_token_id
+    from tokenization import end_token_id, start_token_id
 
     start = start_token_id(tokenizer)
     if infill is not None:
@@ -368,7 +355,7 @@ def build_inputs(
 
 def decode_texts(tokenizer, ids: torch.Tensor, stop_at_end: bool = True) -> list[str]:
     """Text of each row: the start token dropped, and (line-by-line models) everything from the end token on."""
-    from loading import end_token_id, start_token_id
+    from tokenization import end_token_id, start_token_id
 
     start, end = start_token_id(tokenizer), end_token_id(tokenizer)
     texts = []

@@ -8,33 +8,30 @@ causal LM on the same blocks, and metrics of samples from both (judge perplexity
 
 import json
 import logging
-import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
+import cli
 import corpus
-import loading
-import metrics
+import documents
+import evaluation
+import models
+import tables
+from cli import UsageError
 from config import EvaluationArguments, SamplingArguments
-from generate import check_sampling_args
-from loading import UsageError
 
 logger = logging.getLogger(__name__)
 
-# evaluate.py's own defaults for SamplingArguments fields; the user's arguments come after and win.
-DEFAULTS = ["--num_samples", "32"]
+# evaluate.py's own defaults for SamplingArguments fields: no --max-length means the length the model was trained on.
+DEFAULTS = {"num_samples": 32, "max_length": None}
+HELPS = {"max_length": "Tokens per block of the bound and per sample. Default: the length the checkpoint was trained on."}
 DEFAULT_JUDGE = next(f.default for f in fields(EvaluationArguments) if f.name == "judge")
 
 
 def parse_args(argv: list[str] | None):
     """(EvaluationArguments, SamplingArguments, whether --max-length was given)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = HfArgumentParser((EvaluationArguments, SamplingArguments), description=__doc__.splitlines()[0])
-    eval_args, sampling = parser.parse_args_into_dataclasses(args=DEFAULTS + argv)
-    length_given = any(arg.split("=")[0] in ("--max-length", "--max_length") for arg in argv)
-    return eval_args, sampling, length_given
+    eval_args, sampling = cli.parse_args((EvaluationArguments, SamplingArguments), argv, __doc__.splitlines()[0], DEFAULTS, HELPS)
+    return eval_args, sampling, sampling.max_length is not None
 
 
 def check_args(eval_args, sampling) -> None:
@@ -59,7 +56,7 @@ def load_judge(eval_args, ar, device):
     if eval_args.judge == DEFAULT_JUDGE and not Path(DEFAULT_JUDGE).is_dir():
         logger.warning("no judge: %s does not exist (train it with train.py --quick-test --objective ar)", DEFAULT_JUDGE)
         return None
-    model, tokenizer = loading.load_causal_lm(eval_args.judge)
+    model, tokenizer = models.load_causal_lm(eval_args.judge)
     return model.to(device).eval(), tokenizer
 
 
@@ -75,41 +72,36 @@ def write_outputs(directory: str, table: list[dict], eval_args, sampling) -> Non
                 f.write(json.dumps({"model": row["model"], "text": text}) + "\n")
 
 
-@loading.reports_usage_errors
 def main(argv: list[str] | None = None) -> list[dict]:
     eval_args, sampling, length_given = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     check_args(eval_args, sampling)
 
-    settings = loading.read_diffusion_config(sampling.checkpoint)
-    line_by_line = bool(settings.get("line_by_line", False)) if eval_args.line_by_line is None else eval_args.line_by_line
-    docs = metrics.load_evaluation_documents(eval_args.validation_file, line_by_line, eval_args.max_eval_samples)
-    device = loading.pick_device(sampling.device)
-    model, tokenizer = loading.load_masked_lm(sampling.checkpoint)
-    model = model.to(device).eval()
+    checkpoint = models.load_checkpoint(sampling.checkpoint, sampling.device)
+    line_by_line = checkpoint.line_by_line if eval_args.line_by_line is None else eval_args.line_by_line
+    docs = evaluation.load_evaluation_documents(eval_args.validation_file, line_by_line, eval_args.max_eval_samples)
     if not length_given:  # measure on the blocks the model was trained on
-        sampling.max_length = settings.get("max_length") or min(128, loading.max_positions(model))
+        sampling.max_length = checkpoint.max_length
     ar = None
     if eval_args.ar_checkpoint:
-        ar_model, ar_tokenizer = loading.load_causal_lm(eval_args.ar_checkpoint)
-        ar = ar_model.to(device).eval(), ar_tokenizer
-    judge = load_judge(eval_args, ar, device)
+        ar_model, ar_tokenizer = models.load_causal_lm(eval_args.ar_checkpoint)
+        ar = ar_model.to(checkpoint.device).eval(), ar_tokenizer
+    judge = load_judge(eval_args, ar, checkpoint.device)
     if sampling.num_samples > 0:
-        check_sampling_args(sampling, model)
+        sampling.check(checkpoint.max_positions)
 
-    training_stories = corpus.generate_corpus(loading.BUILTIN_TRAIN_STORIES) if eval_args.validation_file is None else None
-    table = metrics.report(
-        model, tokenizer, *(ar or (None, None)), docs,
-        diffusion_settings=settings, max_length=sampling.max_length, line_by_line=line_by_line,
+    training_stories = corpus.generate_corpus(documents.BUILTIN_TRAIN_STORIES) if eval_args.validation_file is None else None
+    table = evaluation.report(
+        checkpoint, ar, docs, max_length=sampling.max_length, line_by_line=line_by_line,
         num_t_samples=eval_args.num_t_samples, max_documents=eval_args.max_eval_samples,
-        sampling=sampling if sampling.num_samples > 0 else None, judge=judge, training_stories=training_stories, seed=sampling.seed,
-        batch_size=eval_args.eval_batch_size,
+        settings=sampling if sampling.num_samples > 0 else None, judge=judge, training_stories=training_stories,
+        seed=sampling.seed, batch_size=eval_args.eval_batch_size,
     )
-    print(metrics.format_table(table))
+    print(tables.format_table(table))
     if eval_args.output_dir:
         write_outputs(eval_args.output_dir, table, eval_args, sampling)
     return table
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

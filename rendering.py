@@ -78,7 +78,7 @@ def trajectory_states(result, tokenizer, sample: int = 0, skip_start: bool = Tru
 
     `skip_start` leaves out a leading start token (`<s>`), which is layout, not text.
     """
-    from loading import start_token_id
+    from tokenization import start_token_id
 
     trajectory = result.trajectory
     first = 1 if skip_start and int(trajectory[0].ids[sample, 0]) == start_token_id(tokenizer) else 0

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from transformers import (
     DataCollatorForLanguageModeling,
-    HfArgumentParser,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -27,7 +26,12 @@ from transformers import (
 from transformers.hf_argparser import string_to_bool
 from transformers.trainer_utils import get_last_checkpoint
 
-import loading
+import cli
+import documents
+import models
+import tables
+import tokenization
+from cli import UsageError
 from config import (
     PRESET_HELP,
     PRESETS,
@@ -41,7 +45,6 @@ from config import (
 )
 from data_collator import EVAL_TIMES, DiffusionCollator
 from diffusion import diffusion_loss
-from loading import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -71,27 +74,32 @@ def preset_name(argv: list[str]) -> str:
     return "from-scratch" if starts_from_scratch(argv) else "fine-tuning"
 
 
-def expand_argv(argv: list[str]) -> list[str]:
-    """Defaults, the preset for how the model starts, --quick-test, then the user's arguments (the last one wins)."""
+def normalise_argv(argv: list[str]) -> list[str]:
+    """The seed project's flag names mapped to ours; a bare --resume-from-checkpoint means the newest checkpoint."""
     argv = [TRAINING_ALIASES.get(arg.split("=")[0], arg.split("=")[0]) + arg[len(arg.split("=")[0]) :] for arg in argv]
-    # A bare --resume-from-checkpoint means: the newest checkpoint in --output-dir.
     for flag in ("--resume-from-checkpoint", "--resume_from_checkpoint"):
         if flag in argv:
             i = argv.index(flag)
             if i + 1 == len(argv) or argv[i + 1].startswith("--"):
                 argv.insert(i + 1, "last")
-    preset = PRESETS[preset_name(argv)] + (QUICK_TEST if "quick_test" in user_flags(argv) else [])
+    return argv
+
+
+def resolved_defaults(argv: list[str]) -> dict:
+    """train.py's defaults for this command line: TRAINING_DEFAULTS, then the preset for how the model starts, then
+    --quick-test's settings (each later one wins); the user's own flags beat them all."""
+    defaults = {**TRAINING_DEFAULTS, **PRESETS[preset_name(argv)], **(QUICK_TEST if "quick_test" in user_flags(argv) else {})}
     # The AR baseline gets its own default directory so it never replaces the diffusion model in results/.
-    objective = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("--objective",)]
+    objective = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--objective"]
     if objective and objective[-1] == "ar":
-        preset = preset + ["--output_dir", "results-ar"]
-    return TRAINING_DEFAULTS + preset + argv
+        defaults["output_dir"] = "results-ar"
+    return defaults
 
 
 def parse_args(argv: list[str] | None):
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(ARGUMENT_TYPES, description=__doc__.splitlines()[0], epilog=PRESET_HELP)
-    *parsed, unknown = parser.parse_args_into_dataclasses(args=expand_argv(argv), return_remaining_strings=True)
+    argv = normalise_argv(sys.argv[1:] if argv is None else list(argv))
+    parser = cli.parser_for(ARGUMENT_TYPES, __doc__.splitlines()[0], defaults=resolved_defaults(argv), epilog=PRESET_HELP)
+    *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # exits 2 with the usage line
     model_args = parsed[0]
@@ -172,7 +180,7 @@ class DiffusionTrainer(Trainer):
         loss, ce_sum, count = diffusion_loss(
             outputs.logits, labels, weight, num_maskable, self.loss_weighting, self.banned_ids
         )
-        # The logged bound weights a row by m'(t) / (share masked), exactly as metrics.elbo_bound does.
+        # The logged bound weights a row by m'(t) / (share masked), exactly as likelihood.elbo_bound does.
         self._accumulate(model.training, rate, ce_sum, count, weight.to(ce_sum.dtype) * ce_sum, num_maskable)
         return (loss, outputs) if return_outputs else loss
 
@@ -253,12 +261,12 @@ class StopOnSignal(TrainerCallback):
 
 def load_pretrained(model_args, data_args):
     """(tokenizer, model) of a hub name or local checkpoint, checked before any data is read."""
-    load = loading.load_causal_lm if model_args.objective == "ar" else loading.load_masked_lm
+    load = models.load_causal_lm if model_args.objective == "ar" else models.load_masked_lm
     model, tokenizer = load(model_args.model_name_or_path, model_args.trust_remote_code)
-    if data_args.max_length > loading.max_positions(model):
+    if data_args.max_length > models.max_positions(model):
         raise UsageError(
             f"--max-length {data_args.max_length} is larger than {model_args.model_name_or_path} allows "
-            f"({loading.max_positions(model)} positions)"
+            f"({models.max_positions(model)} positions)"
         )
     return tokenizer, model
 
@@ -267,16 +275,16 @@ def train_tokenizer_and_build_model(model_args, data_args, training_args, train_
     # The tokenizer is trained once per output directory, so a resumed run keeps the same vocabulary.
     saved = Path(training_args.output_dir) / "tokenizer"
     if training_args.resume_from_checkpoint and saved.is_dir():
-        tokenizer = loading.load_tokenizer(str(saved))
+        tokenizer = tokenization.load_tokenizer(str(saved))
     else:
         logger.info("training a %s tokenizer (vocab <= %d)", model_args.tokenizer_type, model_args.vocab_size)
-        tokenizer = loading.train_tokenizer(train_docs, model_args.tokenizer_type, model_args.vocab_size)
+        tokenizer = tokenization.train_tokenizer(train_docs, model_args.tokenizer_type, model_args.vocab_size)
         if training_args.process_index == 0:
             tokenizer.save_pretrained(saved)
     # The Trainer seeds only when it is created, after the model exists: seed here so the initial weights, and
     # with them the whole run, are the same for the same --seed.
     set_seed(training_args.seed)
-    return tokenizer, loading.build_model(
+    return tokenizer, models.build_model(
         model_args.objective, model_args.model_size, tokenizer, data_args.max_length, model_args.dropout,
         model_args.architecture, model_args.tie_word_embeddings, model_args.initializer_range,
     )
@@ -301,7 +309,7 @@ def save_final_model(trainer, directory: Path, settings: dict) -> None:
     tmp = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))  # safetensors + tokenizer (the Trainer's processing_class)
-    loading.save_diffusion_config(str(tmp), settings)
+    models.save_diffusion_config(str(tmp), settings)
     old = directory.with_name(f".{directory.name}.old")
     if directory.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -311,10 +319,7 @@ def save_final_model(trainer, directory: Path, settings: dict) -> None:
 
 
 def plot_loss_by_level(log_history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = tables.pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, prefix, title in ((axes[0], "", "training"), (axes[1], "eval_", "evaluation (fixed levels, fixed seed)")):
@@ -344,7 +349,6 @@ def prepare_output_dir(run_args, training_args) -> None:
 # ----------------------------------------------------------------------------- main
 
 
-@loading.reports_usage_errors
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, diff_args, run_args, training_args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -353,10 +357,10 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(training_args.output_dir)
 
     pretrained = None if model_args.from_scratch else load_pretrained(model_args, data_args)
-    train_docs, valid_docs = loading.load_documents(data_args)
+    train_docs, valid_docs = documents.load_documents(data_args)
     tokenizer, model = pretrained or train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs)
-    train_set = loading.tokenize_documents(tokenizer, train_docs, data_args.max_length, data_args.line_by_line, "tokenize train")
-    valid_set = loading.tokenize_documents(tokenizer, valid_docs, data_args.max_length, data_args.line_by_line, "tokenize valid")
+    train_set = tokenization.tokenize_documents(tokenizer, train_docs, data_args.max_length, data_args.line_by_line, "tokenize train")
+    valid_set = tokenization.tokenize_documents(tokenizer, valid_docs, data_args.max_length, data_args.line_by_line, "tokenize valid")
     logger.info("%d training / %d validation sequences of %d tokens", len(train_set), len(valid_set), data_args.max_length)
 
     prepare_output_dir(run_args, training_args)
@@ -387,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
             data_collator=collator,
             eval_collator=DiffusionCollator(eval_times=EVAL_TIMES, seed=training_args.seed, **collator_args),
             loss_weighting=diff_args.loss_weighting,
-            banned_ids={tokenizer.mask_token_id, tokenizer.pad_token_id, loading.start_token_id(tokenizer)},
+            banned_ids={tokenizer.mask_token_id, tokenizer.pad_token_id, tokenization.start_token_id(tokenizer)},
         )
 
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -406,4 +410,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

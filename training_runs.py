@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import metrics
-from loading import UsageError
+import text_metrics
+from cli import UsageError
 
 ROOT = Path(__file__).resolve().parent
 
@@ -21,7 +21,7 @@ def train_and_measure(flags: list[str], directory: Path, threads: int | None = N
     """Run `train.py FLAGS --output-dir DIRECTORY` (log beside it, DIRECTORY.log) unless it was measured before.
 
     Returns train_seconds (the whole command), eval_loss and eval_elbo of its final evaluation and, with
-    `num_samples` (built-in corpus only), metrics.checkpoint_story_quality of the final model. A failed run raises
+    `num_samples` (built-in corpus only), text_metrics.checkpoint_story_quality of the final model. A failed run raises
     UsageError naming its log.
     """
     directory = Path(directory)
@@ -41,6 +41,6 @@ def train_and_measure(flags: list[str], directory: Path, threads: int | None = N
     final = json.loads((directory / "metrics.json").read_text())
     row = {"train_seconds": round(seconds, 1), "eval_loss": final["eval_loss"], "eval_elbo": final.get("eval_elbo")}
     if num_samples:
-        row.update(metrics.checkpoint_story_quality(str(directory / "final-model"), num_samples, threads=threads))
+        row.update(text_metrics.checkpoint_story_quality(str(directory / "final-model"), num_samples, threads=threads))
     cached.write_text(json.dumps(row))
     return row

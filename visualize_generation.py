@@ -15,13 +15,13 @@ import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-from transformers import HfArgumentParser
 
-import generate
-import loading
+import cli
+import models
 import rendering
+import sampling
+from cli import UsageError
 from config import SamplingArguments, VisualizationArguments
-from loading import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +34,8 @@ SETTINGS = ("schedule", "strategy", "steps", "seed", "sampling", "temperature", 
 
 
 def parse_args(argv=None) -> tuple[SamplingArguments, VisualizationArguments]:
-    parser = HfArgumentParser((SamplingArguments, VisualizationArguments))
     # One sample is drawn, so generate one unless the user asks for more.
-    parser.set_defaults(num_samples=1)
-    return parser.parse_args_into_dataclasses(args=argv)
+    return cli.parse_args((SamplingArguments, VisualizationArguments), argv, __doc__.splitlines()[0], defaults={"num_samples": 1})
 
 
 def check_output_dir(path: str) -> Path:
@@ -155,17 +153,17 @@ def main(argv=None) -> dict:
     if vis.fps <= 0 or vis.hold < 0:
         raise UsageError(f"--fps must be > 0 and --hold >= 0 (got {vis.fps}, {vis.hold})")
 
-    generate.check_sampling_args(args)
-    model, tokenizer, trained = generate.load(args)
-    result, texts, seconds = generate.run(args, model, tokenizer, bool(trained.get("line_by_line", False)))
-    states = rendering.trajectory_states(result, tokenizer, sample=0)
-    info = run_settings(args, result, texts[0])
-    info["seconds"] = round(seconds, 4)
+    args.check()
+    checkpoint = models.load_checkpoint(args.checkpoint, args.device)
+    generation = sampling.generate(checkpoint, args)
+    states = rendering.trajectory_states(generation.result, checkpoint.tokenizer, sample=0)
+    info = run_settings(args, generation.result, generation.texts[0])
+    info["seconds"] = round(generation.seconds, 4)
 
     frames = render_frames(states, info)
     write_outputs(out, states, frames, frame_durations(len(frames), vis.fps, vis.hold), info)
     logger.info("%d frames, %s and the viewer written to %s", len(frames), GIF_NAME, out)
-    print(texts[0])
+    print(generation.texts[0])
     if vis.open:
         import webbrowser
 
@@ -174,5 +172,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    # main() raises UsageError so tests and other scripts can call it; the command line gets one line + exit 2.
-    loading.reports_usage_errors(main)()
+    cli.run(main)

@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser
 
+import cli
 import corpus
 import diffusion
-import generate
-import loading
-import metrics
-from loading import UsageError
+import models
+import sampling
+import tables
+import tokenization
+from cli import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -117,19 +118,19 @@ def _draw_one(row, config, generator):
 
 def build(args):
     """(model, tokenizer, banned ids) on the chosen device."""
-    device = loading.pick_device(args.device)
+    device = models.pick_device(args.device)
     if args.checkpoint:
         if not Path(args.checkpoint).is_dir():
             raise UsageError(f"--checkpoint {args.checkpoint}: no such directory; leave it out to time a tiny random model")
-        model, tokenizer = loading.load_masked_lm(args.checkpoint)
-        line_by_line = loading.read_diffusion_config(args.checkpoint).get("line_by_line", False)
-        if args.length > loading.max_positions(model):
-            raise UsageError(f"--length {args.length} is more than the model's {loading.max_positions(model)} positions")
+        model, tokenizer = models.load_masked_lm(args.checkpoint)
+        line_by_line = models.read_diffusion_config(args.checkpoint).get("line_by_line", False)
+        if args.length > models.max_positions(model):
+            raise UsageError(f"--length {args.length} is more than the model's {models.max_positions(model)} positions")
     else:
-        tokenizer = loading.train_tokenizer(corpus.generate_corpus(2000), "bpe", 1000)
-        model = loading.build_model("diffusion", "tiny", tokenizer, args.length)
+        tokenizer = tokenization.train_tokenizer(corpus.generate_corpus(2000), "bpe", 1000)
+        model = models.build_model("diffusion", "tiny", tokenizer, args.length)
         line_by_line = True
-    return model.to(device).eval(), tokenizer, generate.banned_token_ids(tokenizer, allow_end=line_by_line)
+    return model.to(device).eval(), tokenizer, sampling.banned_token_ids(tokenizer, allow_end=line_by_line)
 
 
 def timed(fn, repeats: int, device) -> tuple[float, object]:
@@ -191,19 +192,19 @@ COLUMNS = ["loop", "strategy", "batch", "steps", "nfe", "seconds", "model_only_s
 
 def markdown(rows: list[dict]) -> str:
     seconds = lambda column, value: f"{value:.3f}" if column in ("seconds", "model_only_s") else f"{value:.2f}" if isinstance(value, float) else str(value)
-    return metrics.markdown_table(rows, COLUMNS, seconds)
+    return tables.markdown_table(rows, COLUMNS, seconds)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    (args,) = HfArgumentParser(BenchArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    args = cli.parse_args(BenchArguments, argv, __doc__.splitlines()[0])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = bench(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics.write_csv(out / "bench_sampling.csv", rows, COLUMNS)
-    device = loading.pick_device(args.device)
+    tables.write_csv(out / "bench_sampling.csv", rows, COLUMNS)
+    device = models.pick_device(args.device)
     print(f"{args.checkpoint or 'tiny random RoBERTa'}, {args.length} tokens, {args.schedule}, {args.sampling}, "
           f"device {device}, {torch.get_num_threads()} threads")
     print(markdown(rows))
@@ -211,5 +212,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    # main() itself raises UsageError, so tests and other scripts can call it; the command line gets one line + exit 2.
-    loading.reports_usage_errors(main)()
+    cli.run(main)

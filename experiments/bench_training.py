@@ -8,16 +8,19 @@ the row on its own, and mask it with its own Python loop. Both collators run on 
 Writes a CSV and prints a markdown table.
 """
 
-import argparse
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
+import cli
 import corpus
-import loading
-import metrics
+import models
+import tables
+import tokenization
 from data_collator import DiffusionCollator
 from diffusion import diffusion_loss
 
@@ -59,23 +62,28 @@ def time_collator(collator, rows, batch_size, repeats):
     return (time.perf_counter() - start) / len(batches)
 
 
+@dataclass
+class BenchTrainingArguments:
+    model_size: Literal[tuple(models.MODEL_SIZES)] = field(default="tiny", metadata={"help": "Model built from a config."})
+    batch_size: int = field(default=64, metadata={"help": "Rows per batch."})
+    max_length: int = field(default=128, metadata={"help": "Tokens per row (rows are cut to between half and all of it)."})
+    steps: int = field(default=20, metadata={"help": "Training steps timed (after 3 warm-up steps)."})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)."})
+    output_dir: str = field(default="results/bench_training", metadata={"help": "Where bench_training.csv is written."})
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-size", default="tiny", choices=list(loading.MODEL_SIZES))
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20, help="training steps timed (after 3 warm-up steps)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--output-dir", default="results/bench_training")
-    args = parser.parse_args(argv)
+    args = cli.parse_args(BenchTrainingArguments, argv, __doc__.splitlines()[0])
+    if args.batch_size < 1 or args.max_length < 8 or args.steps < 1:
+        raise cli.UsageError("--batch-size and --steps must be at least 1 and --max-length at least 8")
     if args.threads:
         torch.set_num_threads(args.threads)
     random.seed(0)
     torch.manual_seed(0)
 
     docs = corpus.generate_corpus(4000)
-    tokenizer = loading.train_tokenizer(docs, "bpe", 1000)
-    data = loading.tokenize_documents(tokenizer, docs, args.max_length, line_by_line=False)
+    tokenizer = tokenization.train_tokenizer(docs, "bpe", 1000)
+    data = tokenization.tokenize_documents(tokenizer, docs, args.max_length, line_by_line=False)
     # Rows of varied length (as in line-by-line data before padding) so padding work is part of the cost.
     rows = [{"input_ids": row["input_ids"][: random.randint(args.max_length // 2, args.max_length)]} for row in data]
     ours = DiffusionCollator(tokenizer, seed=0)
@@ -84,7 +92,7 @@ def main(argv=None):
     naive_s = time_collator(naive, rows, args.batch_size, repeats)
     ours_s = time_collator(ours, rows, args.batch_size, repeats)
 
-    model = loading.build_model("diffusion", args.model_size, tokenizer, args.max_length)
+    model = models.build_model("diffusion", args.model_size, tokenizer, args.max_length)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     results = {}
@@ -113,7 +121,7 @@ def main(argv=None):
     ]
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics.write_csv(out / "bench_training.csv", table)
+    tables.write_csv(out / "bench_training.csv", table)
     print(f"model {args.model_size}, batch {args.batch_size} x {args.max_length} tokens, {args.steps} steps, "
           f"{torch.get_num_threads()} threads")
     print("| collator | collate ms/batch | supervised tokens/s | s/step |")
@@ -124,4 +132,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -7,7 +7,7 @@
 
 Both models get the same tokenizer (trained on the same training text with the same settings), the same width
 and depth, the same blocks, batch and steps, so they see the same training tokens. Blocks, batch, steps, warm-up and
-tokenizer default per dataset (experiments/real_text.py); flags given here win. Reported, from one run:
+tokenizer default per dataset (experiments/real_corpora.py); flags given here win. Reported, from one run:
 held-out perplexity (the diffusion model's ELBO bound vs GPT-2's exact perplexity, same tokens), and for the
 diffusion sampler (threshold decoding, and L/4 fixed steps) and GPT-2 with its KV cache: latency of one sample
 (batch 1), throughput at batch 16, and the metrics of the batch-16 samples (judge perplexity under the AR model,
@@ -27,14 +27,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser
 
-import generate
-import loading
-import metrics
-from config import SamplingArguments
-from experiments import real_text
-from loading import UsageError
+import cli
+import documents
+import evaluation
+import models
+import real_corpora
+import sampling
+import tables
+import text_metrics
+from cli import UsageError
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 class BenchmarkArguments:
     dataset: str = field(
         default="shakespeare",
-        metadata={"choices": tuple(real_text.DATASETS),
-                  "help": " ".join(f"{name}: {corpus.description}." for name, corpus in real_text.DATASETS.items())},
+        metadata={"choices": tuple(real_corpora.DATASETS),
+                  "help": " ".join(f"{name}: {corpus.description}." for name, corpus in real_corpora.DATASETS.items())},
     )
     data_dir: str = field(
         default="../shared/data", metadata={"help": "Folder holding tinyshakespeare/, wikitext-2-raw/ and warandpeace/."}
@@ -59,18 +61,18 @@ class BenchmarkArguments:
     )
     tokenizer_type: str | None = field(
         default=None,
-        metadata={"choices": ("bpe", "word", "char"), "help": "The shared tokenizer (train.py --tokenizer-type). " + real_text.default_help("tokenizer_type")},
+        metadata={"choices": ("bpe", "word", "char"), "help": "The shared tokenizer (train.py --tokenizer-type). " + real_corpora.default_help("tokenizer_type")},
     )
     max_length: int | None = field(
-        default=None, metadata={"help": "Tokens per block, in training, evaluation and sampling. " + real_text.default_help("max_length")}
+        default=None, metadata={"help": "Tokens per block, in training, evaluation and sampling. " + real_corpora.default_help("max_length")}
     )
     vocab_size: int = field(default=4000, metadata={"help": "Largest vocabulary of the shared tokenizer."})
-    batch_size: int | None = field(default=None, metadata={"help": "Training batch (both models). " + real_text.default_help("batch_size")})
-    max_steps: int | None = field(default=None, metadata={"help": "Training steps (both models). " + real_text.default_help("max_steps")})
+    batch_size: int | None = field(default=None, metadata={"help": "Training batch (both models). " + real_corpora.default_help("batch_size")})
+    max_steps: int | None = field(default=None, metadata={"help": "Training steps (both models). " + real_corpora.default_help("max_steps")})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the diffusion model."})
     ar_learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of GPT-2. Default: --learning-rate."})
     warmup_steps: int | None = field(
-        default=None, metadata={"help": "Linear warm-up steps (both models). " + real_text.default_help("warmup_steps")}
+        default=None, metadata={"help": "Linear warm-up steps (both models). " + real_corpora.default_help("warmup_steps")}
     )
     loss_weighting: str = field(default="elbo", metadata={"help": "Diffusion recipe: uniform or elbo (train.py --loss-weighting)."})
     mask_rates: str = field(default="continuous", metadata={"help": "Diffusion recipe: discrete or continuous."})
@@ -86,9 +88,9 @@ class BenchmarkArguments:
     seed: int = field(default=0, metadata={"help": "Seed of training, the bound and sampling."})
 
     def __post_init__(self):
-        if self.dataset not in real_text.DATASETS:
-            raise UsageError(f"--dataset {self.dataset} is unknown; choose one of {', '.join(real_text.DATASETS)}")
-        for key, value in real_text.DATASETS[self.dataset].defaults.items():
+        if self.dataset not in real_corpora.DATASETS:
+            raise UsageError(f"--dataset {self.dataset} is unknown; choose one of {', '.join(real_corpora.DATASETS)}")
+        for key, value in real_corpora.DATASETS[self.dataset].defaults.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
 
@@ -148,10 +150,9 @@ def train(args, objective: str, train_file: Path, test_file: Path, directory: Pa
     return time.perf_counter() - began
 
 
-def sampler_args(args, checkpoint: Path, strategy: str, steps: int | None, batch: int, seed: int) -> SamplingArguments:
-    return SamplingArguments(
-        checkpoint=str(checkpoint), max_length=args.max_length, num_samples=batch, steps=steps, strategy=strategy,
-        schedule="cosine", seed=seed, hide_steps=True,
+def sampler_args(args, strategy: str, steps: int | None, batch: int, seed: int) -> sampling.GenerationSettings:
+    return sampling.GenerationSettings(
+        max_length=args.max_length, num_samples=batch, steps=steps, strategy=strategy, schedule="cosine", seed=seed,
     )
 
 
@@ -167,24 +168,23 @@ def measure_sampler(args, run, judge) -> dict:
         f"batch{args.num_samples}_seconds": seconds,
         f"batch{args.num_samples}_passes": passes,
         "samples_per_s": args.num_samples / seconds,
-        **metrics.sample_metrics(texts, judge),
+        **text_metrics.sample_metrics(texts, judge),
         "samples": texts,
     }
 
 
-def diffusion_run(args, model, tokenizer, checkpoint: Path, strategy: str, steps: int | None):
+def diffusion_run(args, checkpoint: models.Checkpoint, strategy: str, steps: int | None):
     def run(batch, seed):
-        result, texts, seconds = generate.run(sampler_args(args, checkpoint, strategy, steps, batch, seed), model, tokenizer,
-                                              line_by_line=False, progress=False)
-        return texts, seconds, result.nfe
+        out = sampling.generate(checkpoint, sampler_args(args, strategy, steps, batch, seed), progress=False)
+        return out.texts, out.seconds, out.nfe
 
     return run
 
 
 def ar_run(args, model, tokenizer):
     def run(batch, seed):
-        samples = metrics.causal_samples(model, tokenizer, batch, args.max_length, seed)
-        return samples.texts, samples.seconds, samples.forward_passes
+        out = sampling.sample_autoregressive(model, tokenizer, sampler_args(args, "threshold", None, batch, seed))
+        return out.texts, out.seconds, out.forward_passes
 
     return run
 
@@ -198,31 +198,30 @@ def ar_directory(args) -> Path:
 
 
 def measure(args, out: Path, test_file: Path) -> dict:
-    device = loading.pick_device(None)
     diff_dir, ar_dir = out / "diffusion" / "final-model", ar_directory(args) / "final-model"
-    model, tokenizer = loading.load_masked_lm(str(diff_dir))
-    ar, ar_tokenizer = loading.load_causal_lm(str(ar_dir))
-    model, ar = model.to(device).eval(), ar.to(device).eval()
-    settings = loading.read_diffusion_config(str(diff_dir))
+    checkpoint = models.load_checkpoint(str(diff_dir))
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    ar, ar_tokenizer = models.load_causal_lm(str(ar_dir))
+    ar = ar.to(checkpoint.device).eval()
     with torch.no_grad():
-        likelihood = metrics.report(
-            model, tokenizer, ar, ar_tokenizer, str(test_file), diffusion_settings=settings, max_length=args.max_length,
+        likelihood = evaluation.report(
+            checkpoint, (ar, ar_tokenizer), str(test_file), max_length=args.max_length,
             line_by_line=False, num_t_samples=args.num_t_samples, max_documents=None, seed=args.seed,
         )
     bound, exact = likelihood[0], likelihood[1]
     judge = (ar, ar_tokenizer)
     rows = [
         {"model": "diffusion, threshold 0.9", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
-         **measure_sampler(args, diffusion_run(args, model, tokenizer, diff_dir, "threshold", None), judge)},
+         **measure_sampler(args, diffusion_run(args, checkpoint, "threshold", None), judge)},
         {"model": f"diffusion, random, {args.max_length // 4} steps", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
-         **measure_sampler(args, diffusion_run(args, model, tokenizer, diff_dir, "random", args.max_length // 4), judge)},
+         **measure_sampler(args, diffusion_run(args, checkpoint, "random", args.max_length // 4), judge)},
         {"model": "GPT-2, KV cache", "ppl": exact["ppl"], "nats_per_token": exact["nats_per_token"],
          **measure_sampler(args, ar_run(args, ar, ar_tokenizer), judge)},
     ]
-    text = loading.read_documents(str(test_file), line_by_line=False)
-    blocks = metrics.evaluation_rows(tokenizer, text, args.max_length, False)[: args.num_samples].tolist()
+    text = documents.read_documents(str(test_file), line_by_line=False)
+    blocks = evaluation.evaluation_rows(tokenizer, text, args.max_length, False)[: args.num_samples].tolist()
     held_out = [tokenizer.decode(block, skip_special_tokens=True) for block in blocks]
-    rows.append({"model": "held-out text", **metrics.sample_metrics(held_out, judge)})
+    rows.append({"model": "held-out text", **text_metrics.sample_metrics(held_out, judge)})
     parameters = {"diffusion": sum(p.numel() for p in model.parameters()), "ar": sum(p.numel() for p in ar.parameters())}
     return {"bound_tokens": bound["tokens"], "same_tokens": bound.get("same_tokens"), "parameters": parameters, "rows": rows}
 
@@ -237,7 +236,7 @@ def markdown(rows: list[dict]) -> str:
             return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
         return "-" if value is None or isinstance(value, float) else str(value)
 
-    return metrics.markdown_table(rows, COLUMNS, cell)
+    return tables.markdown_table(rows, COLUMNS, cell)
 
 
 def summary(rows: list[dict]) -> dict:
@@ -252,14 +251,14 @@ def summary(rows: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = HfArgumentParser(BenchmarkArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    args = cli.parse_args(BenchmarkArguments, argv, __doc__.splitlines()[0])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.max_steps < 1 or args.num_samples < 1 or args.latency_repeats < 1:
         raise UsageError("--max-steps, --num-samples and --latency-repeats must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.output_root) / args.dataset / args.name
-    train_file, test_file = real_text.split_files(args.dataset, args.data_dir, out)
+    train_file, test_file = real_corpora.split_files(args.dataset, args.data_dir, out)
     check_recipe(args, out)
     seconds = {"diffusion": train(args, "diffusion", train_file, test_file, out / "diffusion"),
                "ar": train(args, "ar", train_file, test_file, ar_directory(args))}
@@ -268,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = measure(args, out, test_file)
     result.update(arguments=asdict(args), train_seconds=seconds, summary=summary(result["rows"]))
     (out / "benchmark.json").write_text(json.dumps(result, indent=2))
-    metrics.write_csv(out / "benchmark.csv", [{c: row.get(c) for c in COLUMNS} for row in result["rows"]], COLUMNS)
+    tables.write_csv(out / "benchmark.csv", [{c: row.get(c) for c in COLUMNS} for row in result["rows"]], COLUMNS)
     print(f"{args.dataset} / {args.name}: {args.model_size}, {args.tokenizer_type}, {args.max_steps} steps x {args.batch_size} x {args.max_length} tokens, "
           f"lr {args.learning_rate}, {args.architecture}, {args.loss_weighting} weighting, {args.mask_rates} rates; "
           f"{result['bound_tokens']} held-out tokens (same tokens for both: {result['same_tokens']}); "
@@ -279,4 +278,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    loading.reports_usage_errors(main)()
+    cli.run(main)

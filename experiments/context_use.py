@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser
 
-import loading
-import metrics
+import cli
+import evaluation
+import models
+import tables
+from cli import UsageError
 from data_collator import DiffusionCollator
-from loading import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -56,21 +57,19 @@ def context_gap(model, tokenizer, rows: torch.Tensor, level: float, line_by_line
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    (args,) = HfArgumentParser(ContextArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    args = cli.parse_args(ContextArguments, argv, __doc__.splitlines()[0])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if any(not 0 < level <= 1 for level in args.mask_levels):
         raise UsageError(f"--mask-levels {args.mask_levels}: each must be in (0, 1]")
-    model, tokenizer = loading.load_masked_lm(args.checkpoint)
-    model.eval()
-    settings = loading.read_diffusion_config(args.checkpoint)
-    line_by_line = bool(settings.get("line_by_line", False))
-    length = args.max_length or settings.get("max_length") or min(128, loading.max_positions(model))
-    docs = metrics.load_evaluation_documents(args.validation_file, line_by_line)
-    rows = metrics.evaluation_rows(tokenizer, docs, length, line_by_line)[: args.max_blocks]
+    checkpoint = models.load_checkpoint(args.checkpoint, "cpu")
+    model, tokenizer, line_by_line = checkpoint.model, checkpoint.tokenizer, checkpoint.line_by_line
+    length = args.max_length or checkpoint.max_length
+    docs = evaluation.load_evaluation_documents(args.validation_file, line_by_line)
+    rows = evaluation.evaluation_rows(tokenizer, docs, length, line_by_line)[: args.max_blocks]
     results = [context_gap(model, tokenizer, rows, level, line_by_line, args.seed) for level in args.mask_levels]
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics.write_csv(out / "context_use.csv", results)
+    tables.write_csv(out / "context_use.csv", results)
     print(f"{args.checkpoint}: {len(rows)} blocks of {length} tokens")
     for r in results:
         print(f"mask {r['mask_level']:.2f}: cross-entropy {r['ce_own_context']:.3f} with its own context, "
@@ -79,4 +78,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    loading.reports_usage_errors(main)()
+    cli.run(main)

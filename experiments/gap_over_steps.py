@@ -24,12 +24,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
-import loading
-import metrics
-from experiments import real_text
-from loading import UsageError
+import cli
+import real_corpora
+import tables
+from cli import UsageError
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass
 class GapArguments:
     datasets: str = field(
-        default=",".join(real_text.DATASETS),
-        metadata={"help": f"Comma-separated corpora of experiments/benchmark.py, from: {', '.join(real_text.DATASETS)}."},
+        default=",".join(real_corpora.DATASETS),
+        metadata={"help": f"Comma-separated corpora of experiments/benchmark.py, from: {', '.join(real_corpora.DATASETS)}."},
     )
     steps: str = field(default="1000,2000,5000", metadata={"help": "Comma-separated training lengths (both models)."})
     data_dir: str = field(default="../shared/data", metadata={"help": "Folder holding the corpora (benchmark --data-dir)."})
@@ -121,7 +119,7 @@ def gap_row(dataset: str, steps: int, result: dict) -> dict:
         "ar_bits": ar_bits,
         "ratio_bits": result["summary"]["bound_over_ar_nats"],  # the same ratio in bits or nats
         "ar_nats": ar["nats_per_token"],
-        "reference_ar_nats": real_text.DATASETS[dataset].reference.get(steps),
+        "reference_ar_nats": real_corpora.DATASETS[dataset].reference.get(steps),
         "diffusion_judge_ppl": threshold["gen_ppl"],
         "ar_judge_ppl": ar["gen_ppl"],
         "held_out_judge_ppl": held_out["gen_ppl"],
@@ -149,10 +147,7 @@ def cell(column, value) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = tables.pyplot()
 
     steps = sorted({row["steps"] for row in rows})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -172,21 +167,21 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    (args,) = HfArgumentParser(GapArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    args = cli.parse_args(GapArguments, argv, __doc__.splitlines()[0])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    datasets = parse_list("datasets", args.datasets, real_text.DATASETS)
+    datasets = parse_list("datasets", args.datasets, real_corpora.DATASETS)
     steps = parse_steps(args.steps)
     if args.num_samples < 1:
         raise UsageError(f"--num-samples {args.num_samples} must be at least 1")
     for dataset in datasets:
-        real_text.source_files(dataset, args.data_dir)  # a missing corpus stops the command before any training
+        real_corpora.source_files(dataset, args.data_dir)  # a missing corpus stops the command before any training
     rows = [gap_row(dataset, n, measured(args, dataset, n)) for dataset in datasets for n in steps]
     out = Path(args.output_dir)
-    metrics.write_csv(out / "gap_over_steps.csv", rows, COLUMNS)
+    tables.write_csv(out / "gap_over_steps.csv", rows, COLUMNS)
     plot(rows, out / "gap_over_steps.png")
-    print(metrics.markdown_table(rows, COLUMNS, cell))
+    print(tables.markdown_table(rows, COLUMNS, cell))
     return rows
 
 
 if __name__ == "__main__":
-    loading.reports_usage_errors(main)()
+    cli.run(main)

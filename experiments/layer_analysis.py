@@ -14,20 +14,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import torch
+import torch.nn.functional as F
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from transformers import AutoConfig, AutoModelForMaskedLM, HfArgumentParser  # noqa: E402
-from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES  # noqa: E402
-
-import corpus  # noqa: E402
-import loading  # noqa: E402
-import metrics  # noqa: E402
-from data_collator import DiffusionCollator  # noqa: E402
-from loading import UsageError  # noqa: E402
+import cli
+import corpus
+import documents
+import models
+import tables
+import tokenization
+from data_collator import DiffusionCollator
 
 logger = logging.getLogger(__name__)
 LEVELS = [round(0.1 * i, 1) for i in range(1, 11)]
@@ -41,34 +37,6 @@ class LayerArguments:
     batch_size: int = field(default=64, metadata={"help": "Sequences per forward pass."})
     seed: int = field(default=0, metadata={"help": "Seed of the masking."})
     output_dir: str = field(default="results/experiments/layer_analysis", metadata={"help": "Where the PNG and CSV are written."})
-
-
-def tokenizer_directory(checkpoint: Path) -> Path:
-    """The checkpoint itself if it has a tokenizer, else the training run's final-model/ or tokenizer/."""
-    for candidate in (checkpoint, checkpoint.parent / "final-model", checkpoint.parent / "tokenizer"):
-        if (candidate / "tokenizer_config.json").is_file() or (candidate / "tokenizer.json").is_file():
-            return candidate
-    raise UsageError(f"no tokenizer in {checkpoint} nor in {checkpoint.parent}/final-model or {checkpoint.parent}/tokenizer")
-
-
-def load_checkpoint(path: str):
-    """(model, tokenizer, diffusion settings) of a final-model or a checkpoint-N directory."""
-    checkpoint = Path(path)
-    if not (checkpoint / "config.json").is_file():
-        raise UsageError(f"--checkpoint {path}: no config.json; pass final-model or a checkpoint-N directory")
-    source = tokenizer_directory(checkpoint)
-    if source == checkpoint:
-        model, tokenizer = loading.load_masked_lm(path)
-    else:
-        logger.info("%s has no tokenizer: using the one in %s", checkpoint, source)
-        model_type = AutoConfig.from_pretrained(path).model_type
-        if model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-            raise UsageError(f"'{path}' is a {model_type} model, not a masked LM")
-        tokenizer = loading.load_tokenizer(str(source))
-        model = AutoModelForMaskedLM.from_pretrained(path)
-        loading.check_vocab_fits(model, tokenizer, path)
-    settings = loading.read_diffusion_config(path) or loading.read_diffusion_config(str(checkpoint.parent / "final-model"))
-    return model.eval(), tokenizer, settings
 
 
 def lm_head(model):
@@ -86,8 +54,8 @@ def lm_head(model):
 def logit_lens(model, tokenizer, rows: torch.Tensor, line_by_line: bool, batch_size: int, seed: int) -> list[dict]:
     """One dict per (layer, level): accuracy and cross-entropy of the layer's prediction at masked positions."""
     head = lm_head(model)
-    end = loading.end_token_id(tokenizer)
-    banned = torch.tensor(sorted({tokenizer.mask_token_id, tokenizer.pad_token_id, loading.start_token_id(tokenizer)}))
+    end = tokenization.end_token_id(tokenizer)
+    banned = torch.tensor(sorted({tokenizer.mask_token_id, tokenizer.pad_token_id, tokenization.start_token_id(tokenizer)}))
     results = []
     for level in LEVELS:
         collator = DiffusionCollator(tokenizer, schedule="linear", line_by_line=line_by_line, seed=seed,
@@ -116,6 +84,7 @@ def logit_lens(model, tokenizer, rows: torch.Tensor, line_by_line: bool, batch_s
 
 
 def plot(path: Path, results: list[dict], title: str) -> None:
+    plt = tables.pyplot()
     layers = max(r["layer"] for r in results) + 1
     fig, axes = plt.subplots(1, 2, figsize=(15, 1.6 + 0.6 * layers), gridspec_kw={"wspace": 0.35})
     for ax, key, name in ((axes[0], "accuracy", "all masked positions"), (axes[1], "text_accuracy", "masked text tokens (end tokens excluded)")):
@@ -135,24 +104,22 @@ def plot(path: Path, results: list[dict], title: str) -> None:
     plt.close(fig)
 
 
-@loading.reports_usage_errors
 def main(argv: list[str] | None = None) -> list[dict]:
-    (args,) = HfArgumentParser(LayerArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    args = cli.parse_args(LayerArguments, argv, __doc__.splitlines()[0])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    model, tokenizer, settings = load_checkpoint(args.checkpoint)
-    line_by_line = bool(settings.get("line_by_line", False))
-    max_length = settings.get("max_length") or min(128, loading.max_positions(model))
+    checkpoint = models.load_checkpoint(args.checkpoint, "cpu")
+    model, tokenizer, line_by_line, max_length = checkpoint.model, checkpoint.tokenizer, checkpoint.line_by_line, checkpoint.max_length
     if args.validation_file:
-        docs = loading.read_documents(args.validation_file, line_by_line)[: args.num_documents]
+        docs = documents.read_documents(args.validation_file, line_by_line)[: args.num_documents]
     else:
-        docs = corpus.generate_corpus(args.num_documents, seed=loading.BUILTIN_EVAL_SEED)
-    rows = torch.tensor(loading.tokenize_documents(tokenizer, docs, max_length, line_by_line)["input_ids"])
+        docs = corpus.generate_corpus(args.num_documents, seed=documents.BUILTIN_EVAL_SEED)
+    rows = torch.tensor(tokenization.tokenize_documents(tokenizer, docs, max_length, line_by_line)["input_ids"])
     results = logit_lens(model, tokenizer, rows, line_by_line, args.batch_size, args.seed)
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot(out / "layer_analysis.png", results, f"{args.checkpoint}, {len(rows)} sequences of {max_length} tokens")
-    metrics.write_csv(out / "layer_analysis.csv", results)
+    tables.write_csv(out / "layer_analysis.csv", results)
     last = max(r["layer"] for r in results)
     print("accuracy at masked text tokens (rows: mask level, columns: embeddings, layer 1 ...)")
     print("level  " + "  ".join(f"L{layer}" for layer in range(last + 1)))
@@ -162,4 +129,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

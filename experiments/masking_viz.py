@@ -14,17 +14,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from transformers import HfArgumentParser  # noqa: E402
-
-import corpus  # noqa: E402
-import diffusion  # noqa: E402
-import loading  # noqa: E402
-from data_collator import DiffusionCollator  # noqa: E402
+import cli
+import corpus
+import diffusion
+import documents
+import models
+import tables
+import tokenization
+from data_collator import DiffusionCollator
 
 logger = logging.getLogger(__name__)
 LEVELS = [round(0.1 * i, 1) for i in range(1, 11)]
@@ -47,11 +46,10 @@ class MaskingVizArguments:
 
 def tokenizer_and_layout(args):
     if Path(args.checkpoint).is_dir():
-        tokenizer = loading.load_tokenizer(args.checkpoint)
-        settings = loading.read_diffusion_config(args.checkpoint)
-        return tokenizer, bool(settings.get("line_by_line", False)), settings.get("max_length", 48), args.checkpoint
+        checkpoint = models.load_checkpoint(args.checkpoint, "cpu")
+        return checkpoint.tokenizer, checkpoint.line_by_line, checkpoint.max_length, args.checkpoint
     logger.info("%s not found: training a BPE tokenizer on the built-in corpus", args.checkpoint)
-    tokenizer = loading.train_tokenizer(corpus.generate_corpus(2000), "bpe", 1000)
+    tokenizer = tokenization.train_tokenizer(corpus.generate_corpus(2000), "bpe", 1000)
     return tokenizer, True, 48, "BPE tokenizer trained on the built-in corpus"
 
 
@@ -84,6 +82,7 @@ def token_labels(tokenizer, row: torch.Tensor) -> list[str]:
 
 
 def plot(path: Path, labels, grid, fixed, shares, sampler_steps: int, title: str) -> None:
+    plt = tables.pyplot()
     seq = len(labels)
     fig = plt.figure(figsize=(max(12, seq * 0.36), 9.5))
     top = fig.add_axes([0.04, 0.47, 0.94, 0.47])
@@ -122,16 +121,16 @@ def plot(path: Path, labels, grid, fixed, shares, sampler_steps: int, title: str
 
 
 def main(argv: list[str] | None = None) -> Path:
-    (args,) = HfArgumentParser(MaskingVizArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    args = cli.parse_args(MaskingVizArguments, argv, __doc__.splitlines()[0])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     tokenizer, line_by_line, max_length, source = tokenizer_and_layout(args)
-    stories = corpus.generate_corpus(args.rows_per_time, seed=loading.BUILTIN_EVAL_SEED)
+    stories = corpus.generate_corpus(args.rows_per_time, seed=documents.BUILTIN_EVAL_SEED)
     docs = [args.text] if args.text else stories[:1]
     # The whole training row: line by line, the end tokens that fill it are maskable targets too.
-    row = torch.tensor(loading.tokenize_documents(tokenizer, docs, max_length, True)["input_ids"][0])
+    row = torch.tensor(tokenization.tokenize_documents(tokenizer, docs, max_length, True)["input_ids"][0])
     grid, maskable = masked_grid(tokenizer, row, line_by_line, args.prefix_length or 0, args.seed)
-    fixed = ~grid.any(0) & (row == loading.start_token_id(tokenizer))
-    rows = loading.tokenize_documents(tokenizer, stories, max_length, line_by_line)["input_ids"]
+    fixed = ~grid.any(0) & (row == tokenization.start_token_id(tokenizer))
+    rows = tokenization.tokenize_documents(tokenizer, stories, max_length, line_by_line)["input_ids"]
     shares = measured_shares(tokenizer, torch.tensor(rows), line_by_line, args.seed)
 
     out = Path(args.output_dir)
@@ -156,4 +155,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -14,12 +14,10 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
-import loading
-import metrics
+import cli
+import tables
 import training_runs
-from loading import UsageError
+from cli import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +36,7 @@ def run_seed(args, seed: int, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    (args,) = HfArgumentParser(SeedArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    args = cli.parse_args(SeedArguments, argv, __doc__.splitlines()[0])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not args.seeds or any(seed < 0 for seed in args.seeds):
         raise UsageError(f"--seeds {args.seeds}: give one or more seeds, each 0 or more")
@@ -48,8 +46,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     rows = [run_seed(args, seed, out) for seed in args.seeds]
     columns = ["seed", "train_seconds", "eval_loss", "valid_rate", "well_formed_rate", "broken_A", "broken_C", "broken_O", "nfe"]
-    metrics.write_csv(out / "quick_test_seeds.csv", [{c: row.get(c) for c in columns} for row in rows], columns)
-    print(metrics.markdown_table(rows, columns, lambda c, v: f"{v:.3f}" if isinstance(v, float) else str(v)))
+    tables.write_csv(out / "quick_test_seeds.csv", [{c: row.get(c) for c in columns} for row in rows], columns)
+    print(tables.markdown_table(rows, columns, lambda c, v: f"{v:.3f}" if isinstance(v, float) else str(v)))
     for measure in ("valid_rate", "train_seconds"):
         values = [row[measure] for row in rows]
         print(f"{measure}: min {min(values):.3f}, median {statistics.median(values):.3f}, max {max(values):.3f}")
@@ -57,4 +55,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    loading.reports_usage_errors(main)()
+    cli.run(main)

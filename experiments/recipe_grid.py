@@ -20,12 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
-import loading
-import metrics
+import cli
+import tables
 import training_runs
-from loading import UsageError
+from cli import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -153,10 +151,7 @@ PLOTTED = {  # measure: axis label
 
 def plot(rows: list[dict], path: Path) -> None:
     """One panel per (corpus, measure): a dot per seed, a bar at the median, one column per recipe."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = tables.pyplot()
 
     panels = [(corpus, measure) for corpus in dict.fromkeys(r["corpus"] for r in rows) for measure in PLOTTED
               if any(r.get(measure) is not None for r in rows if r["corpus"] == corpus)]
@@ -178,7 +173,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    (args,) = HfArgumentParser(GridArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    args = cli.parse_args(GridArguments, argv, __doc__.splitlines()[0])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     check_args(args)
     out = Path(args.output_dir)
@@ -189,15 +184,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda cell: run_cell(args, *cell, out), cells))
     columns = ["corpus", "recipe", "seed", *MEASURES, "broken_A", "broken_C", "broken_O", "failed"]
-    metrics.write_csv(out / "recipe_grid.csv", [{c: row.get(c) for c in columns} for row in rows], columns)
+    tables.write_csv(out / "recipe_grid.csv", [{c: row.get(c) for c in columns} for row in rows], columns)
     summary = summarise(rows)
     if summary:
-        metrics.write_csv(out / "recipe_summary.csv", summary, list(dict.fromkeys(k for entry in summary for k in entry)))
+        tables.write_csv(out / "recipe_summary.csv", summary, list(dict.fromkeys(k for entry in summary for k in entry)))
         plot(rows, out / "recipe_grid.png")
     shown = ["corpus", "recipe", "seeds"] + [f"{m}_{s}" for m in MEASURES for s in ("min", "median", "max")]
-    print(metrics.markdown_table(summary, shown, lambda c, v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)))
+    print(tables.markdown_table(summary, shown, lambda c, v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)))
     return rows
 
 
 if __name__ == "__main__":
-    loading.reports_usage_errors(main)()
+    cli.run(main)

@@ -4,7 +4,7 @@
     python -m experiments.sampler_quality --checkpoint runs/dev-model --strategies confidence remask --steps 8 L
 
 For a checkpoint trained on the built-in corpus (`python train.py --quick-test`), every setting generates
---num-samples documents with generate.run and reports the share `corpus.is_valid_story` accepts, the share that
+--num-samples documents with sampling.generate and reports the share `corpus.is_valid_story` accepts, the share that
 is not a verbatim copy of a training story, the share that is both, forward passes and seconds. "L" in --steps
 means one step per generated token. Writes sampler_quality.csv into --output-dir.
 """
@@ -17,15 +17,15 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser
 
+import cli
 import corpus
 import diffusion
-import generate
-import loading
-import metrics
-from config import SamplingArguments
-from loading import UsageError
+import documents
+import models
+import sampling
+import tables
+from cli import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class QualityArguments:
     train_stories: int | None = field(
         default=None,
         metadata={"help": "Training stories (corpus.generate_corpus(n, seed=0)) for the novelty check. Default: read "
-        "from the checkpoint's ../run_args.json, else loading.BUILTIN_TRAIN_STORIES."},
+        "from the checkpoint's ../run_args.json, else documents.BUILTIN_TRAIN_STORIES."},
     )
     seed: int = field(default=0, metadata={"help": "Random seed (the same for every setting)."})
     threads: int | None = field(default=None, metadata={"help": "torch intra-op threads (1 is faster on a busy CPU)."})
@@ -62,11 +62,11 @@ def training_story_count(args) -> int:
     run_args = Path(args.checkpoint).parent / "run_args.json"
     if run_args.is_file():
         data = json.loads(run_args.read_text()).get("DataArguments", {})
-        if data.get("train_file") or data.get("dataset_name") != loading.BUILTIN:
+        if data.get("train_file") or data.get("dataset_name") != documents.BUILTIN:
             logger.warning("%s was not trained on the built-in corpus; novelty is measured against it anyway", args.checkpoint)
-        return data.get("max_train_samples") or loading.BUILTIN_TRAIN_STORIES
-    logger.warning("no %s: assuming %d training stories", run_args, loading.BUILTIN_TRAIN_STORIES)
-    return loading.BUILTIN_TRAIN_STORIES
+        return data.get("max_train_samples") or documents.BUILTIN_TRAIN_STORIES
+    logger.warning("no %s: assuming %d training stories", run_args, documents.BUILTIN_TRAIN_STORIES)
+    return documents.BUILTIN_TRAIN_STORIES
 
 
 def step_counts(args, tokenizer, max_length: int) -> list[int]:
@@ -87,27 +87,28 @@ def evaluate(args) -> list[dict]:
         for value in values:
             if value not in table:
                 raise UsageError(f"{flag} {value!r} is unknown; choose from {', '.join(table)}")
-    model, tokenizer, settings = generate.load(args)
-    line_by_line = bool(settings.get("line_by_line", False))
-    max_length = args.max_length or settings.get("max_length") or loading.max_positions(model)
+    checkpoint = models.load_checkpoint(args.checkpoint, args.device)
+    tokenizer = checkpoint.tokenizer
+    max_length = args.max_length or checkpoint.max_length
     training = {" ".join(story.split()) for story in corpus.generate_corpus(training_story_count(args), seed=0)}
     grid = list(itertools.product(args.strategies, args.schedules, step_counts(args, tokenizer, max_length)))
     rows = []
     for strategy, schedule, steps in tqdm(grid, desc="settings"):
-        sampling_args = SamplingArguments(
-            checkpoint=args.checkpoint, prefix=args.prefix, max_length=max_length, num_samples=args.num_samples,
-            steps=steps, schedule=schedule, strategy=strategy, sampling=args.sampling, top_k=args.top_k,
-            top_p=args.top_p, temperature=args.temperature, threshold=args.threshold, seed=args.seed,
+        settings = sampling.GenerationSettings(
+            prefix=args.prefix, max_length=max_length, num_samples=args.num_samples, steps=steps, schedule=schedule,
+            strategy=strategy, sampling=args.sampling, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+            threshold=args.threshold, seed=args.seed,
         )
-        result, texts, seconds = generate.run(sampling_args, model, tokenizer, line_by_line, progress=False)
+        out = sampling.generate(checkpoint, settings, progress=False)
+        texts = out.texts
         valid = [corpus.is_valid_story(text) for text in texts]
         novel = [" ".join(text.split()) not in training for text in texts]
         rows.append(dict(
-            strategy=strategy, schedule=schedule, steps=steps, nfe=result.nfe,
+            strategy=strategy, schedule=schedule, steps=steps, nfe=out.nfe,
             well_formed=sum(map(corpus.is_well_formed, texts)) / len(texts),
             valid=sum(valid) / len(texts), novel=sum(novel) / len(texts),
             valid_novel=sum(v and n for v, n in zip(valid, novel)) / len(texts),
-            distinct=len(set(texts)) / len(texts), seconds=seconds,
+            distinct=len(set(texts)) / len(texts), seconds=out.seconds,
         ))
     return rows
 
@@ -116,20 +117,19 @@ COLUMNS = ["strategy", "schedule", "steps", "nfe", "well_formed", "valid", "nove
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    (args,) = HfArgumentParser(QualityArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    args = cli.parse_args(QualityArguments, argv, __doc__.splitlines()[0])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = evaluate(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics.write_csv(out / "sampler_quality.csv", rows, COLUMNS)
+    tables.write_csv(out / "sampler_quality.csv", rows, COLUMNS)
     print(f"{args.checkpoint}, {args.num_samples} documents per setting, --sampling {args.sampling}, seed {args.seed}; "
           "well_formed = corpus.is_well_formed (grammar only), valid = corpus.is_valid_story, novel = not a training story verbatim")
-    print(metrics.markdown_table(rows, COLUMNS))
+    print(tables.markdown_table(rows, COLUMNS))
     return rows
 
 
 if __name__ == "__main__":
-    # main() itself raises UsageError, so tests and other scripts can call it; the command line gets one line + exit 2.
-    loading.reports_usage_errors(main)()
+    cli.run(main)

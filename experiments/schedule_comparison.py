@@ -3,8 +3,8 @@
     python -m experiments.schedule_comparison                     # results/final-model, judged by results-ar/final-model
     python -m experiments.schedule_comparison --checkpoint runs/dev-model --judge runs/dev-ar/final-model --steps 4 8
 
-Each setting draws --num-samples documents with generate.run (the one sampling loop) and measures the share
-`corpus.is_valid_story` accepts, the judge's perplexity of the samples (metrics.judge_perplexity), the mean
+Each setting draws --num-samples documents with sampling.generate (the one sampling loop) and measures the share
+`corpus.is_valid_story` accepts, the judge's perplexity of the samples (likelihood.judge_perplexity), the mean
 unigram entropy per sample and the seconds taken. Writes schedule_comparison.png (one line per schedule x
 strategy against steps) and schedule_comparison.csv into --output-dir.
 """
@@ -14,21 +14,18 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import torch
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-from transformers import HfArgumentParser  # noqa: E402
-
-import corpus  # noqa: E402
-import diffusion  # noqa: E402
-import generate  # noqa: E402
-import loading  # noqa: E402
-import metrics  # noqa: E402
-from config import SamplingArguments  # noqa: E402
-from loading import UsageError  # noqa: E402
+import cli
+import corpus
+import diffusion
+import likelihood
+import models
+import sampling
+import tables
+import text_metrics
+from cli import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +49,7 @@ def load_judge(name: str):
     if name.lower() == "none" or (name == "results-ar/final-model" and not Path(name).is_dir()):
         logger.warning("no judge (%s): generative perplexity is left out", name)
         return None
-    model, tokenizer = loading.load_causal_lm(name)
+    model, tokenizer = models.load_causal_lm(name)
     return model.eval(), tokenizer
 
 
@@ -61,27 +58,26 @@ def compare(args) -> list[dict]:
         for value in values:
             if value not in table:
                 raise UsageError(f"{flag} {value!r} is unknown; choose from {', '.join(table)}")
-    model, tokenizer, settings = generate.load(SamplingArguments(checkpoint=args.checkpoint))
+    checkpoint = models.load_checkpoint(args.checkpoint)
     judge = load_judge(args.judge)
-    line_by_line = bool(settings.get("line_by_line", False))
-    max_length = settings.get("max_length") or min(128, loading.max_positions(model))
     rows = []
     for schedule, strategy, steps in tqdm(list(itertools.product(args.schedules, args.strategies, args.steps)), desc="settings"):
-        sampling = SamplingArguments(
-            checkpoint=args.checkpoint, max_length=max_length, num_samples=args.num_samples, steps=steps,
-            schedule=schedule, strategy=strategy, seed=args.seed,
+        settings = sampling.GenerationSettings(
+            max_length=checkpoint.max_length, num_samples=args.num_samples, steps=steps, schedule=schedule,
+            strategy=strategy, seed=args.seed,
         )
-        samples = metrics.diffusion_samples(model, tokenizer, sampling, line_by_line)
-        row = {"schedule": schedule, "strategy": strategy, "steps": steps, "forward_passes": samples.forward_passes,
+        samples = sampling.generate(checkpoint, settings, progress=False)
+        row = {"schedule": schedule, "strategy": strategy, "steps": steps, "forward_passes": samples.nfe,
                "seconds": samples.seconds, "valid_rate": sum(map(corpus.is_valid_story, samples.texts)) / len(samples.texts),
-               "entropy": metrics.mean_unigram_entropy(samples.texts)}
+               "entropy": text_metrics.mean_unigram_entropy(samples.texts)}
         if judge is not None:
-            row["gen_ppl"] = metrics.judge_perplexity(*judge, samples.texts).ppl
+            row["gen_ppl"] = likelihood.judge_perplexity(*judge, samples.texts).ppl
         rows.append(row)
     return rows
 
 
 def plot(path: Path, rows: list[dict], title: str) -> None:
+    plt = tables.pyplot()
     panels = [("valid_rate", "valid stories (share)"), ("gen_ppl", "judge perplexity of samples"),
               ("entropy", "unigram entropy per sample (nats)"), ("seconds", "seconds per batch")]
     panels = [p for p in panels if p[0] in rows[0]]
@@ -106,20 +102,19 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
     plt.close(fig)
 
 
-@loading.reports_usage_errors
 def main(argv: list[str] | None = None) -> list[dict]:
-    (args,) = HfArgumentParser(ComparisonArguments, description=__doc__.splitlines()[0]).parse_args_into_dataclasses(args=argv)
+    args = cli.parse_args(ComparisonArguments, argv, __doc__.splitlines()[0])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = compare(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics.write_csv(out / "schedule_comparison.csv", rows)
+    tables.write_csv(out / "schedule_comparison.csv", rows)
     plot(out / "schedule_comparison.png", rows, f"{args.checkpoint}, {args.num_samples} samples per setting, seed {args.seed}")
-    print(metrics.format_table([{"model": f"{r['strategy']} / {r['schedule']} / {r['steps']}", **r} for r in rows]))
+    print(tables.format_table([{"model": f"{r['strategy']} / {r['schedule']} / {r['steps']}", **r} for r in rows]))
     return rows
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -10,7 +10,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 import corpus  # noqa: E402
-import loading  # noqa: E402
+import models  # noqa: E402
+import tokenization  # noqa: E402
 
 # Tiny models gain nothing from intra-op threads, and when other processes share the 2 cores OpenMP's
 # spin-waiting made a forward pass about 40x slower (700 ms instead of 16 ms).
@@ -19,12 +20,12 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def story_tokenizer():
-    return loading.train_tokenizer(corpus.generate_corpus(300), "bpe", 500)
+    return tokenization.train_tokenizer(corpus.generate_corpus(300), "bpe", 500)
 
 
 @pytest.fixture(scope="session")
 def tiny_mlm(story_tokenizer):
-    model = loading.build_model("diffusion", "tiny", story_tokenizer, 48)
+    model = models.build_model("diffusion", "tiny", story_tokenizer, 48)
     return model.eval()
 
 
@@ -33,9 +34,9 @@ def tiny_checkpoint(tmp_path_factory, story_tokenizer):
     """A directory laid out like train.py's final-model: a random tiny RoBERTa (32 positions), its tokenizer and
     diffusion_config.json saying it was trained line by line."""
     directory = tmp_path_factory.mktemp("tiny-checkpoint")
-    loading.build_model("diffusion", "tiny", story_tokenizer, 32).save_pretrained(directory)
+    models.build_model("diffusion", "tiny", story_tokenizer, 32).save_pretrained(directory)
     story_tokenizer.save_pretrained(directory)
-    loading.save_diffusion_config(str(directory), {"objective": "diffusion", "line_by_line": True, "max_length": 32})
+    models.save_diffusion_config(str(directory), {"objective": "diffusion", "line_by_line": True, "max_length": 32})
     return str(directory)
 
 
@@ -43,7 +44,7 @@ def tiny_checkpoint(tmp_path_factory, story_tokenizer):
 def tiny_gpt2_checkpoint(tmp_path_factory, story_tokenizer):
     """A random tiny GPT-2 (32 positions) with the story tokenizer, laid out like train.py --objective ar."""
     directory = tmp_path_factory.mktemp("tiny-gpt2")
-    loading.build_model("ar", "tiny", story_tokenizer, 32).save_pretrained(directory)
+    models.build_model("ar", "tiny", story_tokenizer, 32).save_pretrained(directory)
     story_tokenizer.save_pretrained(directory)
-    loading.save_diffusion_config(str(directory), {"objective": "ar", "line_by_line": True, "max_length": 32})
+    models.save_diffusion_config(str(directory), {"objective": "ar", "line_by_line": True, "max_length": 32})
     return str(directory)

@@ -11,7 +11,8 @@ import pytest
 from transformers import HfArgumentParser
 
 import corpus
-from experiments import benchmark, real_text
+import real_corpora
+from experiments import benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,14 +29,14 @@ def data_dir(tmp_path):
 
 
 def test_shakespeare_split_is_the_first_90_and_the_last_10_percent(data_dir, tmp_path):
-    train, test = real_text.split_files("shakespeare", str(data_dir), tmp_path / "out")
+    train, test = real_corpora.split_files("shakespeare", str(data_dir), tmp_path / "out")
     source = (data_dir / "tinyshakespeare" / "input.txt").read_text()
     assert train.read_text() + test.read_text() == source
     assert len(test.read_text()) == len(source) - len(source) * 90 // 100
 
 
 def test_a_character_corpus_holds_out_the_last_10_percent_of_its_characters(data_dir, tmp_path):
-    train, test = real_text.split_files("warandpeace-char", str(data_dir), tmp_path / "out")
+    train, test = real_corpora.split_files("warandpeace-char", str(data_dir), tmp_path / "out")
     source = (data_dir / "warandpeace" / "input.txt").read_text(encoding="utf-8")
     assert len(source.encode("utf-8")) > len(source)  # so a cut by bytes would land elsewhere
     assert train.read_text(encoding="utf-8") + test.read_text(encoding="utf-8") == source
@@ -50,7 +51,7 @@ def test_each_dataset_sets_its_blocks_batch_steps_warmup_and_tokenizer_and_flags
     (given,) = HfArgumentParser(benchmark.BenchmarkArguments).parse_args_into_dataclasses(
         args=["--dataset", "warandpeace-char", "--max-steps", "5000", "--batch-size", "8"])
     assert (given.tokenizer_type, given.max_length, given.batch_size, given.max_steps) == ("char", 64, 8, 5000)
-    for name in real_text.DATASETS:  # every corpus sets every one of them
+    for name in real_corpora.DATASETS:  # every corpus sets every one of them
         args = benchmark.BenchmarkArguments(dataset=name)
         assert None not in (args.tokenizer_type, args.max_length, args.batch_size, args.max_steps, args.warmup_steps)
 

@@ -10,8 +10,9 @@ import torch
 from PIL import Image, ImageSequence
 
 import compare_models
-import loading
-from loading import UsageError
+import models
+import tokenization
+from cli import UsageError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,7 +31,7 @@ def test_nfe_clock_gif_has_one_frame_per_forward_pass_with_both_panels(tiny_chec
     assert diffusion_row["model"] == "diffusion" and ar_row["model"] == "autoregressive"
     assert diffusion_row["forward_passes"] == 5
     # GPT-2: one forward pass per generated token, at most the room left after <s> and the prompt.
-    prompt_tokens = 1 + len(loading.load_tokenizer(tiny_gpt2_checkpoint)("tom found", add_special_tokens=False)["input_ids"])
+    prompt_tokens = 1 + len(tokenization.load_tokenizer(tiny_gpt2_checkpoint)("tom found", add_special_tokens=False)["input_ids"])
     assert ar_row["forward_passes"] == ar_row["generated_tokens"] <= 20 - prompt_tokens
     with Image.open(out) as gif:
         assert gif.size == (2 * compare_models.PANEL_WIDTH, gif.size[1])
@@ -45,8 +46,8 @@ def test_nfe_clock_gif_has_one_frame_per_forward_pass_with_both_panels(tiny_chec
 
 def test_time_clock_shows_each_model_at_its_measured_step(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path):
     args, cmp = compare_models.parse_args(_argv(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path / "c.gif"))
-    (mlm, mlm_tok, trained), (ar, ar_tok) = compare_models.load_models(args, cmp)
-    runs = [compare_models.run_diffusion(args, mlm, mlm_tok, trained), compare_models.run_autoregressive(args, ar, ar_tok, "gpt2")]
+    checkpoint, (ar, ar_tok) = compare_models.load_models(args, cmp)
+    runs = [compare_models.run_diffusion(args, checkpoint), compare_models.run_autoregressive(args, ar, ar_tok, "gpt2")]
     for run in runs:
         assert len(run.times) == len(run.states) == len(run.nfe)
         assert run.times[0] == 0.0 and all(a <= b for a, b in zip(run.times, run.times[1:]))
@@ -68,14 +69,14 @@ def test_autoregressive_panel_appends_one_token_per_state(story_tokenizer):
 
 def test_kv_cache_decoding_matches_full_recompute(tiny_gpt2_checkpoint):
     args, cmp = compare_models.parse_args(["--prompt", "tom found", "--max-length", "14", "--sampling", "greedy"])
-    model, tokenizer = loading.load_causal_lm(tiny_gpt2_checkpoint)
+    model, tokenizer = models.load_causal_lm(tiny_gpt2_checkpoint)
     run = compare_models.run_autoregressive(args, model.eval(), tokenizer, tiny_gpt2_checkpoint)
     ids = list(run.states[0].ids)
-    start = loading.start_token_id(tokenizer)
+    start = tokenization.start_token_id(tokenizer)
     with torch.no_grad():
         for expected in run.states[-1].ids[len(ids):]:
             logits = model(input_ids=torch.tensor([[start] + ids])).logits[0, -1]
-            banned = [i for i in loading.special_token_ids(tokenizer) if i != loading.end_token_id(tokenizer)]
+            banned = [i for i in tokenization.special_token_ids(tokenizer) if i != tokenization.end_token_id(tokenizer)]
             logits[banned] = float("-inf")
             assert int(logits.argmax()) == expected
             ids.append(expected)

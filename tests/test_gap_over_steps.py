@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 import corpus
-import loading
+import tokenization
+from cli import UsageError
 from experiments import benchmark, gap_over_steps
-from loading import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--max-length", "16", "--batch-size", "4", "--warmup-steps", "0", "--num-t-samples", "1", "--threads", "1"]
@@ -60,8 +60,8 @@ def test_the_table_has_one_row_per_dataset_and_steps_with_the_ratio_of_the_two_p
         assert value["ratio_bits"] == pytest.approx(value["bound_bits"] / value["ar_bits"])
         assert float(row["held_out_judge_ppl"]) > 1 and float(row["diffusion_entropy"]) > 0
     cell = out / "shakespeare-char" / "1-steps"
-    tokenizer = loading.load_tokenizer(str(cell / "diffusion" / "final-model"))
-    assert all(len(token) == 1 for token in tokenizer.get_vocab() if token not in loading.SPECIAL_TOKENS)  # characters
+    tokenizer = tokenization.load_tokenizer(str(cell / "diffusion" / "final-model"))
+    assert all(len(token) == 1 for token in tokenizer.get_vocab() if token not in tokenization.SPECIAL_TOKENS)  # characters
     held_out = (cell / "data" / "test.txt").read_text(encoding="utf-8").strip()
     block = 16 - 1  # a block is <s> and 15 characters; the text is cut into whole blocks
     assert json.loads((cell / "benchmark.json").read_text())["bound_tokens"] == (len(held_out) + 1) // block * block

@@ -8,8 +8,10 @@ import pytest
 
 import diffusion
 import generate
-import loading
-from loading import UsageError
+import models
+import sampling
+import tokenization
+from cli import UsageError
 
 FAST = ["--steps", "2", "--max-length", "12", "--num-samples", "2"]
 
@@ -54,7 +56,7 @@ def test_steps_are_shown_from_all_masked_to_the_final_text(tiny_checkpoint, caps
 
 def test_render_state_shows_each_mask_as_an_underscore(story_tokenizer):
     ids = diffusion.build_inputs(story_tokenizer, "the day", max_length=6)[0]
-    assert generate.render_state(story_tokenizer, ids) == "the day _ _ _"
+    assert sampling.render_state(story_tokenizer, ids) == "the day _ _ _"
 
 
 def test_same_seed_gives_the_same_text(tiny_checkpoint):
@@ -65,9 +67,10 @@ def test_same_seed_gives_the_same_text(tiny_checkpoint):
 def test_infill_keeps_the_template_and_ends_where_it_ends(tiny_checkpoint, story_tokenizer):
     template = "tom found a [MASK]*2 in the park ."
     args = generate.parse_args(["--checkpoint", tiny_checkpoint, "--infill", template, *FAST, "--max-length", "32"])
-    model, tokenizer, settings = generate.load(args)
-    result, texts, _ = generate.run(args, model, tokenizer, settings["line_by_line"], progress=False)
-    end = loading.end_token_id(tokenizer)
+    checkpoint = models.load_checkpoint(args.checkpoint)
+    out = sampling.generate(checkpoint, args, progress=False)
+    result, texts, tokenizer = out.result, out.texts, checkpoint.tokenizer
+    end = tokenization.end_token_id(tokenizer)
     assert (result.ids[:, -1] == end).all()  # the fixed end token after the template
     assert (result.ids[:, 1:-1] != end).all()  # and none inside it: the template fixes where the text ends
     for text in texts:
@@ -89,7 +92,7 @@ def test_output_jsonl_has_one_object_per_sample_with_the_documented_fields(tiny_
 @pytest.fixture(scope="module")
 def gpt2_checkpoint(tmp_path_factory, story_tokenizer):
     directory = tmp_path_factory.mktemp("gpt2")
-    loading.build_model("ar", "tiny", story_tokenizer, 32).save_pretrained(directory)
+    models.build_model("ar", "tiny", story_tokenizer, 32).save_pretrained(directory)
     story_tokenizer.save_pretrained(directory)
     return str(directory)
 
@@ -97,8 +100,8 @@ def gpt2_checkpoint(tmp_path_factory, story_tokenizer):
 @pytest.fixture(scope="module")
 def maskless_checkpoint(tmp_path_factory, story_tokenizer):
     directory = tmp_path_factory.mktemp("no-mask")
-    loading.build_model("diffusion", "tiny", story_tokenizer, 32).save_pretrained(directory)
-    tokenizer = loading.PreTrainedTokenizerFast(tokenizer_object=story_tokenizer.backend_tokenizer, cls_token="<s>", sep_token="</s>", pad_token="<pad>")
+    models.build_model("diffusion", "tiny", story_tokenizer, 32).save_pretrained(directory)
+    tokenizer = tokenization.PreTrainedTokenizerFast(tokenizer_object=story_tokenizer.backend_tokenizer, cls_token="<s>", sep_token="</s>", pad_token="<pad>")
     tokenizer.save_pretrained(directory)
     return str(directory)
 
@@ -161,7 +164,7 @@ def test_check_sampling_args_rejects_names_outside_the_tables():
     args = generate.parse_args([])
     args.schedule = "quadratic"
     with pytest.raises(UsageError, match="--schedule 'quadratic' is unknown; choose one of linear, cosine"):
-        generate.check_sampling_args(args)
+        args.check()
 
 
 def test_help_exits_0(capsys):

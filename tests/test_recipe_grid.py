@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+import cli
 import train
 from experiments import quick_test_seeds, recipe_grid
 
@@ -57,7 +58,7 @@ def test_a_tiny_grid_trains_measures_and_reuses_its_runs(tmp_path):
 )
 def test_bad_grid_arguments_give_one_line_errors(module, argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        module.loading.reports_usage_errors(module.main)([*argv, "--output-dir", str(tmp_path / "out")])
+        cli.run(module.main, [*argv, "--output-dir", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error:") and message in err, err

@@ -9,7 +9,8 @@ from transformers import HfArgumentParser
 
 import config
 import diffusion
-import generate
+import sampling
+import tokenization
 
 LENGTH = 24  # tokens per sample in these tests: short keeps the suite fast
 
@@ -18,7 +19,7 @@ def sample(model, tokenizer, *, prefix="", infill=None, batch=2, seed=0, allow_e
     settings = {"steps": 4, **settings}
     ids = diffusion.build_inputs(tokenizer, prefix, LENGTH, batch, infill, end_token=infill is not None)
     generator = torch.Generator().manual_seed(seed)
-    banned = generate.banned_token_ids(tokenizer, allow_end=allow_end)
+    banned = sampling.banned_token_ids(tokenizer, allow_end=allow_end)
     result = diffusion.sample(model, ids, tokenizer.mask_token_id, diffusion.SamplerConfig(**settings), banned, generator)
     return ids, result
 
@@ -33,8 +34,8 @@ def test_sampler_leaves_no_mask_tokens(tiny_mlm, story_tokenizer, strategy):
 def test_special_tokens_never_appear_inside_the_text(tiny_mlm, story_tokenizer, allow_end):
     # A random model puts mass on every token, so a ban that leaks shows up here.
     _, result = sample(tiny_mlm, story_tokenizer, batch=8, allow_end=allow_end, sampling="topk", top_k=500)
-    end = generate.loading.end_token_id(story_tokenizer)
-    specials = set(generate.loading.special_token_ids(story_tokenizer))
+    end = tokenization.end_token_id(story_tokenizer)
+    specials = set(tokenization.special_token_ids(story_tokenizer))
     for row in result.ids[:, 1:].tolist():
         text = row[: row.index(end)] if allow_end and end in row else row
         assert not specials & set(text)
@@ -42,11 +43,11 @@ def test_special_tokens_never_appear_inside_the_text(tiny_mlm, story_tokenizer, 
 
 def test_end_token_is_banned_unless_the_model_learned_to_end_documents(story_tokenizer):
     tok = story_tokenizer
-    end = generate.loading.end_token_id(tok)
+    end = tokenization.end_token_id(tok)
     always = {tok.mask_token_id, tok.pad_token_id, tok.cls_token_id, tok.unk_token_id}
-    assert always <= set(generate.banned_token_ids(tok, allow_end=True))
-    assert end not in generate.banned_token_ids(tok, allow_end=True)
-    assert always | {end} <= set(generate.banned_token_ids(tok, allow_end=False))
+    assert always <= set(sampling.banned_token_ids(tok, allow_end=True))
+    assert end not in sampling.banned_token_ids(tok, allow_end=True)
+    assert always | {end} <= set(sampling.banned_token_ids(tok, allow_end=False))
 
 
 @pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
@@ -68,7 +69,7 @@ def test_infill_context_never_changes_in_any_step(tiny_mlm, story_tokenizer, str
 
 
 def test_infill_template_ends_with_a_fixed_end_token_for_line_by_line_models(story_tokenizer):
-    end = generate.loading.end_token_id(story_tokenizer)
+    end = tokenization.end_token_id(story_tokenizer)
     with_end = diffusion.build_inputs(story_tokenizer, max_length=LENGTH, infill="tom [MASK]*2 .", end_token=True)
     without = diffusion.build_inputs(story_tokenizer, max_length=LENGTH, infill="tom [MASK]*2 .")
     assert with_end[0, -1] == end and torch.equal(with_end[:, :-1], without)
@@ -116,11 +117,15 @@ def test_same_seed_gives_same_ids(tiny_mlm, story_tokenizer, strategy):
 
 def test_nucleus_keeps_the_token_that_crosses_p():
     logits = torch.tensor([0.05, 0.5, 0.15, 0.3]).log()
-    kept = lambda p: diffusion.filter_logits(logits, "nucleus", top_p=p).isfinite().tolist()  # noqa: E731
-    assert kept(0.6) == [False, True, False, True]  # 0.5 < 0.6: the 0.3 token crosses p and stays
-    assert kept(0.5) == [False, True, False, False]  # 0.5 already reaches p
-    assert kept(0.01) == [False, True, False, False]  # the most likely token always stays
-    assert kept(1.0) == [True, True, True, True]
+
+    def kept(p):  # the tokens 4000 draws ever pick
+        ids, _ = diffusion.draw_tokens(logits.expand(4000, 4), "nucleus", top_p=p, generator=torch.Generator().manual_seed(0))
+        return sorted(set(ids.tolist()))
+
+    assert kept(0.6) == [1, 3]  # 0.5 < 0.6: the 0.3 token crosses p and stays
+    assert kept(0.5) == [1]  # 0.5 already reaches p
+    assert kept(0.01) == [1]  # the most likely token always stays
+    assert kept(1.0) == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("sampling, settings", [("nucleus", {"top_p": 0.6}), ("topk", {"top_k": 2})])
@@ -137,7 +142,8 @@ def test_draws_follow_the_filtered_distribution(sampling, settings):
 
 def test_topk_keeps_exactly_k_tokens():
     logits = torch.tensor([[0.1, 3.0, 2.0, -1.0, 0.5]])
-    assert diffusion.filter_logits(logits, "topk", top_k=2).isfinite().tolist() == [[False, True, True, False, False]]
+    ids, _ = diffusion.draw_tokens(logits.expand(4000, 5), "topk", top_k=2, generator=torch.Generator().manual_seed(0))
+    assert sorted(set(ids.tolist())) == [1, 2]
 
 
 @pytest.mark.parametrize("schedule", sorted(diffusion.SCHEDULES))
@@ -149,9 +155,9 @@ def test_schedule_is_one_at_t1_and_zero_at_t0(schedule):
 
 
 def test_cli_choices_equal_the_sampler_tables():
-    assert typing.get_args(config.SCHEDULE_CHOICES) == tuple(diffusion.SCHEDULES)
-    assert typing.get_args(config.STRATEGY_CHOICES) == diffusion.STRATEGIES
-    assert typing.get_args(config.SAMPLING_CHOICES) == diffusion.SAMPLING_METHODS
+    assert typing.get_args(sampling.SCHEDULE_CHOICES) == tuple(diffusion.SCHEDULES)
+    assert typing.get_args(sampling.STRATEGY_CHOICES) == diffusion.STRATEGIES
+    assert typing.get_args(sampling.SAMPLING_CHOICES) == diffusion.SAMPLING_METHODS
     actions = HfArgumentParser(config.SamplingArguments)._option_string_actions
     assert tuple(actions["--schedule"].choices) == tuple(diffusion.SCHEDULES)
     assert tuple(actions["--strategy"].choices) == diffusion.STRATEGIES
@@ -195,3 +201,11 @@ def test_block_decoding_fills_blocks_left_to_right(tiny_mlm, story_tokenizer, st
         assert not (before.ids[:, :lo] == mask).any()  # every earlier block already complete
         assert (before.ids[:, hi:] == mask).all()  # no later block started
     assert not (result.ids == mask).any()
+
+
+def test_log_linear_is_mdlm_and_sedds_linear_masking_schedule():
+    # MDLM/SEDD "log-linear noise": sigma(t) = -log(1 - t), so the kept share alpha_t = exp(-sigma) = 1 - t.
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    assert torch.allclose(diffusion.mask_fraction("log-linear", t), 1 - torch.exp(torch.log1p(-t.clamp(max=1 - 1e-12))), atol=1e-9)
+    assert torch.equal(diffusion.mask_fraction("log-linear", t), diffusion.mask_fraction("linear", t))
+    assert (diffusion.mask_fraction("logarithmic", t[1:-1]) > t[1:-1]).all()  # the other curve: more masked early

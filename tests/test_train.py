@@ -8,7 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-import loading
+import cli
+import models
+import tokenization
 import train
 from config import PRESETS, QUICK_TEST
 from diffusion import diffusion_loss
@@ -62,7 +64,7 @@ def test_quick_test_preset_really_applies():
     model_args, data_args, diff_args, run_args, training_args = train.parse_args(["--quick-test"])
     assert model_args.from_scratch and model_args.model_size == "tiny"
     assert data_args.dataset_name == "builtin" and data_args.line_by_line
-    assert training_args.max_steps == int(QUICK_TEST[QUICK_TEST.index("--max_steps") + 1])
+    assert training_args.max_steps == int(QUICK_TEST["max_steps"])
     assert training_args.output_dir == "results"
 
 
@@ -79,7 +81,7 @@ def test_user_flags_override_the_preset_and_seed_flags_work():
 
 
 def preset_value(name: str, flag: str) -> float:
-    return float(PRESETS[name][PRESETS[name].index(flag) + 1])
+    return float(PRESETS[name][flag.lstrip("-")])
 
 
 @pytest.mark.parametrize(
@@ -99,7 +101,7 @@ def test_the_preset_follows_how_the_model_starts(argv, preset):
     *_, training_args = train.parse_args(argv)
     assert training_args.learning_rate == preset_value(preset, "--learning_rate")
     assert training_args.warmup_steps == preset_value(preset, "--warmup_steps")
-    assert training_args.lr_scheduler_type.value == PRESETS[preset][PRESETS[preset].index("--lr_scheduler_type") + 1]
+    assert training_args.lr_scheduler_type.value == PRESETS[preset]["lr_scheduler_type"]
 
 
 def test_user_flags_beat_the_from_scratch_preset():
@@ -152,7 +154,7 @@ def test_bad_input_gives_one_line_error(make_args, message, bad_inputs, tmp_path
     if "--output-dir" not in args:
         args += ["--output-dir", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as exit_info:
-        train.main(args)
+        cli.run(train.main, args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # above it, at most progress bars
     assert err.startswith("error:") and message in err, err
@@ -180,7 +182,8 @@ def test_unknown_choices_are_refused(flag, value, capsys):
 def bad_inputs(tmp_path_factory, story_tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    import loading
+    import models
+
 
     d = tmp_path_factory.mktemp("bad")
     (d / "empty.txt").write_text("  \n\n")
@@ -190,11 +193,11 @@ def bad_inputs(tmp_path_factory, story_tokenizer):
     gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=len(story_tokenizer), n_positions=32))
     gpt2.save_pretrained(d / "gpt2")
     story_tokenizer.save_pretrained(d / "gpt2")
-    mlm = loading.build_model("diffusion", "tiny", story_tokenizer, 32)
+    mlm = models.build_model("diffusion", "tiny", story_tokenizer, 32)
     mlm.save_pretrained(d / "mlm")
     story_tokenizer.save_pretrained(d / "mlm")
     mlm.save_pretrained(d / "nomask")
-    nomask = loading.train_tokenizer(["a b c d e f g h i j k l m n o p q r s t u v w x y z " * 3], "char", 100)
+    nomask = tokenization.train_tokenizer(["a b c d e f g h i j k l m n o p q r s t u v w x y z " * 3], "char", 100)
     nomask.mask_token = None
     nomask.save_pretrained(d / "nomask")
     (d / "nomask" / "tokenizer_config.json").write_text(
@@ -272,16 +275,16 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_to_the_same_final_step(t
     assert (out / "final-model" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("architecture", loading.ARCHITECTURES)
+@pytest.mark.parametrize("architecture", models.ARCHITECTURES)
 def test_every_architecture_builds_a_masked_lm_the_size_of_gpt2_that_loads_back(architecture, story_tokenizer, tmp_path):
-    model = loading.build_model("diffusion", "tiny", story_tokenizer, 32, 0.0, architecture)
-    gpt2 = loading.build_model("ar", "tiny", story_tokenizer, 32)
+    model = models.build_model("diffusion", "tiny", story_tokenizer, 32, 0.0, architecture)
+    gpt2 = models.build_model("ar", "tiny", story_tokenizer, 32)
     count = lambda m: sum(p.numel() for p in m.parameters())
     assert abs(count(model) - count(gpt2)) / count(gpt2) < 0.03  # a fair comparison: about the same parameters
-    assert loading.max_positions(model) == 32
+    assert models.max_positions(model) == 32
     model.save_pretrained(tmp_path)
     story_tokenizer.save_pretrained(tmp_path)
-    loaded, tokenizer = loading.load_masked_lm(str(tmp_path))
+    loaded, tokenizer = models.load_masked_lm(str(tmp_path))
     assert type(loaded) is type(model) and loaded.config.model_type == model.config.model_type
     ids = torch.tensor([[story_tokenizer.bos_token_id] + [story_tokenizer.mask_token_id] * 31])
     with torch.no_grad():

@@ -10,10 +10,11 @@ import torch
 from PIL import Image, ImageDraw, ImageSequence
 
 import diffusion
-import generate
+import models
 import rendering
+import sampling
 import visualize_generation
-from loading import UsageError
+from cli import UsageError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,8 +26,8 @@ def _args(checkpoint, out, *extra):
 def _trajectory(argv):
     """The trajectory the shared sampler produces for these arguments (same seed, so the same run)."""
     args, _ = visualize_generation.parse_args(argv)
-    model, tokenizer, trained = generate.load(args)
-    return generate.run(args, model, tokenizer, bool(trained.get("line_by_line")))[0], tokenizer
+    checkpoint = models.load_checkpoint(args.checkpoint, args.device)
+    return sampling.generate(checkpoint, args).result, checkpoint.tokenizer
 
 
 @pytest.mark.parametrize("strategy", ["confidence", "remask"])

@@ -1,0 +1,194 @@
+"""Likelihood: the ELBO perplexity bound of a masked-diffusion LM, the exact perplexity of a causal LM on the same
+blocks, and a judge's perplexity of generated texts.
+
+The bound is MDLM's (Sahoo et al. 2024, https://arxiv.org/abs/2406.07524, eq. 10): for a time t, mask m(t) of
+a sequence's maskable tokens exactly as training does (`data_collator.DiffusionCollator`), weight the summed
+cross-entropy of the masked tokens by m'(t)/m(t) (1/t for the linear schedule), average over t and divide by the
+number of scored tokens. It upper-bounds the negative log-likelihood per token, so exp(bound) is a perplexity
+that can be compared with a causal LM's on the same tokens. train.py's `eval_elbo` is the same quantity estimated
+with ten fixed times and the training prefix (`elbo_bound(..., fixed_times=EVAL_TIMES)` reproduces it).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cli import UsageError
+from data_collator import DiffusionCollator
+from diffusion import bound_weight, diffusion_loss
+from models import max_positions
+from tokenization import end_token_id, special_token_ids, start_token_id
+
+
+@dataclass
+class Perplexity:
+    """Total negative log-likelihood (nats) of `tokens` tokens that spell `bytes` bytes of text."""
+
+    total_nats: float
+    tokens: int
+    bytes: int
+    exact: bool  # False for an upper bound (the diffusion ELBO)
+
+    @property
+    def nats_per_token(self) -> float:
+        return self.total_nats / max(self.tokens, 1)
+
+    @property
+    def ppl(self) -> float:
+        return math.exp(min(self.nats_per_token, 50.0))
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.total_nats / math.log(2) / max(self.bytes, 1)
+
+    def as_dict(self, prefix: str = "") -> dict:
+        return {
+            f"{prefix}nats_per_token": self.nats_per_token,
+            f"{prefix}ppl": self.ppl,
+            f"{prefix}bits_per_byte": self.bits_per_byte,
+            f"{prefix}tokens": self.tokens,
+            f"{prefix}exact": self.exact,
+        }
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def as_rows(data) -> torch.Tensor:
+    """(rows, seq) ids from a tensor, a list of lists, or a `datasets.Dataset` with `input_ids`."""
+    if isinstance(data, torch.Tensor):
+        return data
+    if hasattr(data, "column_names"):
+        data = data["input_ids"]
+    return torch.as_tensor(list(data))
+
+
+def text_bytes(tokenizer, rows: torch.Tensor) -> int:
+    """UTF-8 bytes of the text the rows spell (special tokens excluded): the denominator of bits per byte."""
+    special = set(special_token_ids(tokenizer))
+    return sum(len(tokenizer.decode([i for i in row if i not in special]).encode("utf-8")) for row in rows.tolist())
+
+
+def stratified_times(num_rows: int, num_t_samples: int, generator: torch.Generator) -> torch.Tensor:
+    """(num_rows, K) times in (0, 1]: one in each of K equal strata, sharing one random offset per row.
+
+    Stratified (low-discrepancy) times lower the variance of the t-average compared with K independent draws;
+    t = (k + 1 - u) / K lies in (0, 1], like the times the collator draws in training.
+    """
+    u = torch.rand(num_rows, 1, generator=generator, dtype=torch.float64)
+    k = torch.arange(num_t_samples, dtype=torch.float64)
+    return ((k + 1 - u) / num_t_samples).float()
+
+
+def elbo_bound(
+    model,
+    tokenizer,
+    data,
+    schedule: str = "linear",
+    line_by_line: bool = False,
+    num_t_samples: int = 8,
+    seed: int = 0,
+    batch_size: int = 64,
+    prefix_length: int = 0,
+    prefix_policy: str = "fixed",
+    fixed_times: torch.Tensor | None = None,
+    progress=None,
+) -> Perplexity:
+    """MDLM's upper bound on the NLL of `data` (rows laid out by `tokenize_documents`).
+
+    Each row is scored at `num_t_samples` stratified times. With `fixed_times`, each row is scored once and
+    row j of each batch gets fixed_times[j % len]: this is what train.py's evaluation does with its eval
+    collator, so the two numbers agree exactly for the same rows, batch size, seed and prefix.
+    The same seed gives the same times and the same masked positions, hence the same result.
+    """
+    model.eval()
+    device = model_device(model)
+    rows = as_rows(data)
+    collator = DiffusionCollator(
+        tokenizer, schedule=schedule, prefix_length=prefix_length, prefix_policy=prefix_policy,
+        line_by_line=line_by_line, eval_times=fixed_times, seed=seed,
+    )
+    if fixed_times is None:
+        times = stratified_times(len(rows), num_t_samples, torch.Generator().manual_seed(seed)).flatten()
+        rows = rows.repeat_interleave(num_t_samples, dim=0)  # row i at its K times, one after another
+    banned = torch.tensor(sorted({tokenizer.mask_token_id, tokenizer.pad_token_id, start_token_id(tokenizer)}))
+    weighted, scored = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        if fixed_times is None:
+            collator.eval_times = times[start : start + batch_size]
+        batch = collator([{"input_ids": row} for row in chunk])
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+            # The training loss's cross-entropy: <mask>, <pad> and <s> get no probability, as in train.py.
+            _, ce, _ = diffusion_loss(logits, batch["labels"].to(device), batch["loss_weight"], batch["num_maskable"], banned_ids=banned)
+        weight = bound_weight(schedule, batch["mask_time"], batch["mask_rate"])
+        weighted += float((weight.to(device) * ce.double()).sum())
+        scored += int(batch["num_maskable"].sum())
+        if progress is not None:
+            progress(len(chunk))
+    copies = 1 if fixed_times is not None else num_t_samples
+    tokens = round(scored / copies)  # distinct scored tokens; the bound per token is weighted / scored
+    base = rows[::copies]
+    return Perplexity(weighted / max(scored, 1) * tokens, tokens, text_bytes(tokenizer, base), exact=False)
+
+
+@torch.no_grad()
+def causal_nll(model, rows: torch.Tensor, attention_mask: torch.Tensor | None = None, batch_size: int = 64) -> tuple[float, int]:
+    """(summed NLL in nats, scored tokens) of rows (batch, seq): every token after the first, given the ones before."""
+    model.eval()
+    device = model_device(model)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(rows)
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        ids = rows[start : start + batch_size].to(device)
+        mask = attention_mask[start : start + batch_size].to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (batch, seq, vocab)
+        labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100, reduction="sum")
+        total += float(ce)
+        count += int((labels != -100).sum())
+    return total, count
+
+
+def causal_perplexity(model, tokenizer, data, batch_size: int = 64) -> Perplexity:
+    """Exact perplexity of a causal LM on rows laid out by `tokenize_documents` (the first token is given)."""
+    rows = as_rows(data)
+    if rows.size(1) > max_positions(model):
+        raise UsageError(
+            f"blocks of {rows.size(1)} tokens are longer than the causal LM allows ({max_positions(model)}); "
+            "lower --max-length"
+        )
+    total, count = causal_nll(model, rows, batch_size=batch_size)
+    return Perplexity(total, count, text_bytes(tokenizer, rows), exact=True)
+
+
+def same_tokenizer(a, b) -> bool:
+    """True when both tokenizers give the same ids and layout tokens, so per-token numbers are comparable."""
+    if a.get_vocab() != b.get_vocab():
+        return False
+    if (start_token_id(a), end_token_id(a)) != (start_token_id(b), end_token_id(b)):
+        return False
+    probe = "the red ball, 12 kites; Tom's hat!"
+    return a(probe, add_special_tokens=False)["input_ids"] == b(probe, add_special_tokens=False)["input_ids"]
+
+
+def judge_perplexity(judge, judge_tokenizer, texts: list[str], batch_size: int = 32) -> Perplexity:
+    """Generative perplexity: the judge's exact perplexity of `<start> text <end>` for each text.
+
+    The texts are retokenised with the judge's own tokenizer, so any causal LM can judge any model's samples.
+    """
+    start, end = start_token_id(judge_tokenizer), end_token_id(judge_tokenizer)
+    limit = max_positions(judge)
+    encoded = judge_tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    seqs = [([start] + ids + [end])[:limit] for ids in encoded]
+    width = max(len(s) for s in seqs)
+    pad = judge_tokenizer.pad_token_id if judge_tokenizer.pad_token_id is not None else end
+    rows = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    total, count = causal_nll(judge, rows, mask, batch_size)
+    return Perplexity(total, count, sum(len(t.encode("utf-8")) for t in texts), exact=True)

@@ -1,0 +1,277 @@
+"""Generating text: the one diffusion generation call and the one autoregressive sampler.
+
+    checkpoint = models.load_checkpoint("results/final-model")
+    out = sampling.generate(checkpoint, GenerationSettings(prefix="tom found", num_samples=8, seed=1))
+    out.texts, out.nfe, out.seconds, out.trajectory
+
+`GenerationSettings` is what decides the text (prompt or infill template, length, count, sampler, seed) and checks
+itself; the command-line `config.SamplingArguments` is this class plus where the model is and what to print.
+`sample_autoregressive` draws from a causal LM (the matched GPT-2) with the same token-drawing rule
+(`diffusion.draw_tokens`), timing each token: compare_models.py and the metrics both use it.
+"""
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field, fields
+from itertools import groupby
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+import diffusion
+from cli import UsageError
+from models import Checkpoint, max_positions
+from tokenization import end_token_id, special_token_ids, start_token_id
+
+MASK_SYMBOL = "_"  # how a still-masked position is shown in the step-by-step view
+
+SCHEDULE_CHOICES = Literal[tuple(diffusion.SCHEDULES)]
+STRATEGY_CHOICES = Literal[diffusion.STRATEGIES]
+SAMPLING_CHOICES = Literal[diffusion.SAMPLING_METHODS]
+
+
+@dataclass
+class GenerationSettings:
+    """What to generate and how; `check()` refuses a bad value with one line naming it and what is accepted."""
+
+    prefix: str = field(default="", metadata={"help": "Text the generated text continues (kept fixed).", "aliases": ["--prompt"]})
+    infill: str | None = field(
+        default=None,
+        metadata={"help": "Template to fill in, e.g. 'the [MASK]*4 sat on the [MASK] .': [MASK]*n is n masked tokens; the rest is kept."},
+    )
+    max_length: int = field(default=48, metadata={"help": "Total tokens per sample, prefix included."})
+    num_samples: int = field(default=4, metadata={"help": "Samples generated together as one batch."})
+    steps: int | None = field(default=None, metadata={"help": "Denoising steps (forward passes). Default: max_length // 4; with --strategy threshold, max_length (a cap: it stops when nothing is masked)."})
+    schedule: SCHEDULE_CHOICES = field(
+        default="cosine",
+        metadata={"help": "Share of the span still masked after each step. log-linear is MDLM/SEDD's name for linear (alpha_t = 1 - t)."},
+    )
+    strategy: STRATEGY_CHOICES = field(
+        default="threshold",
+        metadata={"help": "remask: re-mask a random share each step. random: reveal random positions. confidence: reveal the most "
+        "confident. threshold: reveal all above --threshold."},
+    )
+    sampling: SAMPLING_CHOICES = field(default="topk", metadata={"help": "How a token is drawn at each position."})
+    top_k: int = field(default=50, metadata={"help": "k for --sampling topk.", "aliases": ["--k"]})
+    top_p: float = field(default=0.9, metadata={"help": "p for --sampling nucleus.", "aliases": ["--p"]})
+    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature (> 0) for topk and nucleus."})
+    threshold: float = field(default=0.9, metadata={"help": "Confidence in (0, 1] above which --strategy threshold reveals a position."})
+    block_size: int | None = field(default=None, metadata={"help": "Semi-autoregressive decoding: generate blocks of this many tokens left to right."})
+    seed: int = field(default=0, metadata={"help": "Random seed: the same seed gives the same text."})
+
+    @property
+    def resolved_steps(self) -> int:
+        # Threshold decoding's steps are only a cap (it stops once nothing is masked); measured best on the built-in
+        # corpus in experiments/sampler_quality.py (RESULTS.md).
+        if self.steps is not None:
+            return self.steps
+        return self.max_length if self.strategy == "threshold" else max(1, self.max_length // 4)
+
+    def sampler(self) -> diffusion.SamplerConfig:
+        """The sampler core's settings (diffusion.sample), steps resolved."""
+        shared = {f.name: getattr(self, f.name) for f in fields(diffusion.SamplerConfig) if f.name != "steps"}
+        return diffusion.SamplerConfig(steps=self.resolved_steps, **shared)
+
+    def check(self, positions: int | None = None) -> None:
+        """Raise UsageError for the first bad value; with `positions` (the model's), --max-length is checked too."""
+        for flag, value, choices in (
+            ("--schedule", self.schedule, diffusion.SCHEDULES),
+            ("--strategy", self.strategy, diffusion.STRATEGIES),
+            ("--sampling", self.sampling, diffusion.SAMPLING_METHODS),
+        ):
+            if value not in choices:
+                raise UsageError(f"{flag} {value!r} is unknown; choose one of {', '.join(choices)}")
+        if self.steps is not None and self.steps < 1:
+            raise UsageError(f"--steps {self.steps} must be at least 1")
+        if self.num_samples < 1:
+            raise UsageError(f"--num-samples {self.num_samples} must be at least 1")
+        if self.max_length < 2:
+            raise UsageError(f"--max-length {self.max_length} must be at least 2 (the start token and one generated token)")
+        if positions is not None and self.max_length > positions:
+            raise UsageError(
+                f"--max-length {self.max_length} is more than the model's {positions} positions; use --max-length {positions} or less"
+            )
+        if self.top_k < 1:
+            raise UsageError(f"--k {self.top_k} must be at least 1")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"--p {self.top_p} must be in (0, 1]")
+        if self.sampling in ("topk", "nucleus") and not self.temperature > 0:
+            raise UsageError(f"--temperature {self.temperature} must be > 0 with --sampling {self.sampling} (or use --sampling greedy)")
+        if not 0 < self.threshold <= 1:
+            raise UsageError(f"--threshold {self.threshold} must be in (0, 1]")
+        if self.block_size is not None and self.block_size < 1:
+            raise UsageError(f"--block-size {self.block_size} must be at least 1")
+        output = getattr(self, "output", None)
+        if output and Path(output).is_dir():
+            raise UsageError(f"--output {output} is a directory; give a file name such as {Path(output) / 'samples.jsonl'}")
+
+
+# ----------------------------------------------------------------------------- diffusion
+
+
+@dataclass
+class Generation:
+    """What one generate() call produced: the sampler's result (ids, fixed positions, trajectory, nfe), the texts
+    and the wall-clock seconds of the sampling loop."""
+
+    result: diffusion.SampleResult
+    texts: list[str]
+    seconds: float
+
+    @property
+    def ids(self) -> torch.Tensor:
+        return self.result.ids
+
+    @property
+    def trajectory(self) -> list[diffusion.TrajectoryStep]:
+        return self.result.trajectory
+
+    @property
+    def nfe(self) -> int:
+        return self.result.nfe
+
+    @property
+    def generated_tokens(self) -> int:
+        """Positions the sampler filled, all samples together."""
+        return int((~self.result.fixed).sum())
+
+
+def banned_token_ids(tokenizer, allow_end: bool) -> list[int]:
+    """Every special token (mask, padding, start, unknown ...), except the end token when it may be sampled.
+
+    A line-by-line model learned to end each document with the end token, so it may place it where the text
+    should stop; a model trained on packed text never saw a document end inside its window.
+    """
+    end = end_token_id(tokenizer)
+    return [i for i in special_token_ids(tokenizer) if not (allow_end and i == end)]
+
+
+def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: bool | None = None) -> Generation:
+    """Sample `settings.num_samples` texts from `checkpoint`: the generation loop every script uses.
+
+    `progress`: None shows a tqdm bar on a terminal for runs longer than a second, True always, False never.
+    """
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    settings.check(max_positions(model))
+    line_by_line = checkpoint.line_by_line
+    try:
+        input_ids = diffusion.build_inputs(
+            tokenizer, settings.prefix, settings.max_length, settings.num_samples, settings.infill, end_token=line_by_line
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    # In an infill template the document's end is fixed by the template, so no end token inside the gaps.
+    banned = banned_token_ids(tokenizer, allow_end=line_by_line and settings.infill is None)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    config = settings.sampler()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    bar = tqdm(total=config.steps, desc="sampling", unit="step", delay=1.0, leave=False,
+               disable=None if progress is None else not progress)
+    start = time.perf_counter()
+    with autocast:
+        result = diffusion.sample(model, input_ids, tokenizer.mask_token_id, config, banned, generator, progress=bar.update)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    bar.close()
+    return Generation(result, diffusion.decode_texts(tokenizer, result.ids, stop_at_end=line_by_line), seconds)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def render_state(tokenizer, ids: torch.Tensor, stop_at_end: bool = True, mask_symbol: str = MASK_SYMBOL) -> str:
+    """One row of ids (seq,) as text with each masked position shown as `mask_symbol`."""
+    row = ids.tolist()
+    if row and row[0] == start_token_id(tokenizer):
+        row = row[1:]
+    end = end_token_id(tokenizer)
+    if stop_at_end and end in row:
+        row = row[: row.index(end)]
+    text = ""
+    for is_mask, run_ in groupby(row, key=lambda i: i == tokenizer.mask_token_id):
+        run_ = list(run_)
+        piece = " ".join([mask_symbol] * len(run_)) if is_mask else tokenizer.decode(run_, clean_up_tokenization_spaces=False)
+        if text and not text[-1].isspace() and not piece[:1].isspace():
+            text += " "  # masks stand for whole tokens; keep them apart from their neighbours
+        text += piece
+    return text.strip()
+
+
+# ----------------------------------------------------------------------------- autoregressive
+
+
+@dataclass
+class ARGeneration:
+    """Samples of a causal LM: `prompt` ids (start token first), each row's generated ids (up to and including
+    the end token when it came), the texts (prompt + generation, special tokens dropped), the seconds after each
+    forward pass (`times[0]` = 0, `times[k]` when token k was drawn) and the forward passes made."""
+
+    prompt: list[int]
+    generated: list[list[int]]
+    texts: list[str]
+    times: list[float]
+    forward_passes: int
+
+    @property
+    def seconds(self) -> float:
+        return self.times[-1]
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(len(row) for row in self.generated)
+
+
+def warm_up(model) -> None:
+    """One untimed forward pass, so lazy initialisation is not billed to the first timed step."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        model(input_ids=torch.zeros((1, 4), dtype=torch.long, device=device))
+    synchronize(device)
+
+
+@torch.no_grad()
+def sample_autoregressive(model, tokenizer, settings: GenerationSettings) -> ARGeneration:
+    """`settings.num_samples` continuations of `settings.prefix`, token by token with the KV cache, drawn by
+    `settings.sampling` (greedy/topk/nucleus, temperature) with a generator seeded by `settings.seed`; each row
+    stops at the end token, all stop at `settings.max_length` tokens (start token included). No special token is
+    drawn inside the text except the end token that stops it, as in the diffusion sampler."""
+    device = next(model.parameters()).device
+    start_id, end_id = start_token_id(tokenizer), end_token_id(tokenizer)
+    prompt = [start_id] + (tokenizer(settings.prefix, add_special_tokens=False)["input_ids"] if settings.prefix else [])
+    budget = min(settings.max_length, max_positions(model)) - len(prompt)
+    if budget < 1:
+        raise UsageError(f"the prompt is {len(prompt)} tokens for the GPT-2 model; --max-length {settings.max_length} leaves no room")
+    banned = torch.tensor([i for i in special_token_ids(tokenizer) if i != end_id], device=device, dtype=torch.long)
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    model.eval()
+    rows = settings.num_samples
+    inputs, past = torch.tensor([prompt] * rows, device=device), None
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    tokens, times = [], [0.0]
+    start = time.perf_counter()
+    for _ in range(budget):
+        out = model(input_ids=inputs, past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        logits = out.logits[:, -1].float()  # (rows, vocab)
+        if banned.numel():
+            logits = logits.index_fill(-1, banned, float("-inf"))
+        token, _ = diffusion.draw_tokens(logits, settings.sampling, settings.temperature, settings.top_k, settings.top_p, generator)
+        token = token.masked_fill(done, end_id)
+        tokens.append(token)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+        done |= token == end_id
+        if bool(done.all()):
+            break
+        inputs = token.view(rows, 1)
+    drawn = torch.stack(tokens, 1).tolist() if tokens else [[] for _ in range(rows)]
+    generated = [row[: row.index(end_id) + 1] if end_id in row else row for row in drawn]
+    texts = [
+        tokenizer.decode(prompt[1:] + [i for i in row if i != end_id], skip_special_tokens=True).strip() for row in generated
+    ]
+    return ARGeneration(prompt, generated, texts, times, len(tokens))

@@ -1,0 +1,71 @@
+"""Result tables: the plain-text table of an evaluation, markdown tables and CSV files for the experiments."""
+
+import csv
+import math
+
+COLUMNS = (
+    ("ppl", "ppl", "{:.3f}"),
+    ("nats_per_token", "nats/tok", "{:.4f}"),
+    ("bits_per_byte", "bits/byte", "{:.4f}"),
+    ("gen_ppl", "gen ppl", "{:.3f}"),
+    ("entropy", "entropy", "{:.3f}"),
+    ("distinct_1", "dist-1", "{:.3f}"),
+    ("distinct_2", "dist-2", "{:.3f}"),
+    ("distinct_3", "dist-3", "{:.3f}"),
+    ("repetition", "rep-3", "{:.3f}"),
+    ("valid_rate", "valid", "{:.3f}"),
+    ("novel_valid_rate", "novel", "{:.3f}"),
+    ("forward_passes", "passes", "{}"),
+    ("seconds", "seconds", "{:.2f}"),
+    ("tokens_per_s", "tok/s", "{:.0f}"),
+)
+
+
+def format_table(table: list[dict]) -> str:
+    """A plain-text table of `report`'s rows; a column is shown when any row has it."""
+    columns = [c for c in COLUMNS if any(c[0] in row for row in table)]
+    header = ["model"] + [title + (" (bound)" if key == "ppl" and not all(r.get("exact", True) for r in table) else "")
+                          for key, title, _ in columns]
+    lines = [header]
+    for row in table:
+        name = row["model"] + ("" if row.get("exact", True) or "ppl" not in row else " *")
+        lines.append([name] + [fmt.format(row[key]) if key in row else "-" for key, _, fmt in columns])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))) for line in lines)
+    if any(not r.get("exact", True) for r in table):
+        text += "\n* an upper bound on perplexity (the ELBO, MDLM); causal-LM perplexities are exact."
+    return text
+
+
+def write_csv(path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
+    """Write result rows (dicts) as a CSV with a header; the experiments all report this way."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def markdown_table(rows: list[dict], columns: list[str], cell=None) -> str:
+    """Result rows as a markdown table. `cell(column, value)` formats one value; by default floats get two
+    decimals and a missing or NaN value is '-'."""
+
+    def default(column, value):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    cell = cell or default
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(c, row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed); called where a plot is drawn, so
+    importing a module never loads matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -1,0 +1,133 @@
+"""Tokenizers and tokenised blocks: trained offline with `tokenizers`, or loaded from a checkpoint or the hub.
+
+Every tokenizer here has RoBERTa's special tokens (<s> <pad> </s> <unk> <mask>); the helpers below find the
+start, end and special ids of any hub tokenizer too (BERT's [CLS]/[SEP] included).
+"""
+
+import os
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from cli import UsageError
+
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def train_tokenizer(texts: list[str], kind: str, vocab_size: int) -> PreTrainedTokenizerFast:
+    """A RoBERTa-style tokenizer (<s> <pad> </s> <unk> <mask>) trained on `texts` with `tokenizers`."""
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        )
+    elif kind == "word":
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # decoding joins words with one space
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    elif kind == "char":
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        tok.decoder = decoders.Fuse()
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    else:
+        raise UsageError(f"unknown tokenizer type '{kind}'; choose bpe, word or char")
+    tok.train_from_iterator(texts, trainer)
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
+
+
+def start_token_id(tokenizer) -> int:
+    return tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+
+
+def end_token_id(tokenizer) -> int:
+    return tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+
+
+def special_token_ids(tokenizer) -> list[int]:
+    """Ids that never belong inside generated text."""
+    return sorted({i for i in tokenizer.all_special_ids if i is not None})
+
+
+def load_tokenizer(name_or_path: str, need_mask: bool = True, trust_remote_code: bool = False):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UsageError(unreachable_message(name_or_path, err)) from None
+    # transformers 5, offline, can return a tokenizer with only its special tokens for an uncached hub name.
+    if len(tokenizer) < 32:
+        raise UsageError(
+            f"the tokenizer of '{name_or_path}' has only {len(tokenizer)} tokens (not downloaded? offline?); "
+            "use --quick-test or a local checkpoint directory"
+        )
+    if need_mask and tokenizer.mask_token_id is None:
+        raise UsageError(f"the tokenizer of '{name_or_path}' has no mask token; a masked-diffusion model needs one")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token
+    return tokenizer
+
+
+def unreachable_message(name: str, err: Exception) -> str:
+    if os.path.sep in name or name.startswith(".") or Path(name).exists():
+        return f"cannot load '{name}': {str(err).splitlines()[0]}"
+    return (
+        f"cannot load '{name}' from the hub (offline or not a model name); "
+        "use --quick-test, or --from-scratch with --train-file FILE, or a local checkpoint directory"
+    )
+
+
+def tokenize_documents(tokenizer, docs: list[str], max_length: int, line_by_line: bool, desc: str = "tokenize"):
+    """A `datasets.Dataset` of equal-length `input_ids` rows.
+
+    line_by_line: `<s> document </s> </s> ...` up to max_length; the trailing end tokens are training targets.
+    packed: documents joined by the end token and cut into blocks that each start with `<s>`.
+    """
+    import datasets
+
+    start, end = start_token_id(tokenizer), end_token_id(tokenizer)
+    raw = datasets.Dataset.from_dict({"text": docs})
+
+    def encode(batch):
+        return {"ids": tokenizer(batch["text"], add_special_tokens=False)["input_ids"]}
+
+    encoded = raw.map(encode, batched=True, remove_columns=["text"], desc=desc)
+    if line_by_line:
+
+        def fill(batch):
+            rows = []
+            for ids in batch["ids"]:
+                ids = [start] + ids[: max_length - 2] + [end]
+                rows.append(ids + [end] * (max_length - len(ids)))
+            return {"input_ids": rows}
+
+        return encoded.map(fill, batched=True, remove_columns=["ids"], desc="fill to max length")
+
+    def pack(batch):
+        stream = []
+        for ids in batch["ids"]:
+            stream.extend(ids + [end])
+        block = max_length - 1
+        return {"input_ids": [[start] + stream[i : i + block] for i in range(0, len(stream) - block + 1, block)]}
+
+    # One batch for all documents, so no text is lost at batch borders of the packing.
+    packed = encoded.map(pack, batched=True, batch_size=None, remove_columns=["ids"], desc="pack blocks")
+    if len(packed) == 0:
+        total = sum(len(ids) + 1 for ids in encoded["ids"])
+        raise UsageError(f"the text has {total} tokens, fewer than one block of --max-length {max_length}")
+    return packed
