@@ -96,7 +96,7 @@ class DiffusionArguments:
     )
     loss_weighting: Literal["uniform", "elbo"] = field(
         default="uniform",
-        metadata={"help": "uniform: mean cross-entropy over masked tokens. elbo: each masked token weighted m'(t)/m(t) (1/t for linear), per token."},
+        metadata={"help": "uniform: mean cross-entropy over masked tokens. elbo: each row's masked cross-entropy weighted m'(t)/(share masked), MDLM's m'(t)/m(t) with the share really masked (n/k for linear), per token."},
     )
     prefix_length: int = field(default=0, metadata={"help": "Leading tokens kept visible (never masked) in each training sequence."})
     prefix_policy: Literal["fixed", "random"] = field(

@@ -71,7 +71,7 @@ def diffusion_loss(
     """The training loss of a batch. Returns (loss, per-row cross-entropy sum, per-row masked count).
 
     logits (batch, seq, vocab); labels (batch, seq) with -100 where the input is visible; loss_weight (batch,)
-    = m'(t)/m(t); num_maskable (batch,) = tokens that could have been masked.
+    = m'(t)/(share masked), see `bound_weight`; num_maskable (batch,) = tokens that could have been masked.
     uniform: mean cross-entropy over masked tokens. elbo: sum over rows of weight * row cross-entropy sum,
     divided by the maskable tokens, i.e. the per-token continuous-time bound of MDLM.
     `banned_ids` (mask, padding, start) get no probability: they are never the answer.

@@ -3,7 +3,8 @@ blocks, and a judge's perplexity of generated texts.
 
 The bound is MDLM's (Sahoo et al. 2024, https://arxiv.org/abs/2406.07524, eq. 10): for a time t, mask m(t) of
 a sequence's maskable tokens exactly as training does (`data_collator.DiffusionCollator`), weight the summed
-cross-entropy of the masked tokens by m'(t)/m(t) (1/t for the linear schedule), average over t and divide by the
+cross-entropy of the masked tokens by m'(t)/(share masked) (MDLM's m'(t)/m(t) with the share the collator really
+masked, `diffusion.bound_weight`; n/k for the linear schedule), average over t and divide by the
 number of scored tokens. It upper-bounds the negative log-likelihood per token, so exp(bound) is a perplexity
 that can be compared with a causal LM's on the same tokens. train.py's `eval_elbo` is the same quantity estimated
 with ten fixed times and the training prefix (`elbo_bound(..., fixed_times=EVAL_TIMES)` reproduces it).

@@ -4,7 +4,11 @@ valid (and well-formed) stories."""
 import math
 from collections import Counter
 
+import torch
+
 import corpus
+import models
+import sampling
 from likelihood import judge_perplexity
 
 
@@ -74,20 +78,22 @@ def sample_metrics(texts: list[str], judge=None, training_stories=None) -> dict:
 def checkpoint_story_quality(checkpoint: str, num_samples: int = 256, seed: int = 1, threads: int | None = None) -> dict:
     """A checkpoint trained on the built-in corpus, sampled at generate.py's defaults: shares of valid and of
     well-formed stories among `num_samples` documents (one batch), of stories breaking each agreement rule
-    (broken_A ... broken_P, see corpus.disagreeing_slots), and the forward passes it took."""
-    import torch
-
-    import models
-    import sampling
-
+    (broken_A ... broken_P, see corpus.disagreeing_slots), and the forward passes it took. A GPT-2 baseline
+    (train.py --objective ar) is sampled by the shared autoregressive sampler with the same settings."""
     if threads:
         torch.set_num_threads(threads)
-    out = sampling.generate(models.load_checkpoint(checkpoint), sampling.GenerationSettings(num_samples=num_samples, seed=seed), progress=False)
+    settings = sampling.GenerationSettings(num_samples=num_samples, seed=seed)
+    if models.read_diffusion_config(checkpoint).get("objective") == "ar":
+        out = sampling.sample_autoregressive(*models.load_causal_lm(checkpoint), settings)
+        nfe = out.forward_passes
+    else:
+        out = sampling.generate(models.load_checkpoint(checkpoint), settings, progress=False)
+        nfe = out.nfe
     broken = [corpus.disagreeing_slots(text) for text in out.texts]
     quality = {
         "valid_rate": sum(b == set() for b in broken) / len(out.texts),
         "well_formed_rate": sum(b is not None for b in broken) / len(out.texts),
-        "nfe": out.nfe,
+        "nfe": nfe,
     }
     # Which long-range rule the well-formed but invalid ones break (shares of all samples).
     for slot in "ABCOP":

@@ -260,7 +260,7 @@ class StopOnSignal(TrainerCallback):
 
 
 def load_pretrained(model_args, data_args):
-    """(tokenizer, model) of a hub name or local checkpoint, checked before any data is read."""
+    """(model, tokenizer) of a hub name or local checkpoint, checked before any data is read."""
     load = models.load_causal_lm if model_args.objective == "ar" else models.load_masked_lm
     model, tokenizer = load(model_args.model_name_or_path, model_args.trust_remote_code)
     if data_args.max_length > models.max_positions(model):
@@ -268,7 +268,7 @@ def load_pretrained(model_args, data_args):
             f"--max-length {data_args.max_length} is larger than {model_args.model_name_or_path} allows "
             f"({models.max_positions(model)} positions)"
         )
-    return tokenizer, model
+    return model, tokenizer
 
 
 def train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs):
@@ -284,10 +284,11 @@ def train_tokenizer_and_build_model(model_args, data_args, training_args, train_
     # The Trainer seeds only when it is created, after the model exists: seed here so the initial weights, and
     # with them the whole run, are the same for the same --seed.
     set_seed(training_args.seed)
-    return tokenizer, models.build_model(
+    model = models.build_model(
         model_args.objective, model_args.model_size, tokenizer, data_args.max_length, model_args.dropout,
         model_args.architecture, model_args.tie_word_embeddings, model_args.initializer_range,
     )
+    return model, tokenizer
 
 
 def diffusion_settings(model_args, data_args, diff_args) -> dict:
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     pretrained = None if model_args.from_scratch else load_pretrained(model_args, data_args)
     train_docs, valid_docs = documents.load_documents(data_args)
-    tokenizer, model = pretrained or train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs)
+    model, tokenizer = pretrained or train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs)
     train_set = tokenization.tokenize_documents(tokenizer, train_docs, data_args.max_length, data_args.line_by_line, "tokenize train")
     valid_set = tokenization.tokenize_documents(tokenizer, valid_docs, data_args.max_length, data_args.line_by_line, "tokenize valid")
     logger.info("%d training / %d validation sequences of %d tokens", len(train_set), len(valid_set), data_args.max_length)

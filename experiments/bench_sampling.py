@@ -122,8 +122,8 @@ def build(args):
     if args.checkpoint:
         if not Path(args.checkpoint).is_dir():
             raise UsageError(f"--checkpoint {args.checkpoint}: no such directory; leave it out to time a tiny random model")
-        model, tokenizer = models.load_masked_lm(args.checkpoint)
-        line_by_line = models.read_diffusion_config(args.checkpoint).get("line_by_line", False)
+        checkpoint = models.load_checkpoint(args.checkpoint, args.device)
+        model, tokenizer, line_by_line = checkpoint.model, checkpoint.tokenizer, checkpoint.line_by_line
         if args.length > models.max_positions(model):
             raise UsageError(f"--length {args.length} is more than the model's {models.max_positions(model)} positions")
     else:

@@ -2,6 +2,7 @@
 
     python -m experiments.quick_test_seeds                      # seeds 0-4, one after the other, all cores each
     python -m experiments.quick_test_seeds --seeds 5 6 --threads 1
+    python -m experiments.quick_test_seeds --objective ar --seeds 0 1 2   # the matched GPT-2, same preset and data
 
 Each seed runs exactly the README's command, `train.py --quick-test --seed S` (into --output-dir/seedS), timed
 from start to exit, then 256 documents are drawn at generate.py's defaults and checked with the built-in
@@ -27,12 +28,13 @@ class SeedArguments:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "Seeds of train.py --quick-test."})
     num_samples: int = field(default=256, metadata={"help": "Documents drawn from each model at generate.py's defaults."})
     threads: int | None = field(default=None, metadata={"help": "torch threads for training and sampling. Default: torch's own (all cores)."})
-    output_dir: str = field(default="runs/quick_test_seeds", metadata={"help": "One folder per seed, and the CSV."})
+    objective: str = field(default="diffusion", metadata={"choices": ("diffusion", "ar"), "help": "train.py --objective: the diffusion model or the matched GPT-2 (sampled by the shared autoregressive sampler)."})
+    output_dir: str = field(default="runs/quick_test_seeds", metadata={"help": "One folder per seed, and the CSV (--objective ar: a sub-folder ar/)."})
 
 
 def run_seed(args, seed: int, out: Path) -> dict:
-    return {"seed": seed, **training_runs.train_and_measure(["--quick-test", "--seed", str(seed)], out / f"seed{seed}",
-                                                            args.threads, args.num_samples)}
+    flags = ["--quick-test", "--seed", str(seed)] + (["--objective", "ar"] if args.objective == "ar" else [])
+    return {"seed": seed, **training_runs.train_and_measure(flags, out / f"seed{seed}", args.threads, args.num_samples)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise UsageError(f"--seeds {args.seeds}: give one or more seeds, each 0 or more")
     if args.num_samples < 1 or (args.threads is not None and args.threads < 1):
         raise UsageError("--num-samples and --threads must be at least 1")
-    out = Path(args.output_dir)
+    out = Path(args.output_dir) / ("ar" if args.objective == "ar" else "")
     out.mkdir(parents=True, exist_ok=True)
     rows = [run_seed(args, seed, out) for seed in args.seeds]
     columns = ["seed", "train_seconds", "eval_loss", "valid_rate", "well_formed_rate", "broken_A", "broken_C", "broken_O", "nfe"]

@@ -3,7 +3,7 @@ checkpoints, bad input."""
 
 import json
 import math
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -68,6 +68,7 @@ def test_train_py_gets_the_datasets_tokenizer_and_gpt2_folders_differ_by_tokeniz
     assert benchmark.ar_directory(args) != benchmark.ar_directory(bpe)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_reports_both_models_on_the_same_tokens_and_reuses_its_checkpoints(data_dir, tmp_path, capsys):
     argv = ["--data-dir", str(data_dir), "--output-root", str(tmp_path / "runs"), "--max-steps", "2", "--max-length", "32",
             "--vocab-size", "300", "--batch-size", "4", "--warmup-steps", "0", "--num-samples", "2",
@@ -100,13 +101,13 @@ def test_a_tiny_run_reports_both_models_on_the_same_tokens_and_reuses_its_checkp
     assert again["rows"][0]["ppl"] == pytest.approx(threshold["ppl"])
 
 
-def test_a_missing_data_folder_is_one_line_and_exit_2(tmp_path):
-    run = subprocess.run(
-        [sys.executable, "-m", "experiments.benchmark", "--data-dir", str(tmp_path / "nowhere"), "--output-root", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True,
-    )
-    assert run.returncode == 2
-    assert run.stderr.strip().count("\n") == 0 and "nowhere" in run.stderr
+def test_a_missing_data_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["benchmark", "--data-dir", str(tmp_path / "nowhere"), "--output-root", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("experiments.benchmark", run_name="__main__")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.strip().count("\n") == 0 and "nowhere" in err
 
 
 def test_a_folder_another_run_is_training_is_left_alone(tmp_path):

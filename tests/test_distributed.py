@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts processes / a browser
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [
     "--from-scratch", "--dataset-name", "builtin", "--max-train-samples", "400", "--max-eval-samples", "40",

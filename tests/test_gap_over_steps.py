@@ -3,7 +3,7 @@
 import csv
 import json
 import math
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -41,6 +41,7 @@ def benchmark_runs(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_the_table_has_one_row_per_dataset_and_steps_with_the_ratio_of_the_two_perplexities(data_dir, tmp_path, benchmark_runs, capsys):
     out = tmp_path / "gap"
     argv = ["--datasets", "shakespeare-char", "--steps", "2,1", "--data-dir", str(data_dir), "--output-dir", str(out),
@@ -114,9 +115,14 @@ def test_bad_input_is_refused_before_anything_runs(data_dir, tmp_path, flags, me
     assert not (tmp_path / "gap").exists()
 
 
-def test_a_missing_corpus_is_one_line_and_exit_2_and_help_exits_0(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "experiments.gap_over_steps", "--datasets", "warandpeace-char",
-                          "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "gap")], cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 2
-    assert run.stderr.strip().count("\n") == 0 and "warandpeace/input.txt not found" in run.stderr
-    assert subprocess.run([sys.executable, "-m", "experiments.gap_over_steps", "--help"], cwd=ROOT, capture_output=True).returncode == 0
+def test_a_missing_corpus_is_one_line_and_exit_2_and_help_exits_0(tmp_path, monkeypatch, capsys):
+    def run(*argv):
+        monkeypatch.setattr(sys, "argv", ["gap_over_steps", *argv])
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_module("experiments.gap_over_steps", run_name="__main__")
+        return exit_info.value.code, capsys.readouterr().err
+
+    code, err = run("--datasets", "warandpeace-char", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "gap"))
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "warandpeace/input.txt not found" in err
+    assert run("--help")[0] == 0

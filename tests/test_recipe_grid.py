@@ -29,6 +29,7 @@ def test_summary_gives_min_median_max_over_seeds():
     assert (entry["valid_rate_min"], entry["valid_rate_median"], entry["valid_rate_max"]) == (0.1, 0.5, 0.9)
 
 
+@pytest.mark.slow
 def test_a_tiny_grid_trains_measures_and_reuses_its_runs(tmp_path):
     argv = ["--recipes", "preset", "bell", "--seeds", "0", "1", "--max-steps", "2", "--num-samples", "4",
             "--extra", "--max-train-samples 64 --max-eval-samples 16 --vocab-size 300", "--output-dir", str(tmp_path)]

@@ -12,6 +12,8 @@ import pytest
 
 import visualize_generation
 
+pytestmark = pytest.mark.slow  # starts processes / a browser
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -114,9 +116,8 @@ def test_viewer_shows_every_step_and_keys_change_the_state(page, run_dir, tmp_pa
     page.wait_for_selector(f"body[data-step='{last}'][data-playing='false']", state="attached", timeout=10000)
 
     page.keyboard.press("f")
-    page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
-    (REPO / "results").mkdir(exist_ok=True)
-    page.screenshot(path=str(REPO / "results" / "viewer_screenshot.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)  # nothing is written into the repository
+    assert (tmp_path / "viewer.png").stat().st_size > 0
     assert page.errors == []
 
 

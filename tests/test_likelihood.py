@@ -1,20 +1,16 @@
-"""metrics.py and evaluate.py: the ELBO bound, causal perplexity, sample metrics and bad input."""
+"""likelihood.py: the ELBO bound (by hand on a toy model, against train.py's eval_elbo), causal and judge perplexity."""
 
-import json
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-import cli
 import corpus
 import documents
-import evaluate
 import evaluation
 import likelihood
 import models
-import text_metrics
 import tokenization
 from data_collator import EVAL_TIMES
 
@@ -104,6 +100,7 @@ def short_training_run(tmp_path_factory):
     return out, final
 
 
+@pytest.mark.slow
 def test_bound_decreases_as_training_proceeds(short_training_run):
     out, final = short_training_run
     model, tokenizer = models.load_masked_lm(str(out / "final-model"))
@@ -114,6 +111,7 @@ def test_bound_decreases_as_training_proceeds(short_training_run):
     assert after.nats_per_token < 0.8 * before.nats_per_token
 
 
+@pytest.mark.slow
 def test_train_eval_elbo_is_the_same_bound_as_metrics(short_training_run):
     # train.py evaluates at ten fixed times with a seeded collator; elbo_bound with those times, the same seed
     # (TrainingArguments' 42), batch size and layout must give the logged number.
@@ -156,127 +154,3 @@ def test_tokenizers_are_compared_by_their_ids(story_tokenizer):
 # ----------------------------------------------------------------------------- sample metrics by hand
 
 
-def test_unigram_entropy_of_hand_made_samples():
-    assert text_metrics.unigram_entropy("a a b b") == pytest.approx(math.log(2))
-    assert text_metrics.unigram_entropy("a a a a") == 0.0
-    assert text_metrics.unigram_entropy("") == 0.0
-    assert text_metrics.mean_unigram_entropy(["a b c d", "a a"]) == pytest.approx(math.log(4) / 2)
-
-
-def test_distinct_n_counts_unique_ngrams_over_all_samples():
-    texts = ["a b a b", "a b"]
-    assert text_metrics.distinct_n(texts, 1) == pytest.approx(2 / 6)
-    assert text_metrics.distinct_n(texts, 2) == pytest.approx(2 / 4)  # (a b) (b a) (a b) | (a b)
-    assert text_metrics.distinct_n(texts, 3) == pytest.approx(2 / 2)
-    assert text_metrics.distinct_n(["a"], 2) == 0.0
-
-
-def test_repetition_rate_counts_ngrams_repeated_within_a_sample():
-    assert text_metrics.repetition_rate(["a b c a b c"]) == pytest.approx(1 / 4)  # abc bca cab abc
-    assert text_metrics.repetition_rate(["a b c d", "a b c d"]) == 0.0  # repeats across samples do not count
-    assert text_metrics.repetition_rate(["x x x x x x"]) == pytest.approx(3 / 4)
-
-
-def test_story_metrics_tell_valid_copied_and_new_stories_apart():
-    training = corpus.generate_corpus(100, seed=0)
-    new = next(s for s in corpus.generate_corpus(200, seed=5) if s not in training)
-    result = text_metrics.story_metrics([training[0], new, "tom found a red ball in the kitchen . zoe"], training)
-    assert result == {"valid_rate": pytest.approx(2 / 3), "novel_valid_rate": pytest.approx(1 / 3)}
-
-
-# ----------------------------------------------------------------------------- evaluate.py
-
-
-def test_evaluate_reports_bound_exact_perplexity_and_sample_metrics(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path, capsys):
-    table = evaluate.main([
-        "--checkpoint", tiny_checkpoint, "--ar-checkpoint", tiny_gpt2_checkpoint, "--judge", tiny_gpt2_checkpoint,
-        "--max-eval-samples", "16", "--num-t-samples", "2", "--num-samples", "4", "--steps", "4",
-        "--output-dir", str(tmp_path / "eval"),
-    ])
-    rows = {row["model"]: row for row in table}
-    assert set(rows) == {"diffusion", "autoregressive", "reference text"}
-    assert rows["diffusion"]["same_tokens"] and not rows["diffusion"]["exact"] and rows["autoregressive"]["exact"]
-    assert rows["diffusion"]["tokens"] == rows["autoregressive"]["tokens"] == 16 * 31  # same blocks, same tokens
-    assert rows["diffusion"]["forward_passes"] == 4 and len(rows["diffusion"]["samples"]) == 4
-    assert {"gen_ppl", "entropy", "distinct_2", "valid_rate"} <= set(rows["autoregressive"])
-    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert [row["model"] for row in saved["rows"]] == ["diffusion", "autoregressive", "reference text"]
-    assert "ppl (bound)" in capsys.readouterr().out
-
-
-def test_evaluate_help_exits_zero(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(["--help"])
-    assert exit_info.value.code == 0
-    assert "--num-t-samples" in capsys.readouterr().out
-
-
-def _usage_error(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(evaluate.main, argv + ["--num-samples", "0", "--judge", "none"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]  # transformers may print a loading bar first
-    assert err.startswith("error: ")
-    return err
-
-
-def test_evaluation_file_without_text_is_a_usage_error(tiny_checkpoint, tmp_path, capsys):
-    empty = tmp_path / "empty.txt"
-    empty.write_text("\n  \n")
-    assert "contains no text" in _usage_error(["--checkpoint", tiny_checkpoint, "--validation-file", str(empty)], capsys)
-
-
-def test_causal_lm_as_the_diffusion_checkpoint_is_a_usage_error(tiny_gpt2_checkpoint, capsys):
-    assert "not a masked LM" in _usage_error(["--checkpoint", tiny_gpt2_checkpoint], capsys)
-
-
-def test_masked_lm_as_the_ar_checkpoint_is_a_usage_error(tiny_checkpoint, capsys):
-    assert "not an autoregressive" in _usage_error(["--checkpoint", tiny_checkpoint, "--ar-checkpoint", tiny_checkpoint], capsys)
-
-
-def test_text_shorter_than_one_block_is_a_usage_error(tiny_checkpoint, tmp_path, capsys):
-    short = tmp_path / "short.txt"
-    short.write_text("tom found a ball .")
-    argv = ["--checkpoint", tiny_checkpoint, "--validation-file", str(short), "--line-by-line", "false"]
-    assert "fewer than one block" in _usage_error(argv, capsys)
-
-
-# ----------------------------------------------------------------------------- experiments
-
-
-def test_a_trainer_checkpoint_without_tokenizer_loads_with_its_runs_tokenizer_and_settings(tiny_checkpoint, tmp_path):
-    import shutil
-
-    shutil.copytree(tiny_checkpoint, tmp_path / "final-model")
-    step = tmp_path / "checkpoint-5"
-    step.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(tmp_path / "final-model" / name, step / name)
-    checkpoint = models.load_checkpoint(str(step))
-    assert checkpoint.line_by_line and checkpoint.max_length == 32
-    assert len(checkpoint.tokenizer) == checkpoint.model.get_input_embeddings().num_embeddings
-
-
-def test_logit_lens_of_the_last_layer_is_the_model_prediction(story_tokenizer, tiny_mlm):
-    from experiments import layer_analysis
-
-    ids = evaluation.evaluation_rows(story_tokenizer, corpus.generate_corpus(2, seed=1), 48, True)
-    with torch.no_grad():
-        out = tiny_mlm(input_ids=ids, output_hidden_states=True)
-        assert torch.allclose(layer_analysis.lm_head(tiny_mlm)(out.hidden_states[-1]), out.logits, atol=1e-5)
-
-
-def test_context_use_gap_is_zero_exactly_when_attention_carries_nothing(story_tokenizer):
-    from experiments import context_use
-
-    model = models.build_model("diffusion", "tiny", story_tokenizer, 48, 0.0).eval()
-    rows = evaluation.evaluation_rows(story_tokenizer, corpus.generate_corpus(16, seed=1), 48, True)
-    reading = context_use.context_gap(model, story_tokenizer, rows, 0.5, True, seed=0)
-    assert reading["gap"] != 0 and reading["masked_tokens"] > 0
-    for layer in model.roberta.encoder.layer:  # each position now sees only its own token and position
-        torch.nn.init.zeros_(layer.attention.output.dense.weight)
-        torch.nn.init.zeros_(layer.attention.output.dense.bias)
-    blind = context_use.context_gap(model, story_tokenizer, rows, 0.5, True, seed=0)
-    assert blind["gap"] == 0 and blind["masked_tokens"] == reading["masked_tokens"]
-    with pytest.raises(cli.UsageError, match="fewer than two blocks"):
-        context_use.context_gap(model, story_tokenizer, rows[:1], 0.5, True, seed=0)

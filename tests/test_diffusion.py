@@ -1,4 +1,4 @@
-"""Invariants of the schedules and the iterative-unmasking sampler (random-weight tiny model)."""
+"""diffusion.py: schedules, the training loss, and the sampler (diffusion.sample) with its banned tokens."""
 
 import math
 import typing
@@ -11,6 +11,7 @@ import config
 import diffusion
 import sampling
 import tokenization
+from diffusion import diffusion_loss
 
 LENGTH = 24  # tokens per sample in these tests: short keeps the suite fast
 
@@ -209,3 +210,36 @@ def test_log_linear_is_mdlm_and_sedds_linear_masking_schedule():
     assert torch.allclose(diffusion.mask_fraction("log-linear", t), 1 - torch.exp(torch.log1p(-t.clamp(max=1 - 1e-12))), atol=1e-9)
     assert torch.equal(diffusion.mask_fraction("log-linear", t), diffusion.mask_fraction("linear", t))
     assert (diffusion.mask_fraction("logarithmic", t[1:-1]) > t[1:-1]).all()  # the other curve: more masked early
+
+
+# ----------------------------------------------------------------------------- the training loss
+
+
+def test_elbo_weighting_matches_a_hand_computed_value():
+    # Two rows, vocab of 3. Row 0 masks position 1 (label 2) at t=0.5; row 1 masks positions 0 and 1 at t=1.
+    logits = torch.log(torch.tensor([
+        [[0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [1 / 3, 1 / 3, 1 / 3]],
+        [[0.7, 0.2, 0.1], [0.25, 0.5, 0.25], [1 / 3, 1 / 3, 1 / 3]],
+    ]))
+    labels = torch.tensor([[-100, 2, -100], [0, 1, -100]])
+    weight = torch.tensor([1 / 0.5, 1 / 1.0])  # 1/t, linear schedule
+    num_maskable = torch.tensor([3, 3])
+    ce0 = -math.log(0.8)
+    ce1 = -math.log(0.7) - math.log(0.5)
+    loss, ce_sum, count = diffusion_loss(logits, labels, weight, num_maskable, "elbo")
+    assert loss.item() == pytest.approx((2 * ce0 + 1 * ce1) / 6, rel=1e-6)
+    uniform, _, _ = diffusion_loss(logits, labels, weight, num_maskable, "uniform")
+    assert uniform.item() == pytest.approx((ce0 + ce1) / 3, rel=1e-6)
+    assert count.tolist() == [1, 2]
+
+
+def test_the_mask_token_can_never_be_predicted():
+    logits = torch.zeros(1, 2, 4)
+    logits[..., 3] = 100.0  # the model loves token 3 (<mask>)
+    labels = torch.tensor([[1, -100]])
+    banned = torch.tensor([3])
+    loss, _, _ = diffusion_loss(logits, labels, torch.ones(1), torch.tensor([2]), "uniform", banned)
+    assert loss.item() == pytest.approx(math.log(3), rel=1e-6)  # uniform over the 3 allowed tokens
+
+
+# ----------------------------------------------------------------------------- arguments

@@ -1,0 +1,67 @@
+"""evaluate.py and evaluation.report: bound vs exact perplexity, sample metrics, bad input."""
+
+import json
+
+import pytest
+
+import cli
+import evaluate
+
+
+def test_evaluate_reports_bound_exact_perplexity_and_sample_metrics(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path, capsys):
+    table = evaluate.main([
+        "--checkpoint", tiny_checkpoint, "--ar-checkpoint", tiny_gpt2_checkpoint, "--judge", tiny_gpt2_checkpoint,
+        "--max-eval-samples", "16", "--num-t-samples", "2", "--num-samples", "4", "--steps", "4",
+        "--output-dir", str(tmp_path / "eval"),
+    ])
+    rows = {row["model"]: row for row in table}
+    assert set(rows) == {"diffusion", "autoregressive", "reference text"}
+    assert rows["diffusion"]["same_tokens"] and not rows["diffusion"]["exact"] and rows["autoregressive"]["exact"]
+    assert rows["diffusion"]["tokens"] == rows["autoregressive"]["tokens"] == 16 * 31  # same blocks, same tokens
+    assert rows["diffusion"]["forward_passes"] == 4 and len(rows["diffusion"]["samples"]) == 4
+    assert {"gen_ppl", "entropy", "distinct_2", "valid_rate"} <= set(rows["autoregressive"])
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert [row["model"] for row in saved["rows"]] == ["diffusion", "autoregressive", "reference text"]
+    assert "ppl (bound)" in capsys.readouterr().out
+
+
+def test_evaluate_help_exits_zero(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--num-t-samples" in capsys.readouterr().out
+
+
+def _usage_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(evaluate.main, argv + ["--num-samples", "0", "--judge", "none"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # transformers may print a loading bar first
+    assert err.startswith("error: ")
+    return err
+
+
+def test_evaluation_file_without_text_is_a_usage_error(tiny_checkpoint, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    assert "contains no text" in _usage_error(["--checkpoint", tiny_checkpoint, "--validation-file", str(empty)], capsys)
+
+
+def test_causal_lm_as_the_diffusion_checkpoint_is_a_usage_error(tiny_gpt2_checkpoint, capsys):
+    assert "not a masked LM" in _usage_error(["--checkpoint", tiny_gpt2_checkpoint], capsys)
+
+
+def test_masked_lm_as_the_ar_checkpoint_is_a_usage_error(tiny_checkpoint, capsys):
+    assert "not an autoregressive" in _usage_error(["--checkpoint", tiny_checkpoint, "--ar-checkpoint", tiny_checkpoint], capsys)
+
+
+def test_text_shorter_than_one_block_is_a_usage_error(tiny_checkpoint, tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("tom found a ball .")
+    argv = ["--checkpoint", tiny_checkpoint, "--validation-file", str(short), "--line-by-line", "false"]
+    assert "fewer than one block" in _usage_error(argv, capsys)
+
+
+# ----------------------------------------------------------------------------- experiments
+
+

@@ -1,0 +1,34 @@
+"""The experiments' own logic: the logit lens (layer_analysis) and the context-swap gap (context_use)."""
+
+import pytest
+import torch
+
+import cli
+import corpus
+import evaluation
+import models
+
+
+def test_logit_lens_of_the_last_layer_is_the_model_prediction(story_tokenizer, tiny_mlm):
+    from experiments import layer_analysis
+
+    ids = evaluation.evaluation_rows(story_tokenizer, corpus.generate_corpus(2, seed=1), 48, True)
+    with torch.no_grad():
+        out = tiny_mlm(input_ids=ids, output_hidden_states=True)
+        assert torch.allclose(layer_analysis.lm_head(tiny_mlm)(out.hidden_states[-1]), out.logits, atol=1e-5)
+
+
+def test_context_use_gap_is_zero_exactly_when_attention_carries_nothing(story_tokenizer):
+    from experiments import context_use
+
+    model = models.build_model("diffusion", "tiny", story_tokenizer, 48, 0.0).eval()
+    rows = evaluation.evaluation_rows(story_tokenizer, corpus.generate_corpus(16, seed=1), 48, True)
+    reading = context_use.context_gap(model, story_tokenizer, rows, 0.5, True, seed=0)
+    assert reading["gap"] != 0 and reading["masked_tokens"] > 0
+    for layer in model.roberta.encoder.layer:  # each position now sees only its own token and position
+        torch.nn.init.zeros_(layer.attention.output.dense.weight)
+        torch.nn.init.zeros_(layer.attention.output.dense.bias)
+    blind = context_use.context_gap(model, story_tokenizer, rows, 0.5, True, seed=0)
+    assert blind["gap"] == 0 and blind["masked_tokens"] == reading["masked_tokens"]
+    with pytest.raises(cli.UsageError, match="fewer than two blocks"):
+        context_use.context_gap(model, story_tokenizer, rows[:1], 0.5, True, seed=0)

@@ -1,0 +1,41 @@
+"""text_metrics.py: entropy, distinct-n, repetition and story validity of generated texts."""
+
+import math
+
+import pytest
+
+import corpus
+import text_metrics
+
+
+def test_unigram_entropy_of_hand_made_samples():
+    assert text_metrics.unigram_entropy("a a b b") == pytest.approx(math.log(2))
+    assert text_metrics.unigram_entropy("a a a a") == 0.0
+    assert text_metrics.unigram_entropy("") == 0.0
+    assert text_metrics.mean_unigram_entropy(["a b c d", "a a"]) == pytest.approx(math.log(4) / 2)
+
+
+def test_distinct_n_counts_unique_ngrams_over_all_samples():
+    texts = ["a b a b", "a b"]
+    assert text_metrics.distinct_n(texts, 1) == pytest.approx(2 / 6)
+    assert text_metrics.distinct_n(texts, 2) == pytest.approx(2 / 4)  # (a b) (b a) (a b) | (a b)
+    assert text_metrics.distinct_n(texts, 3) == pytest.approx(2 / 2)
+    assert text_metrics.distinct_n(["a"], 2) == 0.0
+
+
+def test_repetition_rate_counts_ngrams_repeated_within_a_sample():
+    assert text_metrics.repetition_rate(["a b c a b c"]) == pytest.approx(1 / 4)  # abc bca cab abc
+    assert text_metrics.repetition_rate(["a b c d", "a b c d"]) == 0.0  # repeats across samples do not count
+    assert text_metrics.repetition_rate(["x x x x x x"]) == pytest.approx(3 / 4)
+
+
+def test_story_metrics_tell_valid_copied_and_new_stories_apart():
+    training = corpus.generate_corpus(100, seed=0)
+    new = next(s for s in corpus.generate_corpus(200, seed=5) if s not in training)
+    result = text_metrics.story_metrics([training[0], new, "tom found a red ball in the kitchen . zoe"], training)
+    assert result == {"valid_rate": pytest.approx(2 / 3), "novel_valid_rate": pytest.approx(1 / 3)}
+
+
+# ----------------------------------------------------------------------------- evaluate.py
+
+
