@@ -8,6 +8,7 @@
   its help, the script changes only the default value (shown in --help).
 """
 
+import logging
 import sys
 from dataclasses import fields
 
@@ -52,3 +53,8 @@ def parse_args(types, argv: list[str] | None = None, description: str | None = N
     parser = parser_for(types, description, defaults, helps)
     parsed = parser.parse_args_into_dataclasses(args=argv)
     return parsed if isinstance(types, (list, tuple)) else parsed[0]
+
+
+def log_to_stderr() -> None:
+    """Every script's log format: time, level, module, message, at INFO."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

@@ -255,7 +255,7 @@ def write_results(out: Path, frames, durations, rows: list[dict], args, cmp) -> 
 
 def main(argv=None) -> list[dict]:
     args, cmp = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     out = check_output(args.output)
     if args.infill is not None:
         raise UsageError("--infill is not supported here: GPT-2 can only continue a prompt; use --prompt")

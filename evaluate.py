@@ -74,7 +74,7 @@ def write_outputs(directory: str, table: list[dict], eval_args, sampling) -> Non
 
 def main(argv: list[str] | None = None) -> list[dict]:
     eval_args, sampling, length_given = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     check_args(eval_args, sampling)
 
     checkpoint = models.load_checkpoint(sampling.checkpoint, sampling.device)

@@ -54,7 +54,7 @@ def save_jsonl(path: str, args: SamplingArguments, out: sampling.Generation, lin
 
 def main(argv: list[str] | None = None) -> list[str]:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     args.check()
     checkpoint = models.load_checkpoint(args.checkpoint, args.device)
     out = sampling.generate(checkpoint, args)

@@ -69,3 +69,13 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path, layout: str | None = "crop") -> None:
+    """Write `fig` to `path` at the experiments' resolution and free it. layout "tight": lay the panels out first;
+    "crop": crop to what is drawn (legends outside the axes included); None: as drawn."""
+    plt = pyplot()
+    if layout == "tight":
+        fig.tight_layout()
+    fig.savefig(path, dpi=110, **({"bbox_inches": "tight"} if layout == "crop" else {}))
+    plt.close(fig)

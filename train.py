@@ -331,9 +331,7 @@ def plot_loss_by_level(log_history: list[dict], path: Path) -> None:
         ax.set(title=f"Loss per mask level, {title}", xlabel="step", ylabel="cross-entropy of masked tokens")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tables.save_figure(fig, path, layout="tight")
 
 
 def prepare_output_dir(run_args, training_args) -> None:
@@ -352,7 +350,7 @@ def prepare_output_dir(run_args, training_args) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, diff_args, run_args, training_args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     check_args(model_args, data_args, diff_args, run_args, training_args)
     logger.info("process %d of world size %d on %s", training_args.process_index, training_args.world_size, training_args.device)
     out = Path(training_args.output_dir)

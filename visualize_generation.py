@@ -148,7 +148,7 @@ def write_outputs(out: Path, states, frames, durations, info: dict) -> None:
 
 def main(argv=None) -> dict:
     args, vis = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     out = check_output_dir(vis.output_dir)
     if vis.fps <= 0 or vis.hold < 0:
         raise UsageError(f"--fps must be > 0 and --hold >= 0 (got {vis.fps}, {vis.hold})")

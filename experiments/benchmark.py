@@ -252,7 +252,7 @@ def summary(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = cli.parse_args(BenchmarkArguments, argv, __doc__.splitlines()[0])
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     if args.max_steps < 1 or args.num_samples < 1 or args.latency_repeats < 1:
         raise UsageError("--max-steps, --num-samples and --latency-repeats must be at least 1")
     if args.threads:

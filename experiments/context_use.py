@@ -58,7 +58,7 @@ def context_gap(model, tokenizer, rows: torch.Tensor, level: float, line_by_line
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = cli.parse_args(ContextArguments, argv, __doc__.splitlines()[0])
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     if any(not 0 < level <= 1 for level in args.mask_levels):
         raise UsageError(f"--mask-levels {args.mask_levels}: each must be in (0, 1]")
     checkpoint = models.load_checkpoint(args.checkpoint, "cpu")

@@ -161,14 +161,12 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tables.save_figure(fig, path, layout="tight")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = cli.parse_args(GapArguments, argv, __doc__.splitlines()[0])
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     datasets = parse_list("datasets", args.datasets, real_corpora.DATASETS)
     steps = parse_steps(args.steps)
     if args.num_samples < 1:

@@ -100,13 +100,12 @@ def plot(path: Path, results: list[dict], title: str) -> None:
         ax.set(xlabel="mask level (share of tokens masked)", title=f"top-1 accuracy, {name}")
     fig.colorbar(image, ax=axes, label="accuracy")
     fig.suptitle(f"Logit lens: each layer's hidden state through the LM head. {title}", fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    tables.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = cli.parse_args(LayerArguments, argv, __doc__.splitlines()[0])
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     checkpoint = models.load_checkpoint(args.checkpoint, "cpu")
     model, tokenizer, line_by_line, max_length = checkpoint.model, checkpoint.tokenizer, checkpoint.line_by_line, checkpoint.max_length
     if args.validation_file:

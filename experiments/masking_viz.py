@@ -116,13 +116,12 @@ def plot(path: Path, labels, grid, fixed, shares, sampler_steps: int, title: str
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tables.save_figure(fig, path, layout=None)
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = cli.parse_args(MaskingVizArguments, argv, __doc__.splitlines()[0])
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     tokenizer, line_by_line, max_length, source = tokenizer_and_layout(args)
     stories = corpus.generate_corpus(args.rows_per_time, seed=documents.BUILTIN_EVAL_SEED)
     docs = [args.text] if args.text else stories[:1]

@@ -39,7 +39,7 @@ def run_seed(args, seed: int, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = cli.parse_args(SeedArguments, argv, __doc__.splitlines()[0])
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     if not args.seeds or any(seed < 0 for seed in args.seeds):
         raise UsageError(f"--seeds {args.seeds}: give one or more seeds, each 0 or more")
     if args.num_samples < 1 or (args.threads is not None and args.threads < 1):

@@ -167,14 +167,12 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set(title=corpus, ylabel=PLOTTED[measure])
         ax.grid(alpha=0.3)
     fig.suptitle("Recipe grid: one dot per seed, bar = median")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tables.save_figure(fig, path, layout="tight")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = cli.parse_args(GridArguments, argv, __doc__.splitlines()[0])
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     check_args(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

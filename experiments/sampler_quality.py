@@ -118,7 +118,7 @@ COLUMNS = ["strategy", "schedule", "steps", "nfe", "well_formed", "valid", "nove
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = cli.parse_args(QualityArguments, argv, __doc__.splitlines()[0])
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = evaluate(args)

@@ -98,13 +98,12 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.02, 0.5), title="strategy / schedule")
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    tables.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = cli.parse_args(ComparisonArguments, argv, __doc__.splitlines()[0])
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    cli.log_to_stderr()
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = compare(args)
