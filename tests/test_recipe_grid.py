@@ -5,7 +5,7 @@ import pytest
 
 import cli
 import train
-from experiments import quick_test_seeds, recipe_grid
+from experiments import learning_curve, quick_test_seeds, recipe_grid
 
 
 @pytest.mark.parametrize("recipe", list(recipe_grid.RECIPES))
@@ -55,6 +55,8 @@ def test_a_tiny_grid_trains_measures_and_reuses_its_runs(tmp_path):
         (recipe_grid, ["--corpora", "shakespeare", "--data-dir", "/nonexistent"], "--data-dir /nonexistent"),
         (quick_test_seeds, ["--seeds", "-2"], "each 0 or more"),
         (quick_test_seeds, ["--num-samples", "0"], "at least 1"),
+        (learning_curve, ["--every", "0"], "--every"),
+        (learning_curve, ["--max-steps", "100", "--every", "200"], "--every at most --max-steps"),
     ],
 )
 def test_bad_grid_arguments_give_one_line_errors(module, argv, message, tmp_path, capsys):
@@ -64,3 +66,17 @@ def test_bad_grid_arguments_give_one_line_errors(module, argv, message, tmp_path
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error:") and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["diffusion", "ar"])
+def test_learning_curve_measures_every_saved_checkpoint(objective, tmp_path):
+    argv = ["--objective", objective, "--max-steps", "4", "--every", "2", "--num-samples", "4", "--output-dir", str(tmp_path),
+            "--extra", "--max-train-samples 64 --max-eval-samples 16 --vocab-size 300"]
+    rows = learning_curve.main(argv)
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(0 <= r["valid_rate"] <= r["well_formed_rate"] <= 1 and r["nfe"] >= 1 for r in rows)
+    run = tmp_path / f"{objective}-seed0"
+    assert json.loads((run / "final-model" / "diffusion_config.json").read_text())["objective"] == objective
+    assert (run / "learning_curve.png").stat().st_size > 1000 and (run / "learning_curve.csv").is_file()
+    assert learning_curve.main(argv) == rows  # measured once, then read back
