@@ -38,7 +38,11 @@ def _logarithmic(t):
 SCHEDULES = {
     "linear": _linear, "cosine": _cosine, "exponential": _exponential, "logarithmic": _logarithmic, "log-linear": _linear,
 }
-STRATEGIES = ("remask", "random", "confidence", "threshold")
+STRATEGIES = ("remask", "random", "confidence", "threshold", "entropy-bounded", "remdm")
+# How certain a proposal is, for the strategies that reveal the most certain positions first (confidence,
+# threshold, entropy-bounded's order): all in [0, 1], 1 = certain.
+CONFIDENCE_MEASURES = ("prob", "margin", "entropy")
+REMASK_SCHEDULES = ("cap", "rescale", "conf")  # ReMDM's sigma_t (Wang et al. 2025, arXiv 2503.00307, sec. 4)
 SAMPLING_METHODS = ("greedy", "topk", "nucleus")
 
 
@@ -162,6 +166,49 @@ class SamplerConfig:
     top_p: float = 0.9
     threshold: float = 0.9
     block_size: int | None = None
+    confidence: str = "prob"
+    entropy_budget: float = 1.0
+    remask_eta: float = 0.05
+    remask_schedule: str = "cap"
+
+
+def certainty(logits: torch.Tensor, measure: str, drawn_prob: torch.Tensor) -> torch.Tensor:
+    """(rows,) certainty in [0, 1] of each row of logits (rows, vocab): `prob` the probability of the drawn token
+    (under the sampling distribution, what `draw_tokens` returns), `margin` top-1 minus top-2 probability, `entropy`
+    1 - H(p) / log(vocab) of the model's distribution."""
+    if measure == "prob":
+        return drawn_prob
+    probs = logits.double().softmax(-1)
+    if measure == "margin":
+        top = probs.topk(2, dim=-1).values
+        return (top[:, 0] - top[:, 1]).float()
+    kept = logits.isfinite().sum(-1).clamp_min(2).double()  # banned tokens are not choices
+    return (1.0 - entropy(logits) / kept.log()).clamp(0.0, 1.0).float()
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """(rows,) entropy in nats of softmax(logits) (rows, vocab); -inf logits count as probability 0."""
+    logp = logits.double().log_softmax(-1)
+    return -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1).float()
+
+
+def entropy_bounded_count(entropies: torch.Tensor, scores: torch.Tensor, candidates: torch.Tensor, budget: float) -> torch.Tensor:
+    """(batch,) how many candidates to reveal, in order of `scores` (most certain first), by EB-sampler's rule
+    (arXiv 2505.24857): the longest such prefix whose entropies sum, less the largest of them, to at most `budget`.
+    At least one per row with a candidate. All arguments but `budget` are (batch, seq)."""
+    order = scores.masked_fill(~candidates, float("-inf")).argsort(-1, descending=True)
+    ordered = entropies.gather(-1, order).masked_fill(~candidates.gather(-1, order), float("nan"))
+    spent = ordered.nan_to_num(0.0).cumsum(-1) - ordered.nan_to_num(0.0).cummax(-1).values  # never decreases
+    fits = (spent <= budget) & ~ordered.isnan()
+    return fits.sum(-1).clamp_min(1).minimum(candidates.sum(-1))
+
+
+def remdm_sigma(schedule: str, eta: float, alpha_t: torch.Tensor, alpha_s: torch.Tensor) -> torch.Tensor:
+    """ReMDM's re-masking probability for a step from kept share alpha_t to alpha_s > alpha_t: at most
+    sigma_max = min(1, (1 - alpha_s) / alpha_t) (beyond it the masked share could not fall to 1 - alpha_s).
+    cap: min(eta, sigma_max); rescale and conf: eta * sigma_max (conf spreads it over tokens by confidence)."""
+    sigma_max = ((1 - alpha_s) / alpha_t.clamp_min(1e-12)).clamp(max=1.0)
+    return torch.minimum(torch.full_like(sigma_max, eta), sigma_max) if schedule == "cap" else eta * sigma_max
 
 
 @dataclass
@@ -244,13 +291,14 @@ def sample(
         for step in range(1, block_steps + 1):
             masked = ids == mask_token_id
             block_masked = masked & block
-            if config.strategy == "threshold" and not block_masked.any():
+            if config.strategy in ("threshold", "entropy-bounded") and not block_masked.any():
                 break
             logits = model(input_ids=ids, attention_mask=attention_mask).logits  # (batch, seq, vocab)
             nfe += 1
             # Only the positions still masked in this block need a proposal: drawing for every position of
             # the batch cost as much as the forward pass of a small model.
             proposal, proposal_conf = ids.clone(), torch.zeros(ids.shape, device=device)
+            score, spread = torch.zeros(ids.shape, device=device), torch.zeros(ids.shape, device=device)
             if block_masked.any():
                 rows = logits[block_masked].float().index_fill(-1, banned, float("-inf"))  # (masked, vocab)
                 drawn, drawn_conf = draw_tokens(
@@ -258,9 +306,31 @@ def sample(
                 )
                 proposal[block_masked] = drawn
                 proposal_conf[block_masked] = drawn_conf
+                score[block_masked] = certainty(rows, config.confidence, drawn_conf)
+                if config.strategy == "entropy-bounded":
+                    spread[block_masked] = entropy(rows)
+            t_now = torch.tensor(1.0 - (step - 1) / block_steps, dtype=torch.float64)
             t_next = torch.tensor(1.0 - step / block_steps, dtype=torch.float64)
             keep_masked = torch.round(mask_fraction(config.schedule, t_next) * span.double()).long()  # (batch,)
-            if config.strategy == "remask":
+            if config.strategy == "remdm":
+                # ReMDM: re-mask a share sigma of the tokens decoded so far, then reveal (at random, as MDLM's
+                # ancestral step) enough masked ones that m(t_next) of the block stays masked.
+                alpha_t, alpha_s = 1 - mask_fraction(config.schedule, t_now), 1 - mask_fraction(config.schedule, t_next)
+                sigma = float(remdm_sigma(config.remask_schedule, config.remask_eta, alpha_t, alpha_s))
+                decoded = block & ~masked
+                hide_count = torch.round(sigma * decoded.sum(-1).double()).long()
+                if config.remask_schedule == "conf":  # the least confident decoded tokens go back first
+                    hide = _reveal_top(-confidence, decoded, hide_count)
+                else:
+                    hide = _reveal_top(_uniform(ids.shape, generator, device), decoded, hide_count)
+                left = block_masked.sum(-1)
+                count = (left + hide_count - keep_masked).clamp(min=0).minimum(left)
+                if step == block_steps:
+                    hide, count = torch.zeros_like(hide), left
+                reveal = _reveal_top(_uniform(ids.shape, generator, device), block_masked, count)
+                new_ids = torch.where(reveal, proposal, ids).masked_fill(hide, mask_token_id)
+                confidence = torch.where(reveal, proposal_conf, confidence)
+            elif config.strategy == "remask":
                 # Predict every masked position, then hide a random `keep_masked` of the block's tokens again.
                 new_ids = torch.where(block_masked, proposal, ids)
                 confidence = torch.where(block_masked, proposal_conf, confidence)
@@ -269,10 +339,15 @@ def sample(
                 new_ids = new_ids.masked_fill(hide, mask_token_id)
             else:
                 if config.strategy == "threshold":
-                    reveal = block_masked & (proposal_conf >= config.threshold)
-                    best = _reveal_top(proposal_conf, block_masked, torch.ones_like(span))
+                    reveal = block_masked & (score >= config.threshold)
+                    best = _reveal_top(score, block_masked, torch.ones_like(span))
                     reveal |= best
                     if step == block_steps:  # the step cap: whatever is left is filled now, never dropped
+                        reveal = block_masked
+                elif config.strategy == "entropy-bounded":
+                    count = entropy_bounded_count(spread, score, block_masked, config.entropy_budget)
+                    reveal = _reveal_top(score, block_masked, count)
+                    if step == block_steps:
                         reveal = block_masked
                 else:
                     # At least one position per step: a rounded schedule can otherwise waste a forward pass.
@@ -281,7 +356,7 @@ def sample(
                     if config.strategy == "random":
                         scores = _uniform(ids.shape, generator, device)
                     else:
-                        scores = proposal_conf
+                        scores = score
                     reveal = _reveal_top(scores, block_masked, count)
                 new_ids = torch.where(reveal, proposal, ids)
                 confidence = torch.where(reveal, proposal_conf, confidence)

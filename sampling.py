@@ -30,6 +30,15 @@ MASK_SYMBOL = "_"  # how a still-masked position is shown in the step-by-step vi
 SCHEDULE_CHOICES = Literal[tuple(diffusion.SCHEDULES)]
 STRATEGY_CHOICES = Literal[diffusion.STRATEGIES]
 SAMPLING_CHOICES = Literal[diffusion.SAMPLING_METHODS]
+CONFIDENCE_CHOICES = Literal[diffusion.CONFIDENCE_MEASURES]
+REMASK_CHOICES = Literal[diffusion.REMASK_SCHEDULES]
+# Options that mean something only with some strategies: (option, its default, the strategies it applies to).
+STRATEGY_OPTIONS = (
+    ("confidence", "prob", ("confidence", "threshold", "entropy-bounded")),
+    ("entropy_budget", 1.0, ("entropy-bounded",)),
+    ("remask_eta", 0.05, ("remdm",)),
+    ("remask_schedule", "cap", ("remdm",)),
+)
 
 
 @dataclass
@@ -43,7 +52,7 @@ class GenerationSettings:
     )
     max_length: int = field(default=48, metadata={"help": "Total tokens per sample, prefix included."})
     num_samples: int = field(default=4, metadata={"help": "Samples generated together as one batch."})
-    steps: int | None = field(default=None, metadata={"help": "Denoising steps (forward passes). Default: max_length // 4; with --strategy threshold, max_length (a cap: it stops when nothing is masked)."})
+    steps: int | None = field(default=None, metadata={"help": "Denoising steps (forward passes). Default: max_length // 4; with --strategy threshold or entropy-bounded, max_length (a cap: they stop when nothing is masked)."})
     schedule: SCHEDULE_CHOICES = field(
         default="cosine",
         metadata={"help": "Share of the span still masked after each step. log-linear is MDLM/SEDD's name for linear (alpha_t = 1 - t)."},
@@ -51,7 +60,9 @@ class GenerationSettings:
     strategy: STRATEGY_CHOICES = field(
         default="threshold",
         metadata={"help": "remask: re-mask a random share each step. random: reveal random positions. confidence: reveal the most "
-        "confident. threshold: reveal all above --threshold."},
+        "confident. threshold: reveal all above --threshold. entropy-bounded: reveal the most certain positions while "
+        "their summed entropy, less the largest, stays within --entropy-budget (EB-sampler). remdm: ReMDM, decoded "
+        "tokens are re-masked with probability sigma_t (--remask-schedule, --remask-eta)."},
     )
     sampling: SAMPLING_CHOICES = field(default="topk", metadata={"help": "How a token is drawn at each position."})
     top_k: int = field(default=50, metadata={"help": "k for --sampling topk.", "aliases": ["--k"]})
@@ -59,6 +70,17 @@ class GenerationSettings:
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature (> 0) for topk and nucleus."})
     threshold: float = field(default=0.9, metadata={"help": "Confidence in (0, 1] above which --strategy threshold reveals a position."})
     block_size: int | None = field(default=None, metadata={"help": "Semi-autoregressive decoding: generate blocks of this many tokens left to right."})
+    confidence: CONFIDENCE_CHOICES = field(
+        default="prob",
+        metadata={"help": "Certainty that orders confidence, threshold and entropy-bounded (and that --threshold is compared "
+                  "with): prob (of the drawn token), margin (top-1 minus top-2 probability), entropy (1 - H / log vocab)."},
+    )
+    entropy_budget: float = field(default=1.0, metadata={"help": "entropy-bounded: nats of entropy one step may take on (> 0)."})
+    remask_eta: float = field(default=0.05, metadata={"help": "remdm: eta in [0, 1], the re-masking strength."})
+    remask_schedule: REMASK_CHOICES = field(
+        default="cap", metadata={"help": "remdm: sigma_t = min(eta, sigma_max) (cap), eta * sigma_max (rescale), or rescale "
+                                 "spent on the least confident tokens first (conf)."}
+    )
     seed: int = field(default=0, metadata={"help": "Random seed: the same seed gives the same text."})
 
     @property
@@ -67,7 +89,7 @@ class GenerationSettings:
         # corpus in experiments/sampler_quality.py (RESULTS.md).
         if self.steps is not None:
             return self.steps
-        return self.max_length if self.strategy == "threshold" else max(1, self.max_length // 4)
+        return self.max_length if self.strategy in ("threshold", "entropy-bounded") else max(1, self.max_length // 4)
 
     def sampler(self) -> diffusion.SamplerConfig:
         """The sampler core's settings (diffusion.sample), steps resolved."""
@@ -80,6 +102,8 @@ class GenerationSettings:
             ("--schedule", self.schedule, diffusion.SCHEDULES),
             ("--strategy", self.strategy, diffusion.STRATEGIES),
             ("--sampling", self.sampling, diffusion.SAMPLING_METHODS),
+            ("--confidence", self.confidence, diffusion.CONFIDENCE_MEASURES),
+            ("--remask-schedule", self.remask_schedule, diffusion.REMASK_SCHEDULES),
         ):
             if value not in choices:
                 raise UsageError(f"{flag} {value!r} is unknown; choose one of {', '.join(choices)}")
@@ -103,6 +127,17 @@ class GenerationSettings:
             raise UsageError(f"--threshold {self.threshold} must be in (0, 1]")
         if self.block_size is not None and self.block_size < 1:
             raise UsageError(f"--block-size {self.block_size} must be at least 1")
+        if not self.entropy_budget > 0:
+            raise UsageError(f"--entropy-budget {self.entropy_budget} must be > 0")
+        if not 0 <= self.remask_eta <= 1:
+            raise UsageError(f"--remask-eta {self.remask_eta} must be in [0, 1]")
+        for name, default, strategies in STRATEGY_OPTIONS:
+            if getattr(self, name) != default and self.strategy not in strategies:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(
+                    f"{flag} {getattr(self, name)} has no meaning with --strategy {self.strategy}; it applies to "
+                    f"--strategy {' / '.join(strategies)}"
+                )
         output = getattr(self, "output", None)
         if output and Path(output).is_dir():
             raise UsageError(f"--output {output} is a directory; give a file name such as {Path(output) / 'samples.jsonl'}")

@@ -90,7 +90,7 @@ def test_remask_can_change_a_revealed_token(tiny_mlm, story_tokenizer):
     assert any(step.remasked.any() for step in result.trajectory)
 
 
-@pytest.mark.parametrize("strategy", ["random", "confidence", "threshold"])
+@pytest.mark.parametrize("strategy", ["random", "confidence", "threshold", "entropy-bounded"])
 def test_other_strategies_never_change_a_revealed_token(tiny_mlm, story_tokenizer, strategy):
     _, result = sample(tiny_mlm, story_tokenizer, strategy=strategy, steps=8, threshold=0.01)
     mask = story_tokenizer.mask_token_id
@@ -243,3 +243,67 @@ def test_the_mask_token_can_never_be_predicted():
 
 
 # ----------------------------------------------------------------------------- arguments
+
+
+# ----------------------------------------------------------------------------- certainty, entropy-bounded, ReMDM
+
+
+def test_margin_and_entropy_order_positions_differently_from_top_probability():
+    # Row 0: a near tie at the top (p1 high, margin tiny); row 1: a clear winner over a flat tail (p1 lower).
+    probs = torch.tensor([[0.50, 0.49, 0.01, 0.0, 0.0], [0.40, 0.15, 0.15, 0.15, 0.15]])
+    logits = probs.log()
+    top = probs.max(-1).values
+    margin = diffusion.certainty(logits, "margin", top)
+    assert margin.tolist() == pytest.approx([0.01, 0.25])
+    assert diffusion.certainty(logits, "prob", top).tolist() == pytest.approx([0.50, 0.40])
+    h = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+    kept = torch.tensor([3.0, 5.0])  # -inf logits are not choices
+    assert diffusion.certainty(logits, "entropy", top).tolist() == pytest.approx((1 - h / kept.log()).tolist(), abs=1e-6)
+    assert diffusion.entropy(logits).tolist() == pytest.approx(h.tolist(), abs=1e-6)
+
+
+def test_entropy_bounded_reveals_the_longest_prefix_within_the_budget():
+    entropies = torch.tensor([[2.0, 0.1, 0.5, 0.2, 9.0]])
+    scores = -entropies  # most certain = lowest entropy first: 0.1, 0.2, 0.5, 2.0, 9.0
+    candidates = torch.tensor([[True, True, True, True, False]])  # the 9.0 position is not masked
+    count = lambda budget: int(diffusion.entropy_bounded_count(entropies, scores, candidates, budget))  # noqa: E731
+    # prefix sums less their largest: 0, 0.1, 0.3, 0.8
+    assert [count(b) for b in (0.05, 0.15, 0.35, 0.75, 0.85, 100.0)] == [1, 2, 3, 3, 4, 4]
+
+
+def test_entropy_bounded_reveals_more_per_pass_with_a_larger_budget(tiny_mlm, story_tokenizer):
+    small = sample(tiny_mlm, story_tokenizer, strategy="entropy-bounded", entropy_budget=1e-3, steps=LENGTH)[1]
+    large = sample(tiny_mlm, story_tokenizer, strategy="entropy-bounded", entropy_budget=1e6, steps=LENGTH)[1]
+    generated = int(small.trajectory[0].ids.eq(story_tokenizer.mask_token_id).sum(-1).max())
+    assert small.nfe == generated  # a random model is uncertain everywhere: one position per pass
+    assert large.nfe == 1  # everything fits the budget: one pass
+    for result in (small, large):
+        assert not (result.ids == story_tokenizer.mask_token_id).any()
+
+
+def test_remdm_sigma_caps_or_rescales_the_largest_possible_remasking():
+    alpha_t, alpha_s = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.75, dtype=torch.float64)
+    # sigma_max = (1 - 0.75) / 0.5 = 0.5
+    assert float(diffusion.remdm_sigma("cap", 0.2, alpha_t, alpha_s)) == pytest.approx(0.2)
+    assert float(diffusion.remdm_sigma("cap", 0.9, alpha_t, alpha_s)) == pytest.approx(0.5)
+    assert float(diffusion.remdm_sigma("rescale", 0.5, alpha_t, alpha_s)) == pytest.approx(0.25)
+    assert float(diffusion.remdm_sigma("cap", 1.0, torch.tensor(0.5), torch.tensor(1.0))) == 0.0  # the last step
+
+
+@pytest.mark.parametrize("remask_schedule", diffusion.REMASK_SCHEDULES)
+def test_remdm_changes_decoded_tokens_and_ends_with_none_masked(tiny_mlm, story_tokenizer, remask_schedule):
+    ids, result = sample(tiny_mlm, story_tokenizer, prefix="tom", strategy="remdm", schedule="linear", steps=10,
+                         remask_eta=1.0, remask_schedule=remask_schedule)
+    mask = story_tokenizer.mask_token_id
+    assert any(step.remasked.any() for step in result.trajectory)
+    assert not (result.ids == mask).any()
+    span = int((ids[0] == mask).sum())
+    for k, step in enumerate(result.trajectory):  # the masked share still follows the schedule: m(t) = t
+        assert int((step.ids[0] == mask).sum()) == round((1 - k / 10) * span)
+    for step in result.trajectory:
+        assert torch.equal(step.ids[result.fixed], ids[result.fixed])
+
+
+def test_remdm_with_eta_zero_never_remasks(tiny_mlm, story_tokenizer):
+    _, result = sample(tiny_mlm, story_tokenizer, strategy="remdm", schedule="linear", steps=6, remask_eta=0.0)
+    assert not any(step.remasked.any() for step in result.trajectory)

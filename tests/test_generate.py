@@ -119,6 +119,11 @@ BAD_SAMPLING = [
     (["--threshold", "1.01"], r"--threshold 1.01 must be in \(0, 1\]"),
     (["--infill", "tom found a red ball"], r"infill template 'tom found a red ball' has no \[MASK\]"),
     (["--num-samples", "0"], r"--num-samples 0 must be at least 1"),
+    (["--strategy", "remdm", "--remask-eta", "1.5"], r"--remask-eta 1.5 must be in \[0, 1\]"),
+    (["--strategy", "entropy-bounded", "--entropy-budget", "0"], r"--entropy-budget 0.0 must be > 0"),
+    (["--strategy", "random", "--confidence", "margin"], r"--confidence margin has no meaning with --strategy random; it applies to"),
+    (["--remask-eta", "0.2"], r"--remask-eta 0.2 has no meaning with --strategy threshold; it applies to --strategy remdm"),
+    (["--strategy", "remdm", "--entropy-budget", "2"], r"--entropy-budget 2.0 has no meaning with --strategy remdm"),
 ]
 
 
@@ -152,7 +157,7 @@ def test_output_that_is_a_directory_is_refused(tiny_checkpoint, tmp_path):
         generate_main(tiny_checkpoint, "--output", str(tmp_path))
 
 
-@pytest.mark.parametrize("flag", ["--schedule", "--strategy", "--sampling"])
+@pytest.mark.parametrize("flag", ["--schedule", "--strategy", "--sampling", "--confidence", "--remask-schedule"])
 def test_unknown_choice_exits_with_code_2(tiny_checkpoint, flag, capsys):
     with pytest.raises(SystemExit) as exit_:
         generate_main(tiny_checkpoint, flag, "bogus")
