@@ -32,3 +32,20 @@ def test_context_use_gap_is_zero_exactly_when_attention_carries_nothing(story_to
     assert blind["gap"] == 0 and blind["masked_tokens"] == reading["masked_tokens"]
     with pytest.raises(cli.UsageError, match="fewer than two blocks"):
         context_use.context_gap(model, story_tokenizer, rows[:1], 0.5, True, seed=0)
+
+
+def test_copy_probe_scores_the_last_mention_of_each_slot(tiny_checkpoint):
+    from experiments import copy_probe
+
+    checkpoint = models.load_checkpoint(tiny_checkpoint)
+    rows = copy_probe.probe(checkpoint, 40, seed=0)
+    assert [r["slot"] for r in rows] == ["A", "C"]
+    assert rows[0]["chance"] == 1 / len(corpus.NAMES) and rows[1]["chance"] == 1 / len(corpus.COLOURS)
+    for row in rows:
+        assert row["stories"] > 10 and 0 <= row["top1_right"] <= 1 and 0 <= row["top1_follows_swap"] <= 1
+    story = "the day tom found a red ball in the park . then tom gave the red ball to anna ."
+    ids = checkpoint.tokenizer(story)["input_ids"]
+    where = copy_probe.mentions(checkpoint.tokenizer, ids, "tom")
+    assert len(where) == 2
+    swapped = copy_probe.swapped(checkpoint.tokenizer, ids, where[:1], "ben")
+    assert checkpoint.tokenizer.decode(swapped, skip_special_tokens=True).split()[:3] == ["the", "day", "ben"]
