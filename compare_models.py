@@ -115,7 +115,8 @@ def run_diffusion(args: SamplingArguments, checkpoint: models.Checkpoint) -> Mod
         sampling.synchronize(checkpoint.device)
         stamps.append(time.perf_counter())
 
-    hook = model.register_forward_pre_hook(before_forward)
+    # The encoder runs once per pass whether the sampler asks the whole model or the head at some positions.
+    hook = model.base_model.register_forward_pre_hook(before_forward)
     try:
         start = time.perf_counter()
         out = sampling.generate(checkpoint, args, progress=False)

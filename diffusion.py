@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from models import prediction_head
+
 _EXP_RATE = 5.0
 
 
@@ -170,6 +172,8 @@ class SamplerConfig:
     entropy_budget: float = 1.0
     remask_eta: float = 0.05
     remask_schedule: str = "cap"
+    sparse_logits: bool = True  # the LM head only at the positions a step draws (same tokens, less work)
+    cfg_scale: float = 0.0  # classifier-free guidance by the prompt (0: none)
 
 
 def certainty(logits: torch.Tensor, measure: str, drawn_prob: torch.Tensor) -> torch.Tensor:
@@ -281,6 +285,8 @@ def sample(
     nothing = torch.zeros_like(generated)
     trajectory = [_record(ids, nothing, nothing, torch.zeros(ids.shape))]  # step 0: the start
     nfe = 0
+    head = prediction_head(model) if config.sparse_logits else None
+    prompt = fixed & ~torch.isin(ids, banned)  # the text the caller fixed (start, padding ... excluded)
     blocks = _blocks(generated.cpu(), config.block_size)
     steps_per_block = [config.steps // len(blocks) + (i < config.steps % len(blocks)) for i in range(len(blocks))]
     for block, block_steps in zip(blocks, steps_per_block):
@@ -293,14 +299,22 @@ def sample(
             block_masked = masked & block
             if config.strategy in ("threshold", "entropy-bounded") and not block_masked.any():
                 break
-            logits = model(input_ids=ids, attention_mask=attention_mask).logits  # (batch, seq, vocab)
-            nfe += 1
-            # Only the positions still masked in this block need a proposal: drawing for every position of
-            # the batch cost as much as the forward pass of a small model.
+            # Only the positions still masked in this block need a proposal: drawing for every position of the
+            # batch cost as much as the forward pass of a small model, and so does the LM head over all of them.
+            if config.cfg_scale > 0:
+                # One batched pass over the sequences and their prompt-masked copies; it costs two passes.
+                pair = masked_logits(model, head, torch.cat([ids, ids.masked_fill(prompt, mask_token_id)]),
+                                     attention_mask.repeat(2, 1), torch.cat([block_masked, block_masked]))
+                cond, uncond = pair.split(int(block_masked.sum()))
+                rows = guided(cond.float(), uncond.float(), config.cfg_scale)
+                nfe += 2
+            else:
+                rows = masked_logits(model, head, ids, attention_mask, block_masked)  # (masked, vocab)
+                nfe += 1
             proposal, proposal_conf = ids.clone(), torch.zeros(ids.shape, device=device)
             score, spread = torch.zeros(ids.shape, device=device), torch.zeros(ids.shape, device=device)
             if block_masked.any():
-                rows = logits[block_masked].float().index_fill(-1, banned, float("-inf"))  # (masked, vocab)
+                rows = rows.float().index_fill(-1, banned, float("-inf"))
                 drawn, drawn_conf = draw_tokens(
                     rows, config.sampling, config.temperature, config.top_k, config.top_p, generator
                 )
@@ -369,6 +383,21 @@ def sample(
             if progress is not None:
                 progress()
     return SampleResult(ids=ids.cpu(), fixed=fixed.cpu(), trajectory=trajectory, nfe=nfe)
+
+
+def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: uncond + (1 + scale) (cond - uncond); scale 0 is the conditional logits (LLaDA,
+    arXiv 2502.09992, eq. 16, where the unconditional pass sees the prompt masked)."""
+    return uncond + (1.0 + scale) * (cond - uncond)
+
+
+def masked_logits(model, head, ids: torch.Tensor, attention_mask: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """(where.sum(), vocab) logits at the `where` positions of one forward pass: with `head`
+    (models.prediction_head) the encoder runs once and the head only at those positions; without, the whole model."""
+    if head is None:
+        return model(input_ids=ids, attention_mask=attention_mask).logits[where]
+    hidden = model.base_model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+    return head(hidden[where])
 
 
 def _uniform(shape, generator, device) -> torch.Tensor:

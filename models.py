@@ -154,6 +154,19 @@ def check_vocab_fits(model, tokenizer, name: str) -> None:
         raise UsageError(f"the tokenizer of '{name}' has {len(tokenizer)} tokens but the model only {embeddings} embeddings")
 
 
+def prediction_head(model):
+    """The function that turns a masked LM's last hidden states (..., hidden) into logits (..., vocab), so logits
+    can be computed for some positions only; None for a model whose head is not known (use model(...).logits).
+    RoBERTa and DeBERTa: lm_head / cls; ModernBERT: head, then decoder."""
+    for name in ("lm_head", "cls", "head"):
+        module = getattr(model, name, None)
+        if module is not None:
+            if name == "head":
+                return lambda hidden: model.decoder(module(hidden))
+            return module
+    return None
+
+
 def max_positions(model) -> int:
     """Longest sequence the model's position embeddings allow (RoBERTa reserves padding_idx + 1 of them)."""
     config = model.config

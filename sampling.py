@@ -81,6 +81,15 @@ class GenerationSettings:
         default="cap", metadata={"help": "remdm: sigma_t = min(eta, sigma_max) (cap), eta * sigma_max (rescale), or rescale "
                                  "spent on the least confident tokens first (conf)."}
     )
+    cfg_scale: float = field(
+        default=0.0, metadata={"help": "Classifier-free guidance by the prompt (--prefix or the infill context): logits = "
+                               "uncond + (1 + W) (cond - uncond), the unconditional pass seeing the prompt masked. Each step "
+                               "then costs two forward passes. 0: off."}
+    )
+    sparse_logits: bool = field(
+        default=True, metadata={"help": "Run the LM head only at the positions a step draws from (the same tokens, less "
+                                "work per pass); false: every position's logits, as a plain forward pass."}
+    )
     seed: int = field(default=0, metadata={"help": "Random seed: the same seed gives the same text."})
 
     @property
@@ -127,6 +136,10 @@ class GenerationSettings:
             raise UsageError(f"--threshold {self.threshold} must be in (0, 1]")
         if self.block_size is not None and self.block_size < 1:
             raise UsageError(f"--block-size {self.block_size} must be at least 1")
+        if self.cfg_scale < 0:
+            raise UsageError(f"--cfg-scale {self.cfg_scale} must be 0 (off) or more")
+        if self.cfg_scale > 0 and not self.prefix and self.infill is None:
+            raise UsageError(f"--cfg-scale {self.cfg_scale} guides by a prompt; give --prefix TEXT or --infill TEMPLATE")
         if not self.entropy_budget > 0:
             raise UsageError(f"--entropy-budget {self.entropy_budget} must be > 0")
         if not 0 <= self.remask_eta <= 1:

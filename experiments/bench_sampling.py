@@ -14,7 +14,7 @@ loop that such a free sampler would reach on this machine. Writes bench_sampling
 import logging
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ import torch
 import cli
 import corpus
 import diffusion
+import documents
 import models
 import sampling
 import tables
@@ -33,7 +34,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class BenchArguments:
-    checkpoint: str | None = field(default=None, metadata={"help": "Masked-LM checkpoint to time. Default: a tiny random RoBERTa built from a config."})
+    checkpoint: str | None = field(default=None, metadata={"help": "Masked-LM checkpoint to time. Default: a tiny random model built from a config (the from-scratch default architecture)."})
+    vocab_text: str | None = field(default=None, metadata={"help": "Without --checkpoint: train the tiny model's BPE tokenizer on this text file (e.g. ../shared/data/tinyshakespeare/input.txt) instead of the built-in stories, for a realistic vocabulary."})
+    vocab_size: int = field(default=1000, metadata={"help": "Without --checkpoint: the tokenizer's vocabulary size (the LM head's width)."})
     length: int = field(default=128, metadata={"help": "Tokens per sample (all generated except the start token)."})
     steps: int | None = field(default=None, metadata={"help": "Denoising steps for both loops. Default: length // 4."})
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16], metadata={"help": "Batch sizes for diffusion.sample."})
@@ -127,7 +130,8 @@ def build(args):
         if args.length > models.max_positions(model):
             raise UsageError(f"--length {args.length} is more than the model's {models.max_positions(model)} positions")
     else:
-        tokenizer = tokenization.train_tokenizer(corpus.generate_corpus(2000), "bpe", 1000)
+        texts = documents.read_documents(args.vocab_text, line_by_line=True) if args.vocab_text else corpus.generate_corpus(2000)
+        tokenizer = tokenization.train_tokenizer(texts, "bpe", args.vocab_size)
         model = models.build_model("diffusion", "tiny", tokenizer, args.length)
         line_by_line = True
     return model.to(device).eval(), tokenizer, sampling.banned_token_ids(tokenizer, allow_end=line_by_line)
@@ -177,8 +181,11 @@ def bench(args) -> list[dict]:
                 lambda: diffusion.sample(model, inputs, mask_id, config, banned, generator), args.repeats, device
             )
             assert not (result.ids == mask_id).any()
+            full = replace(config, sparse_logits=False)  # before: the LM head at every position of every pass
+            full_seconds, _ = timed(lambda: diffusion.sample(model, inputs, mask_id, full, banned, generator), args.repeats, device)
             rows.append(dict(
                 loop="diffusion.sample", strategy=strategy, batch=batch, steps=steps, nfe=result.nfe, seconds=seconds,
+                ms_per_pass=1000 * seconds / result.nfe, full_head_ms_per_pass=1000 * full_seconds / result.nfe,
                 model_only_s=model_only[batch], samples_per_s=batch / seconds, speedup=batch / seconds / naive,
                 # The speed-up of a sampler that cost nothing but its forward passes: no sampler can beat it here.
                 ceiling=batch / model_only[batch] / naive,
@@ -187,7 +194,8 @@ def bench(args) -> list[dict]:
     return rows
 
 
-COLUMNS = ["loop", "strategy", "batch", "steps", "nfe", "seconds", "model_only_s", "samples_per_s", "speedup", "ceiling"]
+COLUMNS = ["loop", "strategy", "batch", "steps", "nfe", "seconds", "ms_per_pass", "full_head_ms_per_pass", "model_only_s",
+           "samples_per_s", "speedup", "ceiling"]
 
 
 def markdown(rows: list[dict]) -> str:
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     tables.write_csv(out / "bench_sampling.csv", rows, COLUMNS)
     device = models.pick_device(args.device)
-    print(f"{args.checkpoint or 'tiny random RoBERTa'}, {args.length} tokens, {args.schedule}, {args.sampling}, "
+    print(f"{args.checkpoint or f'tiny random model, vocabulary {args.vocab_size}'}, {args.length} tokens, {args.schedule}, {args.sampling}, "
           f"device {device}, {torch.get_num_threads()} threads")
     print(markdown(rows))
     return rows

@@ -40,14 +40,8 @@ class LayerArguments:
 
 
 def lm_head(model):
-    """The module that turns a hidden state into logits (RoBERTa: lm_head, BERT: cls, otherwise the output embeddings)."""
-    for name in ("lm_head", "cls", "head"):
-        module = getattr(model, name, None)
-        if module is not None:
-            if name == "head":  # ModernBERT: a prediction head, then the decoder
-                return lambda h: model.decoder(module(h))
-            return module
-    return model.get_output_embeddings()
+    """The module that turns a hidden state into logits (models.prediction_head, else the output embeddings)."""
+    return models.prediction_head(model) or model.get_output_embeddings()
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from transformers import HfArgumentParser
 
 import config
 import diffusion
+import models
 import sampling
 import tokenization
 from diffusion import diffusion_loss
@@ -307,3 +308,42 @@ def test_remdm_changes_decoded_tokens_and_ends_with_none_masked(tiny_mlm, story_
 def test_remdm_with_eta_zero_never_remasks(tiny_mlm, story_tokenizer):
     _, result = sample(tiny_mlm, story_tokenizer, strategy="remdm", schedule="linear", steps=6, remask_eta=0.0)
     assert not any(step.remasked.any() for step in result.trajectory)
+
+
+@pytest.mark.parametrize("architecture", models.ARCHITECTURES)
+def test_logits_only_where_needed_give_the_same_tokens_as_the_full_head(architecture, story_tokenizer):
+    torch.manual_seed(0)
+    model = models.build_model("diffusion", "tiny", story_tokenizer, 32, 0.0, architecture).eval()
+    assert models.prediction_head(model) is not None
+    ids = diffusion.build_inputs(story_tokenizer, "tom found", 24, 3)
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        where = ids == story_tokenizer.mask_token_id
+        sparse = diffusion.masked_logits(model, models.prediction_head(model), ids, torch.ones_like(ids), where)
+    assert torch.allclose(sparse, full[where], atol=1e-5)
+    for strategy in ("confidence", "remdm"):
+        runs = [diffusion.sample(model, ids, story_tokenizer.mask_token_id,
+                                 diffusion.SamplerConfig(steps=6, strategy=strategy, sparse_logits=sparse_logits),
+                                 sampling.banned_token_ids(story_tokenizer, True), torch.Generator().manual_seed(5))
+                for sparse_logits in (True, False)]
+        assert torch.equal(runs[0].ids, runs[1].ids)
+
+
+# ----------------------------------------------------------------------------- classifier-free guidance
+
+
+def test_guidance_moves_the_logits_away_from_the_unconditional_ones():
+    cond, uncond = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[1.0, 1.0, -1.0]])
+    assert torch.equal(diffusion.guided(cond, uncond, 0.0), cond)
+    assert torch.equal(diffusion.guided(cond, uncond, 1.0), torch.tensor([[3.0, -1.0, -1.0]]))
+
+
+def test_cfg_scale_zero_is_unguided_and_a_positive_scale_costs_two_passes(tiny_mlm, story_tokenizer):
+    plain = sample(tiny_mlm, story_tokenizer, prefix="tom found a red ball", strategy="confidence", seed=3)[1]
+    zero = sample(tiny_mlm, story_tokenizer, prefix="tom found a red ball", strategy="confidence", seed=3, cfg_scale=0.0)[1]
+    ids, guided = sample(tiny_mlm, story_tokenizer, prefix="tom found a red ball", strategy="confidence", seed=3, cfg_scale=3.0)
+    assert torch.equal(plain.ids, zero.ids)
+    assert guided.nfe == 2 * plain.nfe
+    assert torch.equal(guided.ids[guided.fixed], ids[guided.fixed])  # the prompt itself never changes
+    assert not (guided.ids == story_tokenizer.mask_token_id).any()
+    assert not torch.equal(guided.ids, plain.ids)
