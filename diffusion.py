@@ -174,6 +174,7 @@ class SamplerConfig:
     remask_schedule: str = "cap"
     sparse_logits: bool = True  # the LM head only at the positions a step draws (same tokens, less work)
     cfg_scale: float = 0.0  # classifier-free guidance by the prompt (0: none)
+    guide_weight: float = 0.0  # weight of the causal-LM guide in the product of experts (0: no guide)
 
 
 def certainty(logits: torch.Tensor, measure: str, drawn_prob: torch.Tensor) -> torch.Tensor:
@@ -236,6 +237,12 @@ class SampleResult:
     fixed: torch.Tensor  # (batch, seq) True where the caller fixed the token (prefix, infill context)
     trajectory: list[TrajectoryStep] = field(default_factory=list)
     nfe: int = 0  # forward passes of the model
+    guide_nfe: int = 0  # forward passes of the causal-LM guide, if any
+
+    def rows(self, index: torch.Tensor) -> "SampleResult":
+        """The same result for the samples `index` (1-D) only, trajectory included."""
+        steps = [TrajectoryStep(s.ids[index], s.revealed[index], s.remasked[index], s.confidence[index]) for s in self.trajectory]
+        return SampleResult(self.ids[index], self.fixed[index], steps, self.nfe, self.guide_nfe)
 
 
 def _reveal_top(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -268,12 +275,16 @@ def sample(
     generator: torch.Generator | None = None,
     attention_mask: torch.Tensor | None = None,
     progress=None,
+    guide=None,
 ) -> SampleResult:
     """Iteratively unmask every `mask_token_id` position of `input_ids` (batch, seq).
 
     Positions that are not masked at the start are fixed and never change (prefix, infill context, suffix).
     `banned_token_ids` can never be sampled (the mask, padding and start tokens; the end token too unless the
     model was trained to end documents with it). `progress`, if given, is called with no arguments per step.
+    `guide` (with config.guide_weight > 0) is a causal LM: at each step it reads a draft of the sequence (every
+    masked position filled with the diffusion model's most likely token) and its next-token distribution at each
+    masked position, given the draft to its left, joins the diffusion model's as a product of experts.
     """
     device = next(model.parameters()).device
     ids = input_ids.clone().to(device)
@@ -284,7 +295,7 @@ def sample(
     banned = torch.tensor(sorted(set(banned_token_ids) | {mask_token_id}), device=device)
     nothing = torch.zeros_like(generated)
     trajectory = [_record(ids, nothing, nothing, torch.zeros(ids.shape))]  # step 0: the start
-    nfe = 0
+    nfe = guide_nfe = 0
     head = prediction_head(model) if config.sparse_logits else None
     prompt = fixed & ~torch.isin(ids, banned)  # the text the caller fixed (start, padding ... excluded)
     blocks = _blocks(generated.cpu(), config.block_size)
@@ -315,6 +326,14 @@ def sample(
             score, spread = torch.zeros(ids.shape, device=device), torch.zeros(ids.shape, device=device)
             if block_masked.any():
                 rows = rows.float().index_fill(-1, banned, float("-inf"))
+                if guide is not None and config.guide_weight > 0:
+                    draft = ids.clone()
+                    draft[block_masked] = rows.argmax(-1)
+                    # The guide's logits at position j - 1 are its distribution for the token at j.
+                    after = guide(input_ids=draft, attention_mask=attention_mask).logits[:, :-1][block_masked[:, 1:]]
+                    after = after[:, : rows.size(-1)].float().index_fill(-1, banned, float("-inf"))
+                    rows = product_of_experts(rows, after, config.guide_weight)
+                    guide_nfe += 1
                 drawn, drawn_conf = draw_tokens(
                     rows, config.sampling, config.temperature, config.top_k, config.top_p, generator
                 )
@@ -382,13 +401,19 @@ def sample(
             trajectory.append(_record(ids, revealed, remasked, confidence))
             if progress is not None:
                 progress()
-    return SampleResult(ids=ids.cpu(), fixed=fixed.cpu(), trajectory=trajectory, nfe=nfe)
+    return SampleResult(ids=ids.cpu(), fixed=fixed.cpu(), trajectory=trajectory, nfe=nfe, guide_nfe=guide_nfe)
 
 
 def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: uncond + (1 + scale) (cond - uncond); scale 0 is the conditional logits (LLaDA,
     arXiv 2502.09992, eq. 16, where the unconditional pass sees the prompt masked)."""
     return uncond + (1.0 + scale) * (cond - uncond)
+
+
+def product_of_experts(logits: torch.Tensor, guide_logits: torch.Tensor, weight: float) -> torch.Tensor:
+    """(1 - weight) log p_diffusion + weight log p_guide, per row (rows, vocab): a distribution proportional to
+    p_diffusion^(1 - weight) p_guide^weight. Tokens either expert rules out (-inf) stay ruled out."""
+    return (1.0 - weight) * logits.float().log_softmax(-1) + weight * guide_logits.float().log_softmax(-1)
 
 
 def masked_logits(model, head, ids: torch.Tensor, attention_mask: torch.Tensor, where: torch.Tensor) -> torch.Tensor:

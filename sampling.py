@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 import diffusion
 from cli import UsageError
-from models import Checkpoint, max_positions
+from likelihood import same_tokenizer
+from models import Checkpoint, load_causal_lm, max_positions
 from tokenization import end_token_id, special_token_ids, start_token_id
 
 MASK_SYMBOL = "_"  # how a still-masked position is shown in the step-by-step view
@@ -86,6 +87,13 @@ class GenerationSettings:
                                "uncond + (1 + W) (cond - uncond), the unconditional pass seeing the prompt masked. Each step "
                                "then costs two forward passes. 0: off."}
     )
+    guide: str | None = field(
+        default=None, metadata={"help": "A causal LM with the same tokenizer (e.g. results-ar/final-model) whose next-token "
+                                "distribution joins the diffusion model's at every revealed position (product of experts)."}
+    )
+    guide_weight: float = field(default=0.5, metadata={"help": "--guide: its weight W in [0, 1]: p ~ p_diffusion^(1-W) p_guide^W."})
+    rerank: int = field(default=1, metadata={"help": "--guide: draw this many candidates per sample and keep the one the guide "
+                                             "finds most likely (per token)."})
     sparse_logits: bool = field(
         default=True, metadata={"help": "Run the LM head only at the positions a step draws from (the same tokens, less "
                                 "work per pass); false: every position's logits, as a plain forward pass."}
@@ -101,9 +109,9 @@ class GenerationSettings:
         return self.max_length if self.strategy in ("threshold", "entropy-bounded") else max(1, self.max_length // 4)
 
     def sampler(self) -> diffusion.SamplerConfig:
-        """The sampler core's settings (diffusion.sample), steps resolved."""
-        shared = {f.name: getattr(self, f.name) for f in fields(diffusion.SamplerConfig) if f.name != "steps"}
-        return diffusion.SamplerConfig(steps=self.resolved_steps, **shared)
+        """The sampler core's settings (diffusion.sample), steps resolved; the guide's weight counts only with a guide."""
+        shared = {f.name: getattr(self, f.name) for f in fields(diffusion.SamplerConfig) if f.name not in ("steps", "guide_weight")}
+        return diffusion.SamplerConfig(steps=self.resolved_steps, guide_weight=self.guide_weight if self.guide else 0.0, **shared)
 
     def check(self, positions: int | None = None) -> None:
         """Raise UsageError for the first bad value; with `positions` (the model's), --max-length is checked too."""
@@ -140,6 +148,13 @@ class GenerationSettings:
             raise UsageError(f"--cfg-scale {self.cfg_scale} must be 0 (off) or more")
         if self.cfg_scale > 0 and not self.prefix and self.infill is None:
             raise UsageError(f"--cfg-scale {self.cfg_scale} guides by a prompt; give --prefix TEXT or --infill TEMPLATE")
+        if not 0 <= self.guide_weight <= 1:
+            raise UsageError(f"--guide-weight {self.guide_weight} must be in [0, 1]")
+        if self.rerank < 1:
+            raise UsageError(f"--rerank {self.rerank} must be at least 1")
+        if self.guide is None and (self.rerank > 1 or self.guide_weight != 0.5):
+            flag = "--rerank" if self.rerank > 1 else "--guide-weight"
+            raise UsageError(f"{flag} needs a guide: add --guide CHECKPOINT (a causal LM such as results-ar/final-model)")
         if not self.entropy_budget > 0:
             raise UsageError(f"--entropy-budget {self.entropy_budget} must be > 0")
         if not 0 <= self.remask_eta <= 1:
@@ -196,17 +211,42 @@ def banned_token_ids(tokenizer, allow_end: bool) -> list[int]:
     return [i for i in special_token_ids(tokenizer) if not (allow_end and i == end)]
 
 
+def load_guide(path: str, checkpoint: Checkpoint, max_length: int):
+    """(causal LM, tokenizer) for --guide, on the checkpoint's device: refused unless it shares the diffusion
+    model's tokenizer and fits --max-length."""
+    model, tokenizer = load_causal_lm(path)
+    if not same_tokenizer(tokenizer, checkpoint.tokenizer):
+        raise UsageError(f"--guide {path} has another tokenizer than {checkpoint.path}; the guide must share it "
+                         "(train it with train.py --objective ar on the same data, as the matched GPT-2 is)")
+    if max_length > max_positions(model):
+        raise UsageError(f"--guide {path} reads at most {max_positions(model)} tokens; use --max-length {max_positions(model)} or less")
+    return model.to(checkpoint.device).eval(), tokenizer
+
+
+@torch.no_grad()
+def guide_nll(guide, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """(batch,) the guide's mean negative log-likelihood of the `scored` tokens of `ids` (both (batch, seq))."""
+    logp = guide(input_ids=ids.to(next(guide.parameters()).device)).logits[:, :-1].float().log_softmax(-1).cpu()
+    token = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # log p(token j | tokens before j)
+    scored = scored[:, 1:]
+    return -(token * scored).sum(-1) / scored.sum(-1).clamp_min(1)
+
+
 def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: bool | None = None) -> Generation:
     """Sample `settings.num_samples` texts from `checkpoint`: the generation loop every script uses.
 
+    With `settings.guide` the causal LM guides every step and, with `settings.rerank` N > 1, N candidates are
+    drawn per sample and the guide keeps the one it finds most likely per token.
     `progress`: None shows a tqdm bar on a terminal for runs longer than a second, True always, False never.
     """
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     settings.check(max_positions(model))
+    guide = load_guide(settings.guide, checkpoint, settings.max_length)[0] if settings.guide else None
     line_by_line = checkpoint.line_by_line
+    rows = settings.num_samples * settings.rerank
     try:
         input_ids = diffusion.build_inputs(
-            tokenizer, settings.prefix, settings.max_length, settings.num_samples, settings.infill, end_token=line_by_line
+            tokenizer, settings.prefix, settings.max_length, rows, settings.infill, end_token=line_by_line
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -220,7 +260,16 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
                disable=None if progress is None else not progress)
     start = time.perf_counter()
     with autocast:
-        result = diffusion.sample(model, input_ids, tokenizer.mask_token_id, config, banned, generator, progress=bar.update)
+        result = diffusion.sample(model, input_ids, tokenizer.mask_token_id, config, banned, generator, progress=bar.update,
+                                  guide=guide)
+        if settings.rerank > 1:
+            end = end_token_id(tokenizer)
+            # Score each candidate's text: the generated positions up to and including its first end token.
+            scored = ~result.fixed & (result.ids == end).cumsum(-1).sub((result.ids == end).long()).eq(0) if line_by_line else ~result.fixed
+            nll = guide_nll(guide, result.ids, scored).view(settings.num_samples, settings.rerank)
+            best = nll.argmin(-1) + torch.arange(settings.num_samples) * settings.rerank
+            result = result.rows(best)
+            result.guide_nfe += 1
     synchronize(device)
     seconds = time.perf_counter() - start
     bar.close()

@@ -347,3 +347,16 @@ def test_cfg_scale_zero_is_unguided_and_a_positive_scale_costs_two_passes(tiny_m
     assert torch.equal(guided.ids[guided.fixed], ids[guided.fixed])  # the prompt itself never changes
     assert not (guided.ids == story_tokenizer.mask_token_id).any()
     assert not torch.equal(guided.ids, plain.ids)
+
+
+# ----------------------------------------------------------------------------- a causal-LM guide
+
+
+def test_product_of_experts_is_the_weighted_geometric_mixture():
+    p, q = torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([[0.1, 0.3, 0.6]])
+    mixed = diffusion.product_of_experts(p.log() + 5.0, q.log() - 2.0, 0.25).softmax(-1)  # shifts do not matter
+    expected = p ** 0.75 * q ** 0.25
+    assert torch.allclose(mixed, expected / expected.sum(), atol=1e-6)
+    assert torch.allclose(diffusion.product_of_experts(p.log(), q.log(), 0.0).exp(), p, atol=1e-6)
+    banned = diffusion.product_of_experts(torch.tensor([[0.0, float("-inf")]]), torch.tensor([[0.0, 0.0]]), 0.5)
+    assert banned[0, 1] == float("-inf")

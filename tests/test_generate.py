@@ -5,6 +5,7 @@ import runpy
 import sys
 
 import pytest
+import torch
 
 import diffusion
 import generate
@@ -191,3 +192,60 @@ def test_usage_error_is_one_line_on_stderr_with_exit_code_2(tmp_path, monkeypatc
     captured = capsys.readouterr()
     assert captured.err.startswith("error: --checkpoint ") and captured.err.count("\n") == 1
     assert "Traceback" not in captured.err and captured.out == ""
+
+
+# ----------------------------------------------------------------------------- guided by a causal LM
+
+
+def guided_settings(**kwargs):
+    return sampling.GenerationSettings(**{"prefix": "tom found", "max_length": 20, "num_samples": 3, "steps": 4,
+                                          "strategy": "confidence", "seed": 2, **kwargs})
+
+
+def test_a_guide_joins_every_step_and_weight_zero_is_unguided(tiny_checkpoint, tiny_gpt2_checkpoint):
+    checkpoint = models.load_checkpoint(tiny_checkpoint)
+    plain = sampling.generate(checkpoint, guided_settings(), progress=False)
+    zero = sampling.generate(checkpoint, guided_settings(guide=tiny_gpt2_checkpoint, guide_weight=0.0), progress=False)
+    guided = sampling.generate(checkpoint, guided_settings(guide=tiny_gpt2_checkpoint, guide_weight=0.9), progress=False)
+    assert torch.equal(zero.ids, plain.ids) and zero.result.guide_nfe == 0
+    assert guided.result.guide_nfe == guided.nfe == plain.nfe
+    assert not torch.equal(guided.ids, plain.ids)
+    assert torch.equal(guided.ids[guided.result.fixed], plain.ids[plain.result.fixed])
+    assert not (guided.ids == checkpoint.tokenizer.mask_token_id).any()
+
+
+def test_rerank_keeps_the_candidate_the_guide_finds_most_likely(tiny_checkpoint, tiny_gpt2_checkpoint):
+    checkpoint = models.load_checkpoint(tiny_checkpoint)
+    chosen = sampling.generate(checkpoint, guided_settings(guide=tiny_gpt2_checkpoint, rerank=3), progress=False)
+    every = sampling.generate(checkpoint, guided_settings(guide=tiny_gpt2_checkpoint, num_samples=9), progress=False)
+    guide, _ = sampling.load_guide(tiny_gpt2_checkpoint, checkpoint, 20)
+    end = tokenization.end_token_id(checkpoint.tokenizer)
+    ends_before = (every.ids == end).cumsum(-1) - (every.ids == end).long()
+    nll = sampling.guide_nll(guide, every.ids, ~every.result.fixed & ends_before.eq(0)).view(3, 3)
+    best = nll.argmin(-1) + torch.arange(3) * 3
+    assert torch.equal(chosen.ids, every.ids[best])
+    assert len(chosen.texts) == 3 and len(chosen.trajectory[0].ids) == 3
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--guide-weight", "1.5", "--guide", "x"], r"--guide-weight 1.5 must be in \[0, 1\]"),
+        (["--rerank", "0"], r"--rerank 0 must be at least 1"),
+        (["--rerank", "4"], r"--rerank needs a guide: add --guide CHECKPOINT"),
+        (["--guide", "nowhere/gpt2"], r"checkpoint directory not found: nowhere/gpt2"),
+    ],
+)
+def test_bad_guide_options_are_usage_errors(tiny_checkpoint, extra, message):
+    with pytest.raises(UsageError, match=message):
+        generate.main(["--checkpoint", tiny_checkpoint, "--steps", "2", "--max-length", "20", *extra])
+
+
+def test_a_masked_lm_or_another_tokenizer_is_refused_as_guide(tiny_checkpoint, tmp_path):
+    with pytest.raises(UsageError, match="not an autoregressive"):
+        generate.main(["--checkpoint", tiny_checkpoint, "--max-length", "20", "--guide", tiny_checkpoint])
+    other = tokenization.train_tokenizer([" ".join(f"w{i}" for i in range(80))], "word", 100)
+    models.build_model("ar", "tiny", other, 32).save_pretrained(tmp_path / "gpt2")
+    other.save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(UsageError, match="has another tokenizer"):
+        generate.main(["--checkpoint", tiny_checkpoint, "--max-length", "20", "--guide", str(tmp_path / "gpt2")])
