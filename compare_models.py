@@ -150,7 +150,8 @@ def ar_states(tokenizer, prompt: list[int], generated: list[int]) -> list[render
         labels = [rendering.FIXED] * len(prompt) + [rendering.REVEALED] * k
         if k:
             labels[-1] = rendering.NEW
-        states.append(rendering.StepState(k, len(generated), ids, rendering.token_strings(tokenizer, ids), labels, [None] * len(ids)))
+        states.append(rendering.StepState(k, len(generated), ids, rendering.token_strings(tokenizer, ids), labels, [None] * len(ids),
+                                         rendering.end_token_string(tokenizer)))
     return states
 
 
@@ -178,7 +179,7 @@ def state_at(run: ModelRun, clock: str, tick: float) -> int:
 def render_comparison(runs: list[ModelRun], clock: str) -> tuple[list[Image.Image], list[float]]:
     text_width = PANEL_WIDTH - 2 * MARGIN
     layouts = [
-        [rendering.layout_tokens(s.tokens, s.labels, s.previous, text_width, TOKEN_SIZE) for s in run.states] for run in runs
+        [rendering.layout_tokens(s.tokens, s.labels, s.previous, text_width, TOKEN_SIZE, end_token=s.end_token) for s in run.states] for run in runs
     ]
     text_height = max(height for layout in layouts for _, height in layout)
     header = 132

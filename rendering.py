@@ -52,6 +52,7 @@ class StepState:
     tokens: list[str]
     labels: list[str]
     previous: list[str | None]
+    end_token: str | None = None  # a run of this token is drawn as one chip, "</s> x30"
 
     def count(self, label: str) -> int:
         return self.labels.count(label)
@@ -71,6 +72,40 @@ def _token_string(tokenizer, token_id: int) -> str:
         token = tokenizer.convert_ids_to_tokens([token_id])[0]
         cache[token_id] = tokenizer.convert_tokens_to_string([token]) if token is not None else f"<id {token_id}>"
     return cache[token_id]
+
+
+def collapse_end_runs(tokens, labels, previous, end_token: str | None):
+    """(tokens, labels, previous) with every run of two or more shown `end_token`s as one token "</s> ×N"; its
+    label is new if any of the run is new, fixed if all are fixed, else revealed. Masked and re-masked positions
+    are never merged (each is a slot still to fill)."""
+    if end_token is None:
+        return list(tokens), list(labels), list(previous)
+    out_tokens, out_labels, out_previous = [], [], []
+    i = 0
+    while i < len(tokens):
+        j = i
+        while j < len(tokens) and tokens[j] == end_token and labels[j] not in (MASKED, REMASKED):
+            j += 1
+        if j - i >= 2:
+            run = labels[i:j]
+            label = NEW if NEW in run else FIXED if all(x == FIXED for x in run) else REVEALED
+            out_tokens.append(f"{end_token} \u00d7{j - i}")
+            out_labels.append(label)
+            out_previous.append(None)
+            i = j
+        else:
+            out_tokens.append(tokens[i])
+            out_labels.append(labels[i])
+            out_previous.append(previous[i])
+            i += 1
+    return out_tokens, out_labels, out_previous
+
+
+def end_token_string(tokenizer) -> str | None:
+    from tokenization import end_token_id
+
+    end = end_token_id(tokenizer)
+    return None if end is None else _token_string(tokenizer, end)
 
 
 def trajectory_states(result, tokenizer, sample: int = 0, skip_start: bool = True) -> list[StepState]:
@@ -105,7 +140,7 @@ def trajectory_states(result, tokenizer, sample: int = 0, skip_start: bool = Tru
                 label = REVEALED
             labels.append(label)
             previous.append(was)
-        states.append(StepState(k, len(trajectory) - 1, ids, tokens, labels, previous))
+        states.append(StepState(k, len(trajectory) - 1, ids, tokens, labels, previous, end_token_string(tokenizer)))
         before = ids
     return states
 
@@ -176,12 +211,15 @@ class Placed:
 MASK_BOX_CHARS = 3  # a masked slot is drawn as a box this many characters wide
 
 
-def layout_tokens(tokens, labels, previous, width: float, size: int, line_gap: float = 1.45) -> tuple[list[Placed], float]:
+def layout_tokens(tokens, labels, previous, width: float, size: int, line_gap: float = 1.45,
+                  end_token: str | None = None) -> tuple[list[Placed], float]:
     """Place tokens left to right, wrapping at `width` pixels with the font's real advance widths.
 
     Returns the placed pieces (coordinates relative to the text area) and the height used. A token that
-    contains a newline ends its line; a token wider than a whole line is cut into pieces that fit.
+    contains a newline ends its line; a token wider than a whole line is cut into pieces that fit. Runs of
+    `end_token` are one chip (collapse_end_runs).
     """
+    tokens, labels, previous = collapse_end_runs(tokens, labels, previous, end_token)
     regular = font(size)
     line_height = round(size * line_gap)
     space = regular.getlength(" ")

@@ -76,7 +76,7 @@ def frame_durations(count: int, fps: float, hold: float) -> list[int]:
 def render_frames(states: list[rendering.StepState], info: dict) -> list[Image.Image]:
     """One image per state, all the same size (tall enough for the longest step)."""
     text_width = WIDTH - 2 * MARGIN
-    layouts = [rendering.layout_tokens(s.tokens, s.labels, s.previous, text_width, TOKEN_SIZE) for s in states]
+    layouts = [rendering.layout_tokens(s.tokens, s.labels, s.previous, text_width, TOKEN_SIZE, end_token=s.end_token) for s in states]
     text_height = max(height for _, height in layouts)
     header = 150
     legend_top = header + text_height + 24

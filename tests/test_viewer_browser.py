@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import rendering
 import visualize_generation
 
 pytestmark = pytest.mark.slow  # starts processes / a browser
@@ -127,8 +128,9 @@ def test_shown_text_at_each_step_is_that_steps_tokens(page, run_dir):
     for k, state in enumerate(states):
         page.evaluate(f"window.diffusionViewer.show({k})")
         spans = page.eval_on_selector_all("#tokens .tok", "nodes => nodes.map(n => [n.className, n.textContent])")
-        assert [cls.split()[1] for cls, _ in spans] == state["labels"]
-        for (cls, text), token, label, previous in zip(spans, state["tokens"], state["labels"], state["previous"]):
+        tokens, labels, previous_tokens = rendering.collapse_end_runs(state["tokens"], state["labels"], state["previous"], state["end_token"])
+        assert [cls.split()[1] for cls, _ in spans] == labels
+        for (cls, text), token, label, previous in zip(spans, tokens, labels, previous_tokens):
             shown = previous if label == "remasked" else token  # a re-masked slot shows the hidden token, struck through
             if label == "masked":
                 assert text == ""
@@ -186,3 +188,17 @@ def test_a_file_that_is_not_json_shows_an_error(page, run_dir, tmp_path):
     page.set_input_files("#file", str(bad))
     page.wait_for_selector("#error", state="visible")
     assert "broken.json is not valid JSON" in page.text_content("#error")
+
+
+def test_a_run_of_end_tokens_is_one_labelled_chip(page, tmp_path):
+    tokens = ["tom", " found", " it", *["</s>"] * 30]
+    state = {"step": 1, "tokens": tokens, "labels": ["fixed", "new", "new", *["new"] * 30], "end_token": "</s>"}
+    first = {"step": 0, "tokens": tokens, "labels": ["fixed"] + ["masked"] * 32, "end_token": "</s>"}
+    page.goto(_viewer_dir(tmp_path, {"settings": {"steps": 1}, "states": [first, state]}).as_uri())
+    page.evaluate("window.diffusionViewer.show(1)")
+    spans = page.eval_on_selector_all("#tokens .tok", "nodes => nodes.map(n => [n.className, n.textContent, n.title])")
+    assert [text for _, text, _ in spans] == ["tom", " found", " it", "</s> \u00d730"]
+    assert spans[-1][0].split() == ["tok", "new", "run"] and spans[-1][2] == "30 end tokens"
+    page.evaluate("window.diffusionViewer.show(0)")  # masked slots are never merged
+    assert len(page.query_selector_all("#tokens .tok")) == 33
+    assert page.errors == []

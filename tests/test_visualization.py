@@ -170,3 +170,20 @@ def test_help_exits_0(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "--output-dir" in out and "--fps" in out and "--strategy" in out
+
+
+def test_a_run_of_end_tokens_is_one_chip_and_masked_slots_are_never_merged():
+    tokens = ["a", "</s>", "</s>", "</s>", "<mask>", "</s>", "</s>", "b", "</s>"]
+    labels = ["fixed", "revealed", "new", "revealed", "masked", "fixed", "fixed", "new", "revealed"]
+    shown, kinds, previous = rendering.collapse_end_runs(tokens, labels, [None] * 9, "</s>")
+    assert shown == ["a", "</s> \u00d73", "<mask>", "</s> \u00d72", "b", "</s>"]
+    assert kinds == ["fixed", "new", "masked", "fixed", "new", "revealed"]
+    assert rendering.collapse_end_runs(tokens, labels, [None] * 9, None)[0] == tokens
+    placed, _ = rendering.layout_tokens(tokens, labels, [None] * 9, 400, 20, end_token="</s>")
+    assert sum("\u00d73" in p.text for p in placed) == 1 and len(placed) == 6
+
+
+def test_trajectory_states_name_the_end_token(story_tokenizer):
+    states = rendering.trajectory_states(_hand_made_result(), story_tokenizer)
+    assert {s.end_token for s in states} == {"</s>"}
+    assert states[0].to_dict()["end_token"] == "</s>"  # the viewer's run data carries it
