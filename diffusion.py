@@ -40,6 +40,7 @@ def _logarithmic(t):
 SCHEDULES = {
     "linear": _linear, "cosine": _cosine, "exponential": _exponential, "logarithmic": _logarithmic, "log-linear": _linear,
 }
+CANDIDATES = 3  # top tokens recorded per drawn position in the trajectory
 STRATEGIES = ("remask", "random", "confidence", "threshold", "entropy-bounded", "remdm")
 # How certain a proposal is, for the strategies that reveal the most certain positions first (confidence,
 # threshold, entropy-bounded's order): all in [0, 1], 1 = certain.
@@ -223,12 +224,17 @@ class TrajectoryStep:
     All tensors are (batch, seq) and on the CPU. `revealed` marks positions that were masked before this step
     and hold a token after it; `remasked` marks positions that held a generated token and are masked again.
     `confidence` is the probability of the token each position holds after this step (0 where masked or fixed).
+    `candidates` / `candidate_probs` (batch, seq, CANDIDATES): at every position the step drew for, the most
+    likely tokens of the distribution it drew from (guidance included, before temperature and top-k/p), -1 / 0
+    elsewhere: what the sampler weighed.
     """
 
     ids: torch.Tensor
     revealed: torch.Tensor
     remasked: torch.Tensor
     confidence: torch.Tensor
+    candidates: torch.Tensor | None = None
+    candidate_probs: torch.Tensor | None = None
 
 
 @dataclass
@@ -241,7 +247,9 @@ class SampleResult:
 
     def rows(self, index: torch.Tensor) -> "SampleResult":
         """The same result for the samples `index` (1-D) only, trajectory included."""
-        steps = [TrajectoryStep(s.ids[index], s.revealed[index], s.remasked[index], s.confidence[index]) for s in self.trajectory]
+        steps = [TrajectoryStep(s.ids[index], s.revealed[index], s.remasked[index], s.confidence[index],
+                                None if s.candidates is None else s.candidates[index],
+                                None if s.candidate_probs is None else s.candidate_probs[index]) for s in self.trajectory]
         return SampleResult(self.ids[index], self.fixed[index], steps, self.nfe, self.guide_nfe)
 
 
@@ -324,6 +332,8 @@ def sample(
                 nfe += 1
             proposal, proposal_conf = ids.clone(), torch.zeros(ids.shape, device=device)
             score, spread = torch.zeros(ids.shape, device=device), torch.zeros(ids.shape, device=device)
+            top_ids = torch.full((*ids.shape, CANDIDATES), -1, dtype=torch.long, device=device)
+            top_probs = torch.zeros((*ids.shape, CANDIDATES), device=device)
             if block_masked.any():
                 rows = rows.float().index_fill(-1, banned, float("-inf"))
                 if guide is not None and config.guide_weight > 0:
@@ -339,6 +349,9 @@ def sample(
                 )
                 proposal[block_masked] = drawn
                 proposal_conf[block_masked] = drawn_conf
+                best = rows.softmax(-1).topk(min(CANDIDATES, rows.size(-1)), dim=-1)
+                top_probs[block_masked] = torch.nn.functional.pad(best.values, (0, CANDIDATES - best.values.size(-1)))
+                top_ids[block_masked] = torch.nn.functional.pad(best.indices, (0, CANDIDATES - best.indices.size(-1)), value=-1)
                 score[block_masked] = certainty(rows, config.confidence, drawn_conf)
                 if config.strategy == "entropy-bounded":
                     spread[block_masked] = entropy(rows)
@@ -398,7 +411,7 @@ def sample(
             remasked = ~masked & now_masked
             confidence = confidence.masked_fill(now_masked, 0.0)
             ids = new_ids
-            trajectory.append(_record(ids, revealed, remasked, confidence))
+            trajectory.append(_record(ids, revealed, remasked, confidence, top_ids, top_probs))
             if progress is not None:
                 progress()
     return SampleResult(ids=ids.cpu(), fixed=fixed.cpu(), trajectory=trajectory, nfe=nfe, guide_nfe=guide_nfe)
@@ -431,8 +444,10 @@ def _uniform(shape, generator, device) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=where).to(device)
 
 
-def _record(ids, revealed, remasked, confidence) -> TrajectoryStep:
-    return TrajectoryStep(ids.cpu(), revealed.cpu(), remasked.cpu(), confidence.float().cpu())
+def _record(ids, revealed, remasked, confidence, candidates=None, candidate_probs=None) -> TrajectoryStep:
+    return TrajectoryStep(ids.cpu(), revealed.cpu(), remasked.cpu(), confidence.float().cpu(),
+                          None if candidates is None else candidates.cpu(),
+                          None if candidate_probs is None else candidate_probs.float().cpu())
 
 
 # ----------------------------------------------------------------------------- prompts in, text out

@@ -53,6 +53,8 @@ class StepState:
     labels: list[str]
     previous: list[str | None]
     end_token: str | None = None  # a run of this token is drawn as one chip, "</s> x30"
+    # For each position the step revealed: the sampler's top candidates there, [[token, probability], ...].
+    candidates: list | None = None
 
     def count(self, label: str) -> int:
         return self.labels.count(label)
@@ -140,7 +142,14 @@ def trajectory_states(result, tokenizer, sample: int = 0, skip_start: bool = Tru
                 label = REVEALED
             labels.append(label)
             previous.append(was)
-        states.append(StepState(k, len(trajectory) - 1, ids, tokens, labels, previous, end_token_string(tokenizer)))
+        candidates = None
+        if step.candidates is not None:
+            top, probs = step.candidates[sample, first:].tolist(), step.candidate_probs[sample, first:].tolist()
+            candidates = [
+                [[_token_string(tokenizer, t), round(p, 4)] for t, p in zip(top[i], probs[i]) if t >= 0] if revealed[i] else None
+                for i in range(len(ids))
+            ]
+        states.append(StepState(k, len(trajectory) - 1, ids, tokens, labels, previous, end_token_string(tokenizer), candidates))
         before = ids
     return states
 

@@ -360,3 +360,16 @@ def test_product_of_experts_is_the_weighted_geometric_mixture():
     assert torch.allclose(diffusion.product_of_experts(p.log(), q.log(), 0.0).exp(), p, atol=1e-6)
     banned = diffusion.product_of_experts(torch.tensor([[0.0, float("-inf")]]), torch.tensor([[0.0, 0.0]]), 0.5)
     assert banned[0, 1] == float("-inf")
+
+
+def test_the_trajectory_records_what_the_sampler_weighed(tiny_mlm, story_tokenizer):
+    ids, result = sample(tiny_mlm, story_tokenizer, prefix="tom", strategy="confidence", sampling="greedy", steps=5)
+    assert result.trajectory[0].candidates is None  # the start: nothing weighed yet
+    for before, step in zip(result.trajectory, result.trajectory[1:]):
+        drawn = before.ids == story_tokenizer.mask_token_id  # every masked position was drawn for
+        assert ((step.candidates[..., 0] >= 0) == drawn).all()
+        probs = step.candidate_probs[drawn]
+        assert (probs[:, :-1] >= probs[:, 1:]).all() and (probs.sum(-1) <= 1 + 1e-5).all()
+        # greedy: each revealed token is the top candidate, with that probability
+        assert torch.equal(step.ids[step.revealed], step.candidates[..., 0][step.revealed])
+        assert torch.allclose(step.confidence[step.revealed], step.candidate_probs[..., 0][step.revealed], atol=1e-5)

@@ -202,3 +202,16 @@ def test_a_run_of_end_tokens_is_one_labelled_chip(page, tmp_path):
     page.evaluate("window.diffusionViewer.show(0)")  # masked slots are never merged
     assert len(page.query_selector_all("#tokens .tok")) == 33
     assert page.errors == []
+
+
+def test_hovering_a_revealed_token_names_the_candidates_the_sampler_weighed(page, tmp_path):
+    tokens = ["tom", " found", " <b>x</b>"]
+    first = {"step": 0, "tokens": tokens, "labels": ["fixed", "masked", "masked"]}
+    state = {"step": 1, "tokens": tokens, "labels": ["fixed", "new", "masked"],
+             "candidates": [None, [[" found", 0.5], [" <b>x</b>", 0.25], [" saw", 0.125]], None]}
+    page.goto(_viewer_dir(tmp_path, {"settings": {"steps": 1}, "states": [first, state]}).as_uri())
+    page.evaluate("window.diffusionViewer.show(1)")
+    titles = page.eval_on_selector_all("#tokens .tok", "nodes => nodes.map(n => n.title)")
+    assert titles[1] == 'candidates: " found" 50.0% \u00b7 " <b>x</b>" 25.0% \u00b7 " saw" 12.5%'
+    assert page.query_selector("#tokens b") is None  # candidates are text, never markup
+    assert titles[0] == "" and page.errors == []
