@@ -45,7 +45,7 @@ STRATEGIES = ("remask", "random", "confidence", "threshold", "entropy-bounded", 
 # How certain a proposal is, for the strategies that reveal the most certain positions first (confidence,
 # threshold, entropy-bounded's order): all in [0, 1], 1 = certain.
 CONFIDENCE_MEASURES = ("prob", "margin", "entropy")
-REMASK_SCHEDULES = ("cap", "rescale", "conf")  # ReMDM's sigma_t (Wang et al. 2025, arXiv 2503.00307, sec. 4)
+REMASK_SCHEDULES = ("cap", "rescale", "conf", "loop")  # ReMDM's sigma_t (Wang et al. 2025, arXiv 2503.00307, sec. 4)
 SAMPLING_METHODS = ("greedy", "topk", "nucleus")
 
 
@@ -173,6 +173,9 @@ class SamplerConfig:
     entropy_budget: float = 1.0
     remask_eta: float = 0.05
     remask_schedule: str = "cap"
+    loop_on: float = 0.55  # ReMDM-loop: the loop runs for t in [loop_off, loop_on] ...
+    loop_off: float = 0.05
+    loop_alpha: float = 0.9  # ... with this share of the span decoded
     sparse_logits: bool = True  # the LM head only at the positions a step draws (same tokens, less work)
     cfg_scale: float = 0.0  # classifier-free guidance by the prompt (0: none)
     guide_weight: float = 0.0  # weight of the causal-LM guide in the product of experts (0: no guide)
@@ -215,6 +218,16 @@ def remdm_sigma(schedule: str, eta: float, alpha_t: torch.Tensor, alpha_s: torch
     cap: min(eta, sigma_max); rescale and conf: eta * sigma_max (conf spreads it over tokens by confidence)."""
     sigma_max = ((1 - alpha_s) / alpha_t.clamp_min(1e-12)).clamp(max=1.0)
     return torch.minimum(torch.full_like(sigma_max, eta), sigma_max) if schedule == "cap" else eta * sigma_max
+
+
+def loop_masked_share(t: float, on: float, off: float, alpha: float) -> float:
+    """ReMDM-loop's masked share at time t: decode to a share `alpha` by t = `on` (linearly in t), hold it while
+    re-masking until t = `off`, then decode the rest."""
+    if t >= on:
+        return 1.0 - alpha * (1.0 - t) / (1.0 - on)
+    if t >= off:
+        return 1.0 - alpha
+    return (1.0 - alpha) * t / off
 
 
 @dataclass
@@ -361,10 +374,18 @@ def sample(
             if config.strategy == "remdm":
                 # ReMDM: re-mask a share sigma of the tokens decoded so far, then reveal (at random, as MDLM's
                 # ancestral step) enough masked ones that m(t_next) of the block stays masked.
-                alpha_t, alpha_s = 1 - mask_fraction(config.schedule, t_now), 1 - mask_fraction(config.schedule, t_next)
-                sigma = float(remdm_sigma(config.remask_schedule, config.remask_eta, alpha_t, alpha_s))
+                if config.remask_schedule == "loop":
+                    # The loop holds the decoded share and re-masks eta of it each step; outside it, plain MDLM.
+                    share = loop_masked_share(float(t_next), config.loop_on, config.loop_off, config.loop_alpha)
+                    keep_masked = torch.round(share * span.double()).long()
+                    in_loop = float(t_now) <= config.loop_on + 1e-9 and float(t_next) >= config.loop_off - 1e-9
+                    sigma = config.remask_eta if in_loop else 0.0
+                else:
+                    alpha_t, alpha_s = 1 - mask_fraction(config.schedule, t_now), 1 - mask_fraction(config.schedule, t_next)
+                    sigma = float(remdm_sigma(config.remask_schedule, config.remask_eta, alpha_t, alpha_s))
                 decoded = block & ~masked
-                hide_count = torch.round(sigma * decoded.sum(-1).double()).long()
+                # At most keep_masked can be hidden: the step reveals only positions that were masked before it.
+                hide_count = torch.round(sigma * decoded.sum(-1).double()).long().minimum(keep_masked)
                 if config.remask_schedule == "conf":  # the least confident decoded tokens go back first
                     hide = _reveal_top(-confidence, decoded, hide_count)
                 else:

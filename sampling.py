@@ -39,6 +39,9 @@ STRATEGY_OPTIONS = (
     ("entropy_budget", 1.0, ("entropy-bounded",)),
     ("remask_eta", 0.05, ("remdm",)),
     ("remask_schedule", "cap", ("remdm",)),
+    ("loop_on", 0.55, ("remdm",)),
+    ("loop_off", 0.05, ("remdm",)),
+    ("loop_alpha", 0.9, ("remdm",)),
 )
 
 
@@ -79,9 +82,13 @@ class GenerationSettings:
     entropy_budget: float = field(default=1.0, metadata={"help": "entropy-bounded: nats of entropy one step may take on (> 0)."})
     remask_eta: float = field(default=0.05, metadata={"help": "remdm: eta in [0, 1], the re-masking strength."})
     remask_schedule: REMASK_CHOICES = field(
-        default="cap", metadata={"help": "remdm: sigma_t = min(eta, sigma_max) (cap), eta * sigma_max (rescale), or rescale "
-                                 "spent on the least confident tokens first (conf)."}
+        default="cap", metadata={"help": "remdm: sigma_t = min(eta, sigma_max) (cap), eta * sigma_max (rescale), rescale "
+                                 "spent on the least confident tokens first (conf), or loop: decode to --loop-alpha by "
+                                 "t = --loop-on, re-mask eta of it per step until t = --loop-off, then finish."}
     )
+    loop_on: float = field(default=0.55, metadata={"help": "remdm loop: the time t at which the loop starts (ReMDM's t_on)."})
+    loop_off: float = field(default=0.05, metadata={"help": "remdm loop: the time t at which it ends (t_off < t_on)."})
+    loop_alpha: float = field(default=0.9, metadata={"help": "remdm loop: the decoded share held during the loop (alpha_on)."})
     cfg_scale: float = field(
         default=0.0, metadata={"help": "Classifier-free guidance by the prompt (--prefix or the infill context): logits = "
                                "uncond + (1 + W) (cond - uncond), the unconditional pass seeing the prompt masked. Each step "
@@ -159,6 +166,11 @@ class GenerationSettings:
             raise UsageError(f"--entropy-budget {self.entropy_budget} must be > 0")
         if not 0 <= self.remask_eta <= 1:
             raise UsageError(f"--remask-eta {self.remask_eta} must be in [0, 1]")
+        if not 0 < self.loop_off < self.loop_on < 1 or not 0 < self.loop_alpha < 1:
+            raise UsageError(f"--loop-off {self.loop_off}, --loop-on {self.loop_on} and --loop-alpha {self.loop_alpha} must "
+                             "satisfy 0 < off < on < 1 and 0 < alpha < 1")
+        if self.remask_schedule != "loop" and (self.loop_on, self.loop_off, self.loop_alpha) != (0.55, 0.05, 0.9):
+            raise UsageError("--loop-on, --loop-off and --loop-alpha apply to --remask-schedule loop only")
         for name, default, strategies in STRATEGY_OPTIONS:
             if getattr(self, name) != default and self.strategy not in strategies:
                 flag = "--" + name.replace("_", "-")

@@ -291,7 +291,7 @@ def test_remdm_sigma_caps_or_rescales_the_largest_possible_remasking():
     assert float(diffusion.remdm_sigma("cap", 1.0, torch.tensor(0.5), torch.tensor(1.0))) == 0.0  # the last step
 
 
-@pytest.mark.parametrize("remask_schedule", diffusion.REMASK_SCHEDULES)
+@pytest.mark.parametrize("remask_schedule", ["cap", "rescale", "conf"])
 def test_remdm_changes_decoded_tokens_and_ends_with_none_masked(tiny_mlm, story_tokenizer, remask_schedule):
     ids, result = sample(tiny_mlm, story_tokenizer, prefix="tom", strategy="remdm", schedule="linear", steps=10,
                          remask_eta=1.0, remask_schedule=remask_schedule)
@@ -373,3 +373,20 @@ def test_the_trajectory_records_what_the_sampler_weighed(tiny_mlm, story_tokeniz
         # greedy: each revealed token is the top candidate, with that probability
         assert torch.equal(step.ids[step.revealed], step.candidates[..., 0][step.revealed])
         assert torch.allclose(step.confidence[step.revealed], step.candidate_probs[..., 0][step.revealed], atol=1e-5)
+
+
+def test_remdm_loop_holds_the_decoded_share_while_it_remasks_and_finishes_unmasked(tiny_mlm, story_tokenizer):
+    steps, on, off, alpha = 20, 0.55, 0.05, 0.9
+    ids, result = sample(tiny_mlm, story_tokenizer, prefix="tom", strategy="remdm", schedule="linear", steps=steps,
+                         remask_eta=0.3, remask_schedule="loop", loop_on=on, loop_off=off, loop_alpha=alpha)
+    mask = story_tokenizer.mask_token_id
+    span = int((ids[0] == mask).sum())
+    for k, step in enumerate(result.trajectory):
+        t = 1 - k / steps
+        assert int((step.ids[0] == mask).sum()) == round(diffusion.loop_masked_share(t, on, off, alpha) * span)
+        t_before = 1 - (k - 1) / steps
+        if k and step.remasked.any():  # re-masking happens inside the loop only
+            assert t_before <= on + 1e-9 and t >= off - 1e-9
+    assert any(step.remasked.any() for step in result.trajectory)
+    assert not (result.ids == mask).any()
+    assert diffusion.loop_masked_share(1.0, on, off, alpha) == 1.0 and diffusion.loop_masked_share(0.0, on, off, alpha) == 0.0

@@ -125,6 +125,8 @@ BAD_SAMPLING = [
     (["--strategy", "random", "--confidence", "margin"], r"--confidence margin has no meaning with --strategy random; it applies to"),
     (["--remask-eta", "0.2"], r"--remask-eta 0.2 has no meaning with --strategy threshold; it applies to --strategy remdm"),
     (["--strategy", "remdm", "--entropy-budget", "2"], r"--entropy-budget 2.0 has no meaning with --strategy remdm"),
+    (["--strategy", "remdm", "--remask-schedule", "loop", "--loop-on", "0.1", "--loop-off", "0.2"], r"must satisfy 0 < off < on < 1"),
+    (["--strategy", "remdm", "--loop-on", "0.7"], r"--loop-on, --loop-off and --loop-alpha apply to --remask-schedule loop only"),
     (["--cfg-scale", "-1", "--prefix", "tom"], r"--cfg-scale -1.0 must be 0 \(off\) or more"),
     (["--cfg-scale", "2"], r"--cfg-scale 2.0 guides by a prompt; give --prefix TEXT or --infill TEMPLATE"),
 ]
