@@ -118,6 +118,12 @@ def _model_type(name_or_path: str, trust_remote_code: bool) -> str:
         raise UsageError(f"'{name_or_path}' is not a model checkpoint directory (no usable config.json)") from None
 
 
+def is_causal_lm(name_or_path: str) -> bool:
+    """Whether a checkpoint (a final-model or a Trainer checkpoint-N directory) holds an autoregressive LM."""
+    model_type = _model_type(name_or_path, trust_remote_code=False)
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
 def load_masked_lm(name_or_path: str, trust_remote_code: bool = False, dtype=None, tokenizer_path: str | None = None):
     """(model, tokenizer) of a masked LM; a causal LM or anything else is refused with a clear message.
     `tokenizer_path`: where the tokenizer is, when not beside the weights."""

@@ -83,7 +83,7 @@ def checkpoint_story_quality(checkpoint: str, num_samples: int = 256, seed: int 
     if threads:
         torch.set_num_threads(threads)
     settings = sampling.GenerationSettings(num_samples=num_samples, seed=seed)
-    if models.read_diffusion_config(checkpoint).get("objective") == "ar":
+    if models.is_causal_lm(checkpoint):
         out = sampling.sample_autoregressive(*models.load_causal_lm(checkpoint), settings)
         nfe = out.forward_passes
     else:
