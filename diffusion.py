@@ -40,7 +40,6 @@ def _logarithmic(t):
 SCHEDULES = {
     "linear": _linear, "cosine": _cosine, "exponential": _exponential, "logarithmic": _logarithmic, "log-linear": _linear,
 }
-CANDIDATES = 3  # top tokens recorded per drawn position in the trajectory
 STRATEGIES = ("remask", "random", "confidence", "threshold", "entropy-bounded", "remdm")
 # How certain a proposal is, for the strategies that reveal the most certain positions first (confidence,
 # threshold, entropy-bounded's order): all in [0, 1], 1 = certain.
@@ -178,6 +177,7 @@ class SamplerConfig:
     loop_alpha: float = 0.9  # ... with this share of the span decoded
     sparse_logits: bool = True  # the LM head only at the positions a step draws (same tokens, less work)
     cfg_scale: float = 0.0  # classifier-free guidance by the prompt (0: none)
+    candidates: int = 0  # top tokens recorded per drawn position in the trajectory (for the viewer; 0: none)
     guide_weight: float = 0.0  # weight of the causal-LM guide in the product of experts (0: no guide)
 
 
@@ -237,9 +237,9 @@ class TrajectoryStep:
     All tensors are (batch, seq) and on the CPU. `revealed` marks positions that were masked before this step
     and hold a token after it; `remasked` marks positions that held a generated token and are masked again.
     `confidence` is the probability of the token each position holds after this step (0 where masked or fixed).
-    `candidates` / `candidate_probs` (batch, seq, CANDIDATES): at every position the step drew for, the most
-    likely tokens of the distribution it drew from (guidance included, before temperature and top-k/p), -1 / 0
-    elsewhere: what the sampler weighed.
+    `candidates` / `candidate_probs` (batch, seq, SamplerConfig.candidates), None when that is 0: at every position
+    the step drew for, the most likely tokens of the distribution it drew from (guidance included, before
+    temperature and top-k/p), -1 / 0 elsewhere: what the sampler weighed.
     """
 
     ids: torch.Tensor
@@ -345,8 +345,9 @@ def sample(
                 nfe += 1
             proposal, proposal_conf = ids.clone(), torch.zeros(ids.shape, device=device)
             score, spread = torch.zeros(ids.shape, device=device), torch.zeros(ids.shape, device=device)
-            top_ids = torch.full((*ids.shape, CANDIDATES), -1, dtype=torch.long, device=device)
-            top_probs = torch.zeros((*ids.shape, CANDIDATES), device=device)
+            k = config.candidates
+            top_ids = torch.full((*ids.shape, k), -1, dtype=torch.long, device=device) if k else None
+            top_probs = torch.zeros((*ids.shape, k), device=device) if k else None
             if block_masked.any():
                 rows = rows.float().index_fill(-1, banned, float("-inf"))
                 if guide is not None and config.guide_weight > 0:
@@ -362,9 +363,11 @@ def sample(
                 )
                 proposal[block_masked] = drawn
                 proposal_conf[block_masked] = drawn_conf
-                best = rows.softmax(-1).topk(min(CANDIDATES, rows.size(-1)), dim=-1)
-                top_probs[block_masked] = torch.nn.functional.pad(best.values, (0, CANDIDATES - best.values.size(-1)))
-                top_ids[block_masked] = torch.nn.functional.pad(best.indices, (0, CANDIDATES - best.indices.size(-1)), value=-1)
+                if k:
+                    best = rows.topk(min(k, rows.size(-1)), dim=-1)  # softmax only over the k kept: same order
+                    probs = (best.values - rows.logsumexp(-1, keepdim=True)).exp()
+                    top_probs[block_masked] = torch.nn.functional.pad(probs, (0, k - probs.size(-1)))
+                    top_ids[block_masked] = torch.nn.functional.pad(best.indices, (0, k - best.indices.size(-1)), value=-1)
                 score[block_masked] = certainty(rows, config.confidence, drawn_conf)
                 if config.strategy == "entropy-bounded":
                     spread[block_masked] = entropy(rows)

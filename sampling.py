@@ -101,6 +101,10 @@ class GenerationSettings:
     guide_weight: float = field(default=0.5, metadata={"help": "--guide: its weight W in [0, 1]: p ~ p_diffusion^(1-W) p_guide^W."})
     rerank: int = field(default=1, metadata={"help": "--guide: draw this many candidates per sample and keep the one the guide "
                                              "finds most likely (per token)."})
+    candidates: int = field(
+        default=0, metadata={"help": "Top tokens (with probabilities) recorded at every position a step draws for, for the "
+                             "viewer's hover; 0: none (a little faster)."}
+    )
     sparse_logits: bool = field(
         default=True, metadata={"help": "Run the LM head only at the positions a step draws from (the same tokens, less "
                                 "work per pass); false: every position's logits, as a plain forward pass."}
@@ -162,6 +166,8 @@ class GenerationSettings:
         if self.guide is None and (self.rerank > 1 or self.guide_weight != 0.5):
             flag = "--rerank" if self.rerank > 1 else "--guide-weight"
             raise UsageError(f"{flag} needs a guide: add --guide CHECKPOINT (a causal LM such as results-ar/final-model)")
+        if self.candidates < 0:
+            raise UsageError(f"--candidates {self.candidates} must be 0 or more")
         if not self.entropy_budget > 0:
             raise UsageError(f"--entropy-budget {self.entropy_budget} must be > 0")
         if not 0 <= self.remask_eta <= 1:

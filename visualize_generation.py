@@ -34,8 +34,8 @@ SETTINGS = ("schedule", "strategy", "steps", "seed", "sampling", "temperature", 
 
 
 def parse_args(argv=None) -> tuple[SamplingArguments, VisualizationArguments]:
-    # One sample is drawn, so generate one unless the user asks for more.
-    return cli.parse_args((SamplingArguments, VisualizationArguments), argv, __doc__.splitlines()[0], defaults={"num_samples": 1})
+    # One sample is drawn, so generate one unless the user asks for more; the viewer shows 3 candidates on hover.
+    return cli.parse_args((SamplingArguments, VisualizationArguments), argv, __doc__.splitlines()[0], defaults={"num_samples": 1, "candidates": 3})
 
 
 def check_output_dir(path: str) -> Path:

@@ -363,8 +363,9 @@ def test_product_of_experts_is_the_weighted_geometric_mixture():
 
 
 def test_the_trajectory_records_what_the_sampler_weighed(tiny_mlm, story_tokenizer):
-    ids, result = sample(tiny_mlm, story_tokenizer, prefix="tom", strategy="confidence", sampling="greedy", steps=5)
-    assert result.trajectory[0].candidates is None  # the start: nothing weighed yet
+    ids, result = sample(tiny_mlm, story_tokenizer, prefix="tom", strategy="confidence", sampling="greedy", steps=5, candidates=3)
+    assert result.trajectory[0].candidates is None
+    assert sample(tiny_mlm, story_tokenizer, steps=2)[1].trajectory[1].candidates is None  # not asked for: not recorded  # the start: nothing weighed yet
     for before, step in zip(result.trajectory, result.trajectory[1:]):
         drawn = before.ids == story_tokenizer.mask_token_id  # every masked position was drawn for
         assert ((step.candidates[..., 0] >= 0) == drawn).all()

@@ -191,7 +191,7 @@ def test_trajectory_states_name_the_end_token(story_tokenizer):
 
 def test_states_carry_the_candidates_of_the_positions_each_step_revealed(tiny_mlm, story_tokenizer):
     ids = diffusion.build_inputs(story_tokenizer, "tom found", 16, 1)
-    config = diffusion.SamplerConfig(steps=4, strategy="confidence", sampling="greedy")
+    config = diffusion.SamplerConfig(steps=4, strategy="confidence", sampling="greedy", candidates=3)
     result = diffusion.sample(tiny_mlm, ids, story_tokenizer.mask_token_id, config, [], torch.Generator().manual_seed(0))
     states = rendering.trajectory_states(result, story_tokenizer)
     assert states[0].candidates is None
@@ -199,5 +199,5 @@ def test_states_carry_the_candidates_of_the_positions_each_step_revealed(tiny_ml
         for token, label, weighed in zip(state.tokens, state.labels, state.candidates):
             assert (weighed is not None) == (label == rendering.NEW)
             if weighed:
-                assert len(weighed) == diffusion.CANDIDATES and weighed[0][0] == token  # greedy takes the top one
+                assert len(weighed) == 3 and weighed[0][0] == token  # greedy takes the top one
                 assert [p for _, p in weighed] == sorted((p for _, p in weighed), reverse=True)
