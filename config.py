@@ -112,6 +112,11 @@ class DiffusionArguments:
         metadata={"help": "How times t are spread over that window (antithetic in both cases): uniform, or bell-shaped "
                   "(Beta(2, 2): more middle mask rates, fewer nearly-empty or nearly-full masks)."},
     )
+    repeat_mask_share: float = field(
+        default=0.0,
+        metadata={"help": "Share of training rows in which every token that repeats an earlier one is masked too, on top "
+                  "of the drawn mask: copying from context becomes a frequent target. 0: off."},
+    )
     mask_curriculum_steps: int = field(
         default=0,
         metadata={"help": "Curriculum: over the first N steps the largest time drawn grows linearly from 20%% of the "

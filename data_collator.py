@@ -18,6 +18,7 @@ CURRICULUM_START = 0.2  # with a curriculum, the largest time drawn grows from t
 # Evaluation uses fixed times (midpoints of ten equal bins) so eval_loss is comparable between evaluations
 # and the 1/t-weighted average is a midpoint-rule estimate of the ELBO integral.
 EVAL_TIMES = (torch.arange(10, dtype=torch.float32) + 0.5) / 10
+REPEAT_ROW_EXTRA = 0.15  # repeat-masked rows: the share of other tokens masked at random as well
 
 
 class DiffusionCollator:
@@ -35,6 +36,7 @@ class DiffusionCollator:
         curriculum_steps: int = 0,
         eval_times: torch.Tensor | None = None,
         seed: int | None = None,
+        repeat_mask_share: float = 0.0,
     ):
         if mask_rates not in ("discrete", "continuous"):
             raise ValueError(f"mask_rates must be 'discrete' or 'continuous', not {mask_rates!r}")
@@ -46,6 +48,8 @@ class DiffusionCollator:
         if not line_by_line:
             never.add(end_token_id(tokenizer))
         self.never_masked = torch.tensor(sorted(i for i in never if i is not None))
+        self.end_id = end_token_id(tokenizer)
+        self.repeat_mask_share = repeat_mask_share
         self.mask_rates, self.schedule = mask_rates, schedule
         self.prefix_length, self.prefix_policy = prefix_length, prefix_policy
         self.min_mask_time, self.max_mask_time = min_mask_time, max_mask_time
@@ -103,6 +107,18 @@ class DiffusionCollator:
         scores = self._rand(batch, length).masked_fill(~maskable, 2.0)
         rank = scores.argsort(-1).argsort(-1)
         masked = rank < num_masked.unsqueeze(1)
+        if self.repeat_mask_share > 0 and self.eval_times is None:
+            # In a share of the rows, also mask every token that repeats one earlier in the row (the end tokens that
+            # fill a line-by-line row excepted): the earlier occurrence is visible unless masked by chance, so
+            # copying a word from the context becomes a frequent training target instead of a rare one.
+            earlier = torch.ones(length, length, dtype=torch.bool).tril(-1)  # [j, i]: i before j
+            repeats = ((input_ids.unsqueeze(2) == input_ids.unsqueeze(1)) & earlier).any(-1)
+            repeats &= maskable & (input_ids != self.end_id)
+            chosen = (self._rand(batch) < self.repeat_mask_share).unsqueeze(1)
+            # A chosen row keeps most of its context: its repeats, plus a light random mask, instead of the draw.
+            light = (self._rand(batch, length) < REPEAT_ROW_EXTRA) & maskable
+            masked = torch.where(chosen, repeats | light, masked)
+            num_masked = masked.sum(-1)
 
         rate_masked = num_masked / num_maskable.clamp_min(1)
         return {

@@ -126,6 +126,8 @@ def check_args(model_args, data_args, diff_args, run_args, training_args) -> Non
             f"--min-mask-time {diff_args.min_mask_time} and --max-mask-time {diff_args.max_mask_time} must satisfy "
             "0 < min < max <= 1"
         )
+    if not 0 <= diff_args.repeat_mask_share <= 1:
+        raise UsageError(f"--repeat-mask-share {diff_args.repeat_mask_share} must be in [0, 1]")
     if diff_args.mask_curriculum_steps < 0:
         raise UsageError(f"--mask-curriculum-steps {diff_args.mask_curriculum_steps} must be 0 or more")
     if data_args.train_file and not Path(data_args.train_file).is_file():
@@ -382,7 +384,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         collator = DiffusionCollator(
             mask_rates=diff_args.mask_rates, min_mask_time=diff_args.min_mask_time, max_mask_time=diff_args.max_mask_time,
-            time_sampling=diff_args.time_sampling, curriculum_steps=diff_args.mask_curriculum_steps, **collator_args,
+            time_sampling=diff_args.time_sampling, curriculum_steps=diff_args.mask_curriculum_steps,
+            repeat_mask_share=diff_args.repeat_mask_share, **collator_args,
         )
         common["callbacks"].append(TellsCollatorTheStep(collator))
         trainer = DiffusionTrainer(

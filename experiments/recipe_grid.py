@@ -56,6 +56,7 @@ RECIPES = {
     "dropout-0.1": ["--dropout", "0.1"],
     "untied": ["--tie-word-embeddings", "false"],
     "batch-64": ["--batch-size", "64", "--max-steps", "600"],  # the same tokens in half the updates
+    "repeat-mask-0.5": ["--repeat-mask-share", "0.5"],
 }
 
 

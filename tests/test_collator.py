@@ -169,3 +169,24 @@ def test_the_curriculum_starts_with_light_masks_and_widens_to_the_whole_window(s
     assert 0.45 < collator.sample_times(256).max() <= 0.01 + 0.99 * 0.5 + 1e-6
     collator.step = 100
     assert collator.sample_times(256).max() > 0.99
+
+
+def test_repeat_masking_masks_every_later_occurrence_in_the_chosen_rows(story_tokenizer):
+    # A chosen row: its repeats masked plus a light random mask (data_collator.REPEAT_ROW_EXTRA) instead of the draw.
+    stories = ["the day tom found a red ball in the park . then tom gave the red ball to anna ."] * 4
+    rows = [{"input_ids": story_tokenizer(s)["input_ids"]} for s in stories]
+    plain = DiffusionCollator(story_tokenizer, line_by_line=True, seed=5, min_mask_time=0.01, max_mask_time=0.02)(rows)
+    biased = DiffusionCollator(story_tokenizer, line_by_line=True, seed=5, min_mask_time=0.01, max_mask_time=0.02,
+                               repeat_mask_share=1.0)(rows)
+    ids = torch.tensor(rows[0]["input_ids"])
+    later = torch.tensor([bool((ids[:j] == ids[j]).any()) for j in range(len(ids))])
+    later &= ids != story_tokenizer.eos_token_id
+    masked = biased["labels"] != -100
+    assert masked[:, later].all()  # tom, the, red, ball ... again: all masked
+    first = ~later & (ids != story_tokenizer.bos_token_id)
+    assert not masked[:, 0].any() and (masked[:, first].float().mean() < 0.4)  # most first occurrences stay visible
+    assert torch.equal(biased["input_ids"][masked], torch.full((int(masked.sum()),), story_tokenizer.mask_token_id))
+    assert torch.equal(biased["labels"][masked], ids.expand(4, -1)[masked])
+    off = DiffusionCollator(story_tokenizer, line_by_line=True, seed=5, min_mask_time=0.01, max_mask_time=0.02,
+                            repeat_mask_share=0.0)(rows)
+    assert torch.equal(off["input_ids"], plain["input_ids"])  # off: the same batches as before the option existed
