@@ -331,18 +331,8 @@ def sample(
             block_masked = masked & block
             if config.strategy in ("threshold", "entropy-bounded") and not block_masked.any():
                 break
-            # Only the positions still masked in this block need a proposal: drawing for every position of the
-            # batch cost as much as the forward pass of a small model, and so does the LM head over all of them.
-            if config.cfg_scale > 0:
-                # One batched pass over the sequences and their prompt-masked copies; it costs two passes.
-                pair = masked_logits(model, head, torch.cat([ids, ids.masked_fill(prompt, mask_token_id)]),
-                                     attention_mask.repeat(2, 1), torch.cat([block_masked, block_masked]))
-                cond, uncond = pair.split(int(block_masked.sum()))
-                rows = guided(cond.float(), uncond.float(), config.cfg_scale)
-                nfe += 2
-            else:
-                rows = masked_logits(model, head, ids, attention_mask, block_masked)  # (masked, vocab)
-                nfe += 1
+            rows, passes = step_logits(model, head, ids, attention_mask, block_masked, prompt, mask_token_id, config.cfg_scale)
+            nfe += passes
             proposal, proposal_conf = ids.clone(), torch.zeros(ids.shape, device=device)
             score, spread = torch.zeros(ids.shape, device=device), torch.zeros(ids.shape, device=device)
             k = config.candidates
@@ -351,12 +341,7 @@ def sample(
             if block_masked.any():
                 rows = rows.float().index_fill(-1, banned, float("-inf"))
                 if guide is not None and config.guide_weight > 0:
-                    draft = ids.clone()
-                    draft[block_masked] = rows.argmax(-1)
-                    # The guide's logits at position j - 1 are its distribution for the token at j.
-                    after = guide(input_ids=draft, attention_mask=attention_mask).logits[:, :-1][block_masked[:, 1:]]
-                    after = after[:, : rows.size(-1)].float().index_fill(-1, banned, float("-inf"))
-                    rows = product_of_experts(rows, after, config.guide_weight)
+                    rows = guided_by(guide, ids, attention_mask, block_masked, rows, banned, config.guide_weight)
                     guide_nfe += 1
                 drawn, drawn_conf = draw_tokens(
                     rows, config.sampling, config.temperature, config.top_k, config.top_p, generator
@@ -394,9 +379,7 @@ def sample(
                 else:
                     hide = _reveal_top(_uniform(ids.shape, generator, device), decoded, hide_count)
                 left = block_masked.sum(-1)
-                count = (left + hide_count - keep_masked).clamp(min=0).minimum(left)
-                if step == block_steps:
-                    hide, count = torch.zeros_like(hide), left
+                count = (left + hide_count - keep_masked).clamp(min=0).minimum(left)  # all at the last step: sigma is 0
                 reveal = _reveal_top(_uniform(ids.shape, generator, device), block_masked, count)
                 new_ids = torch.where(reveal, proposal, ids).masked_fill(hide, mask_token_id)
                 confidence = torch.where(reveal, proposal_conf, confidence)
@@ -412,13 +395,9 @@ def sample(
                     reveal = block_masked & (score >= config.threshold)
                     best = _reveal_top(score, block_masked, torch.ones_like(span))
                     reveal |= best
-                    if step == block_steps:  # the step cap: whatever is left is filled now, never dropped
-                        reveal = block_masked
                 elif config.strategy == "entropy-bounded":
                     count = entropy_bounded_count(spread, score, block_masked, config.entropy_budget)
                     reveal = _reveal_top(score, block_masked, count)
-                    if step == block_steps:
-                        reveal = block_masked
                 else:
                     # At least one position per step: a rounded schedule can otherwise waste a forward pass.
                     left = block_masked.sum(-1)
@@ -428,6 +407,8 @@ def sample(
                     else:
                         scores = score
                     reveal = _reveal_top(scores, block_masked, count)
+                if step == block_steps:  # the step cap: whatever is left is filled now, never dropped
+                    reveal = block_masked
                 new_ids = torch.where(reveal, proposal, ids)
                 confidence = torch.where(reveal, proposal_conf, confidence)
             now_masked = new_ids == mask_token_id
@@ -451,6 +432,28 @@ def product_of_experts(logits: torch.Tensor, guide_logits: torch.Tensor, weight:
     """(1 - weight) log p_diffusion + weight log p_guide, per row (rows, vocab): a distribution proportional to
     p_diffusion^(1 - weight) p_guide^weight. Tokens either expert rules out (-inf) stay ruled out."""
     return (1.0 - weight) * logits.float().log_softmax(-1) + weight * guide_logits.float().log_softmax(-1)
+
+
+def step_logits(model, head, ids, attention_mask, where, prompt, mask_token_id: int, cfg_scale: float):
+    """(logits at the `where` positions, forward passes spent): one pass, or with classifier-free guidance one
+    batched pass over the sequences and their copies with the `prompt` masked, which counts as two."""
+    if cfg_scale <= 0:
+        return masked_logits(model, head, ids, attention_mask, where), 1
+    pair = masked_logits(model, head, torch.cat([ids, ids.masked_fill(prompt, mask_token_id)]),
+                         attention_mask.repeat(2, 1), torch.cat([where, where]))
+    cond, uncond = pair.split(int(where.sum()))
+    return guided(cond.float(), uncond.float(), cfg_scale), 2
+
+
+def guided_by(guide, ids, attention_mask, where, rows: torch.Tensor, banned: torch.Tensor, weight: float) -> torch.Tensor:
+    """`rows` (the diffusion model's logits at the `where` positions) joined with a causal LM's next-token logits
+    there as a product of experts. The guide reads a draft: every `where` position filled with the row's argmax."""
+    draft = ids.clone()
+    draft[where] = rows.argmax(-1)
+    # The guide's logits at position j - 1 are its distribution for the token at j.
+    after = guide(input_ids=draft, attention_mask=attention_mask).logits[:, :-1][where[:, 1:]]
+    after = after[:, : rows.size(-1)].float().index_fill(-1, banned, float("-inf"))
+    return product_of_experts(rows, after, weight)
 
 
 def masked_logits(model, head, ids: torch.Tensor, attention_mask: torch.Tensor, where: torch.Tensor) -> torch.Tensor:

@@ -33,15 +33,16 @@ STRATEGY_CHOICES = Literal[diffusion.STRATEGIES]
 SAMPLING_CHOICES = Literal[diffusion.SAMPLING_METHODS]
 CONFIDENCE_CHOICES = Literal[diffusion.CONFIDENCE_MEASURES]
 REMASK_CHOICES = Literal[diffusion.REMASK_SCHEDULES]
-# Options that mean something only with some strategies: (option, its default, the strategies it applies to).
+# Options that mean something only with some strategies: (option, the strategies it applies to). Setting one
+# away from its default with another strategy is refused.
 STRATEGY_OPTIONS = (
-    ("confidence", "prob", ("confidence", "threshold", "entropy-bounded")),
-    ("entropy_budget", 1.0, ("entropy-bounded",)),
-    ("remask_eta", 0.05, ("remdm",)),
-    ("remask_schedule", "cap", ("remdm",)),
-    ("loop_on", 0.55, ("remdm",)),
-    ("loop_off", 0.05, ("remdm",)),
-    ("loop_alpha", 0.9, ("remdm",)),
+    ("confidence", ("confidence", "threshold", "entropy-bounded")),
+    ("entropy_budget", ("entropy-bounded",)),
+    ("remask_eta", ("remdm",)),
+    ("remask_schedule", ("remdm",)),
+    ("loop_on", ("remdm",)),
+    ("loop_off", ("remdm",)),
+    ("loop_alpha", ("remdm",)),
 )
 
 
@@ -124,6 +125,10 @@ class GenerationSettings:
         shared = {f.name: getattr(self, f.name) for f in fields(diffusion.SamplerConfig) if f.name not in ("steps", "guide_weight")}
         return diffusion.SamplerConfig(steps=self.resolved_steps, guide_weight=self.guide_weight if self.guide else 0.0, **shared)
 
+    def changed(self, name: str) -> bool:
+        """Whether field `name` differs from its default (GenerationSettings' own, whatever the subclass)."""
+        return getattr(self, name) != GENERATION_DEFAULTS[name]
+
     def check(self, positions: int | None = None) -> None:
         """Raise UsageError for the first bad value; with `positions` (the model's), --max-length is checked too."""
         for flag, value, choices in (
@@ -163,7 +168,7 @@ class GenerationSettings:
             raise UsageError(f"--guide-weight {self.guide_weight} must be in [0, 1]")
         if self.rerank < 1:
             raise UsageError(f"--rerank {self.rerank} must be at least 1")
-        if self.guide is None and (self.rerank > 1 or self.guide_weight != 0.5):
+        if self.guide is None and (self.rerank > 1 or self.changed("guide_weight")):
             flag = "--rerank" if self.rerank > 1 else "--guide-weight"
             raise UsageError(f"{flag} needs a guide: add --guide CHECKPOINT (a causal LM such as results-ar/final-model)")
         if self.candidates < 0:
@@ -175,10 +180,10 @@ class GenerationSettings:
         if not 0 < self.loop_off < self.loop_on < 1 or not 0 < self.loop_alpha < 1:
             raise UsageError(f"--loop-off {self.loop_off}, --loop-on {self.loop_on} and --loop-alpha {self.loop_alpha} must "
                              "satisfy 0 < off < on < 1 and 0 < alpha < 1")
-        if self.remask_schedule != "loop" and (self.loop_on, self.loop_off, self.loop_alpha) != (0.55, 0.05, 0.9):
+        if self.remask_schedule != "loop" and any(self.changed(name) for name in ("loop_on", "loop_off", "loop_alpha")):
             raise UsageError("--loop-on, --loop-off and --loop-alpha apply to --remask-schedule loop only")
-        for name, default, strategies in STRATEGY_OPTIONS:
-            if getattr(self, name) != default and self.strategy not in strategies:
+        for name, strategies in STRATEGY_OPTIONS:
+            if self.changed(name) and self.strategy not in strategies:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(
                     f"{flag} {getattr(self, name)} has no meaning with --strategy {self.strategy}; it applies to "
@@ -187,6 +192,9 @@ class GenerationSettings:
         output = getattr(self, "output", None)
         if output and Path(output).is_dir():
             raise UsageError(f"--output {output} is a directory; give a file name such as {Path(output) / 'samples.jsonl'}")
+
+
+GENERATION_DEFAULTS = {f.name: f.default for f in fields(GenerationSettings)}
 
 
 # ----------------------------------------------------------------------------- diffusion
