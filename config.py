@@ -114,8 +114,14 @@ class DiffusionArguments:
     )
     repeat_mask_share: float = field(
         default=0.0,
-        metadata={"help": "Share of training rows in which every token that repeats an earlier one is masked too, on top "
-                  "of the drawn mask: copying from context becomes a frequent target. 0: off."},
+        metadata={"help": "Share of training rows masked for copying instead of at a drawn rate: every uncommon token "
+                  "that repeats an earlier one (a name, not 'the') plus 15%% of the rest, so copying from context "
+                  "becomes a frequent target. 0: off."},
+    )
+    repeat_mask_steps: int = field(
+        default=0,
+        metadata={"help": "Copying warm-up: every training row is masked for copying (see --repeat-mask-share) during the "
+                  "first N steps. 0: none."},
     )
     mask_curriculum_steps: int = field(
         default=0,

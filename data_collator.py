@@ -19,6 +19,9 @@ CURRICULUM_START = 0.2  # with a curriculum, the largest time drawn grows from t
 # and the 1/t-weighted average is a midpoint-rule estimate of the ELBO integral.
 EVAL_TIMES = (torch.arange(10, dtype=torch.float32) + 0.5) / 10
 REPEAT_ROW_EXTRA = 0.15  # repeat-masked rows: the share of other tokens masked at random as well
+# Repeat masking skips common tokens: those in at least this share of the training rows ("the", ".", "was"). Their
+# repeats are not what copying is about, and masking them would hide the context that says which word a slot needs.
+COMMON_ROW_SHARE = 0.2
 
 
 class DiffusionCollator:
@@ -37,6 +40,8 @@ class DiffusionCollator:
         eval_times: torch.Tensor | None = None,
         seed: int | None = None,
         repeat_mask_share: float = 0.0,
+        common_token_ids=(),
+        repeat_mask_steps: int = 0,
     ):
         if mask_rates not in ("discrete", "continuous"):
             raise ValueError(f"mask_rates must be 'discrete' or 'continuous', not {mask_rates!r}")
@@ -49,15 +54,26 @@ class DiffusionCollator:
             never.add(end_token_id(tokenizer))
         self.never_masked = torch.tensor(sorted(i for i in never if i is not None))
         self.end_id = end_token_id(tokenizer)
-        self.repeat_mask_share = repeat_mask_share
+        self.line_by_line = line_by_line
+        self.repeat_mask_share, self.repeat_mask_steps = repeat_mask_share, repeat_mask_steps
+        self.common_ids = torch.tensor(sorted(common_token_ids), dtype=torch.long)
         self.mask_rates, self.schedule = mask_rates, schedule
         self.prefix_length, self.prefix_policy = prefix_length, prefix_policy
         self.min_mask_time, self.max_mask_time = min_mask_time, max_mask_time
         self.time_sampling, self.curriculum_steps = time_sampling, curriculum_steps
-        self.step = 0  # the training step, set by train.py's callback; only the curriculum reads it
+        self.step = 0  # the training step, set by train.py's callback; the curriculum and repeat masking read it
         self.eval_times = eval_times
         self.seed = seed
         self.reset()
+
+    @staticmethod
+    def common_tokens(rows, share: float = COMMON_ROW_SHARE) -> set[int]:
+        """The token ids found in at least `share` of `rows` (lists of ids): the ones repeat masking leaves alone."""
+        counts: dict[int, int] = {}
+        for row in rows:
+            for token in set(row):
+                counts[token] = counts.get(token, 0) + 1
+        return {token for token, count in counts.items() if count >= share * len(rows)}
 
     def reset(self) -> None:
         """Restart the random stream (with a seed, the same batches are masked the same way again)."""
@@ -107,23 +123,36 @@ class DiffusionCollator:
         scores = self._rand(batch, length).masked_fill(~maskable, 2.0)
         rank = scores.argsort(-1).argsort(-1)
         masked = rank < num_masked.unsqueeze(1)
-        if self.repeat_mask_share > 0 and self.eval_times is None:
-            # In a share of the rows, also mask every token that repeats one earlier in the row (the end tokens that
-            # fill a line-by-line row excepted): the earlier occurrence is visible unless masked by chance, so
-            # copying a word from the context becomes a frequent training target instead of a rare one.
+        filler = None
+        # Every row during the first repeat_mask_steps steps, then a share of them.
+        repeat_share = 1.0 if self.step < self.repeat_mask_steps else self.repeat_mask_share
+        if repeat_share > 0 and self.eval_times is None:
+            # In a share of the rows, mask every uncommon token that repeats one earlier in the row (a name, an
+            # object; not "the", and not the end tokens that fill a line-by-line row): the earlier occurrence is
+            # visible unless masked by chance, so copying a word from the context becomes a frequent training
+            # target instead of a rare one.
             earlier = torch.ones(length, length, dtype=torch.bool).tril(-1)  # [j, i]: i before j
             repeats = ((input_ids.unsqueeze(2) == input_ids.unsqueeze(1)) & earlier).any(-1)
-            repeats &= maskable & (input_ids != self.end_id)
-            chosen = (self._rand(batch) < self.repeat_mask_share).unsqueeze(1)
+            repeats &= maskable & (input_ids != self.end_id) & ~torch.isin(input_ids, self.common_ids)
+            chosen = (self._rand(batch) < repeat_share).unsqueeze(1)
             # A chosen row keeps most of its context: its repeats, plus a light random mask, instead of the draw.
+            # The end tokens that fill a line-by-line row after the document are hidden from attention there: with
+            # them in view a tiny model does not learn to copy at all (measured, RESULTS.md), and they are not
+            # what a copy row teaches.
+            filler = chosen & ((input_ids == self.end_id).long().cumsum(-1) >= 2) if self.line_by_line else None
             light = (self._rand(batch, length) < REPEAT_ROW_EXTRA) & maskable
             masked = torch.where(chosen, repeats | light, masked)
+            if filler is not None:
+                masked &= ~filler
             num_masked = masked.sum(-1)
 
         rate_masked = num_masked / num_maskable.clamp_min(1)
+        attention_mask = input_ids != self.pad_id
+        if filler is not None:
+            attention_mask &= ~filler
         return {
             "input_ids": input_ids.masked_fill(masked, self.mask_id),
-            "attention_mask": (input_ids != self.pad_id).long(),
+            "attention_mask": attention_mask.long(),
             "labels": input_ids.masked_fill(~masked, -100),
             "mask_time": t,
             "mask_rate": rate_masked,

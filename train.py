@@ -128,6 +128,8 @@ def check_args(model_args, data_args, diff_args, run_args, training_args) -> Non
         )
     if not 0 <= diff_args.repeat_mask_share <= 1:
         raise UsageError(f"--repeat-mask-share {diff_args.repeat_mask_share} must be in [0, 1]")
+    if diff_args.repeat_mask_steps < 0:
+        raise UsageError(f"--repeat-mask-steps {diff_args.repeat_mask_steps} must be 0 or more")
     if diff_args.mask_curriculum_steps < 0:
         raise UsageError(f"--mask-curriculum-steps {diff_args.mask_curriculum_steps} must be 0 or more")
     if data_args.train_file and not Path(data_args.train_file).is_file():
@@ -385,7 +387,10 @@ def main(argv: list[str] | None = None) -> dict:
         collator = DiffusionCollator(
             mask_rates=diff_args.mask_rates, min_mask_time=diff_args.min_mask_time, max_mask_time=diff_args.max_mask_time,
             time_sampling=diff_args.time_sampling, curriculum_steps=diff_args.mask_curriculum_steps,
-            repeat_mask_share=diff_args.repeat_mask_share, **collator_args,
+            repeat_mask_share=diff_args.repeat_mask_share, repeat_mask_steps=diff_args.repeat_mask_steps,
+            common_token_ids=DiffusionCollator.common_tokens(train_set["input_ids"])
+            if diff_args.repeat_mask_share or diff_args.repeat_mask_steps else (),
+            **collator_args,
         )
         common["callbacks"].append(TellsCollatorTheStep(collator))
         trainer = DiffusionTrainer(

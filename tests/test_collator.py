@@ -171,18 +171,23 @@ def test_the_curriculum_starts_with_light_masks_and_widens_to_the_whole_window(s
     assert collator.sample_times(256).max() > 0.99
 
 
-def test_repeat_masking_masks_every_later_occurrence_in_the_chosen_rows(story_tokenizer):
-    # A chosen row: its repeats masked plus a light random mask (data_collator.REPEAT_ROW_EXTRA) instead of the draw.
+def test_repeat_masking_masks_every_later_uncommon_occurrence_in_the_chosen_rows(story_tokenizer):
+    # A chosen row: its repeats masked plus a light random mask (data_collator.REPEAT_ROW_EXTRA) instead of the draw;
+    # repeats of common tokens ("the", ".") are left alone.
     stories = ["the day tom found a red ball in the park . then tom gave the red ball to anna ."] * 4
     rows = [{"input_ids": story_tokenizer(s)["input_ids"]} for s in stories]
+    common = {story_tokenizer.convert_tokens_to_ids(story_tokenizer.tokenize(w))[-1] for w in (" the", " .")}
     plain = DiffusionCollator(story_tokenizer, line_by_line=True, seed=5, min_mask_time=0.01, max_mask_time=0.02)(rows)
     biased = DiffusionCollator(story_tokenizer, line_by_line=True, seed=5, min_mask_time=0.01, max_mask_time=0.02,
-                               repeat_mask_share=1.0)(rows)
+                               repeat_mask_share=1.0, common_token_ids=common)(rows)
     ids = torch.tensor(rows[0]["input_ids"])
     later = torch.tensor([bool((ids[:j] == ids[j]).any()) for j in range(len(ids))])
     later &= ids != story_tokenizer.eos_token_id
+    is_common = torch.isin(ids, torch.tensor(sorted(common)))
     masked = biased["labels"] != -100
-    assert masked[:, later].all()  # tom, the, red, ball ... again: all masked
+    assert is_common.sum() >= 4 and later[is_common].sum() >= 2
+    assert masked[:, later & ~is_common].all()  # tom, red, ball again: all masked
+    assert masked[:, later & is_common].float().mean() < 0.5  # "the" and "." again: only the light random mask
     first = ~later & (ids != story_tokenizer.bos_token_id)
     assert not masked[:, 0].any() and (masked[:, first].float().mean() < 0.4)  # most first occurrences stay visible
     assert torch.equal(biased["input_ids"][masked], torch.full((int(masked.sum()),), story_tokenizer.mask_token_id))
@@ -190,3 +195,38 @@ def test_repeat_masking_masks_every_later_occurrence_in_the_chosen_rows(story_to
     off = DiffusionCollator(story_tokenizer, line_by_line=True, seed=5, min_mask_time=0.01, max_mask_time=0.02,
                             repeat_mask_share=0.0)(rows)
     assert torch.equal(off["input_ids"], plain["input_ids"])  # off: the same batches as before the option existed
+
+
+def test_common_tokens_are_those_in_a_given_share_of_rows():
+    rows = [[1, 2, 2, 3], [1, 4], [1, 2, 5], [1, 6, 6, 6, 6]]
+    assert DiffusionCollator.common_tokens(rows, share=0.5) == {1, 2}
+    assert DiffusionCollator.common_tokens(rows, share=1.0) == {1}
+
+
+def test_repeat_mask_steps_mask_every_row_for_copying_then_the_share(story_tokenizer):
+    stories = ["the day tom found a red ball in the park . then tom gave the red ball to anna ."] * 64
+    rows = [{"input_ids": story_tokenizer(s)["input_ids"]} for s in stories]
+    ids = torch.tensor(rows[0]["input_ids"])
+    later = torch.tensor([bool((ids[:j] == ids[j]).any()) for j in range(len(ids))]) & (ids != story_tokenizer.eos_token_id)
+    collator = DiffusionCollator(story_tokenizer, line_by_line=True, seed=3, repeat_mask_steps=10, repeat_mask_share=0.0)
+    collator.step = 9
+    warm = collator(rows)["labels"] != -100
+    assert warm[:, later].all()  # every row: all repeats masked
+    collator.step = 10
+    after = collator(rows)["labels"] != -100
+    assert not after[:, later].all(dim=1).all()  # share 0 after the warm-up: the drawn masks only
+    assert after.sum(-1).float().std() > 2  # rates vary from row to row again
+
+
+def test_copy_rows_hide_the_end_token_filler_of_line_by_line_rows(story_tokenizer):
+    # <s> story </s> </s> </s>: in a copy row the filler after the first end token is neither attended nor a target.
+    ids = story_tokenizer("the day tom found a red ball . then tom gave the red ball to anna .")["input_ids"]
+    end = story_tokenizer.eos_token_id
+    rows = [{"input_ids": ids + [end] * 6}] * 8
+    length = len(ids) + 6
+    out = DiffusionCollator(story_tokenizer, line_by_line=True, seed=1, repeat_mask_share=1.0)(rows)
+    filler = torch.arange(length) >= len(ids)
+    assert out["attention_mask"][:, filler].eq(0).all() and out["attention_mask"][:, ~filler].eq(1).all()
+    assert out["labels"][:, filler].eq(-100).all()
+    plain = DiffusionCollator(story_tokenizer, line_by_line=True, seed=1, min_mask_time=0.9)(rows)
+    assert plain["attention_mask"].eq(1).all() and (plain["labels"][:, filler] == end).any()  # drawn rows keep them

@@ -115,6 +115,8 @@ def test_help_exits_zero(capsys):
         (lambda d: ["--quick-test", "--overwrite-output-dir", "false", "--output-dir", str(d / "full")], "not empty"),
         (lambda d: ["--quick-test", "--output-dir", str(d / "empty.txt")], "is a file"),
         (lambda d: ["--quick-test", "--seed", "-1"], "--seed -1 must be 0 or more"),
+        (lambda d: ["--quick-test", "--repeat-mask-share", "1.5"], "--repeat-mask-share 1.5 must be in [0, 1]"),
+        (lambda d: ["--quick-test", "--repeat-mask-steps", "-3"], "--repeat-mask-steps -3 must be 0 or more"),
         (lambda d: ["--from-scratch", "--model-name-or-path", "roberta-base"], "drop one of the two"),
         (lambda d: ["--quick-test", "--model-name", "roberta-base"], "--from-scratch builds a new model"),
     ],
