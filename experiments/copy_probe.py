@@ -1,15 +1,16 @@
-"""Has the model learned to copy? Mask one later mention of the person or the colour, show everything else.
+"""Has the model learned to copy? Mask one later mention of the person, colour or object, show everything else.
 
     python -m experiments.copy_probe --checkpoint results/final-model
     python -m experiments.copy_probe --checkpoint runs/learning_curve/diffusion-seed0/checkpoint-3000
 
-For held-out built-in stories, the last mention of the person (A) and of the colour (C) is masked while every
-other token stays visible, so the answer is written earlier in the same story. Reported per slot: how often the
-model's most likely token is the right word, the chance level of a model that knows only which kind of word goes
-there (1 / the number of names or colours), and the share of the right word's probability that comes from reading
+For held-out built-in stories, the last mention of the person (A), of the colour (C) and of the object (O) is
+masked while every other token stays visible, so the answer is written earlier in the same story. Reported per
+slot: how often the model's most likely token is the right word, the chance level of a model that knows only
+which kind of word goes there (1 / the number of words of the kind), and whether the answer comes from reading
 the story: the same position is scored again with the earlier mentions swapped for another word of the kind, and
 a model that copies follows the swap. A model that has learned grammar but not the long-range rule sits at
-chance with no reaction to the swap.
+chance with no reaction to the swap. `embedding_cosine` is the mean cosine similarity of the kind's input
+embeddings: near 1, the model has collapsed the words into one vector and cannot copy them.
 """
 
 import logging
@@ -27,7 +28,7 @@ import tables
 
 logger = logging.getLogger(__name__)
 
-SLOTS = {"A": corpus.NAMES, "C": corpus.COLOURS}
+SLOTS = {"A": corpus.NAMES, "C": corpus.COLOURS, "O": corpus.OBJECTS}
 
 
 @dataclass
@@ -36,6 +37,16 @@ class ProbeArguments:
     num_stories: int = field(default=300, metadata={"help": "Held-out stories probed (those that mention the slot twice or more)."})
     seed: int = field(default=0, metadata={"help": "Which held-out stories and which swaps."})
     output_dir: str = field(default="results/experiments/copy_probe", metadata={"help": "Where copy_probe.csv is written."})
+
+
+def embedding_cosine(model, tokenizer, words) -> float:
+    """Mean cosine similarity between the input embeddings of `words` (centred on the vocabulary's mean): near 1
+    when the model has collapsed them into one vector and cannot tell them apart, near 0 for random vectors."""
+    table = model.get_input_embeddings().weight.detach().float()
+    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1] for w in words]
+    vectors = torch.nn.functional.normalize(table[ids] - table.mean(0), dim=-1)
+    similarity = vectors @ vectors.T
+    return float(similarity[~torch.eye(len(ids), dtype=torch.bool)].mean())
 
 
 def mentions(tokenizer, ids: list[int], word: str) -> list[int]:
@@ -73,7 +84,8 @@ def probe(checkpoint: models.Checkpoint, num_stories: int, seed: int) -> list[di
             follows += int(logits[1].argmax()) == swap
             probed += 1
         rows.append({"slot": slot, "stories": probed, "top1_right": hits / max(probed, 1),
-                     "top1_follows_swap": follows / max(probed, 1), "chance": 1 / len(words)})
+                     "top1_follows_swap": follows / max(probed, 1), "chance": 1 / len(words),
+                     "embedding_cosine": embedding_cosine(model, tokenizer, words)})
     return rows
 
 

@@ -39,13 +39,29 @@ def test_copy_probe_scores_the_last_mention_of_each_slot(tiny_checkpoint):
 
     checkpoint = models.load_checkpoint(tiny_checkpoint)
     rows = copy_probe.probe(checkpoint, 40, seed=0)
-    assert [r["slot"] for r in rows] == ["A", "C"]
+    assert [r["slot"] for r in rows] == ["A", "C", "O"]
     assert rows[0]["chance"] == 1 / len(corpus.NAMES) and rows[1]["chance"] == 1 / len(corpus.COLOURS)
     for row in rows:
         assert row["stories"] > 10 and 0 <= row["top1_right"] <= 1 and 0 <= row["top1_follows_swap"] <= 1
+        assert -1 <= row["embedding_cosine"] <= 1
     story = "the day tom found a red ball in the park . then tom gave the red ball to anna ."
     ids = checkpoint.tokenizer(story)["input_ids"]
     where = copy_probe.mentions(checkpoint.tokenizer, ids, "tom")
     assert len(where) == 2
     swapped = copy_probe.swapped(checkpoint.tokenizer, ids, where[:1], "ben")
     assert checkpoint.tokenizer.decode(swapped, skip_special_tokens=True).split()[:3] == ["the", "day", "ben"]
+
+
+def test_embedding_cosine_is_one_for_collapsed_words_and_low_for_distinct_ones(tiny_checkpoint):
+    from experiments import copy_probe
+
+    checkpoint = models.load_checkpoint(tiny_checkpoint)
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    table = model.get_input_embeddings().weight
+    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1] for w in corpus.COLOURS]
+    with torch.no_grad():
+        torch.manual_seed(0)
+        table[ids] = torch.randn(len(ids), table.shape[1])  # eight unrelated vectors
+        assert abs(copy_probe.embedding_cosine(model, tokenizer, corpus.COLOURS)) < 0.3
+        table[ids] = table[ids[0]] + 1e-4 * torch.randn(len(ids), table.shape[1])  # one vector, barely perturbed
+        assert copy_probe.embedding_cosine(model, tokenizer, corpus.COLOURS) > 0.99
