@@ -39,7 +39,8 @@ CORPORA = {
                               "--validation-file", "{data_dir}/wikitext-2-raw/wiki.test.raw"],
 }
 
-# Recipes: flags on top of the from-scratch preset. "preset" is the preset itself.
+# Recipes: flags on top of the from-scratch preset. "preset" is the preset itself. Some recipes are the quick-test's
+# own settings, so they change only the real-text runs; their opposites change only the built-in ones.
 RECIPES = {
     "preset": [],
     "roberta": ["--architecture", "roberta"],
@@ -54,9 +55,12 @@ RECIPES = {
     "curriculum-300": ["--mask-curriculum-steps", "300"],
     "elbo-weighting": ["--loss-weighting", "elbo"],
     "dropout-0.1": ["--dropout", "0.1"],
-    "untied": ["--tie-word-embeddings", "false"],
+    "untied": ["--tie-word-embeddings", "false"],  # the quick-test's own setting
+    "tied": ["--tie-word-embeddings", "true"],
     "batch-64": ["--batch-size", "64", "--max-steps", "600"],  # the same tokens in half the updates
     "repeat-mask-0.5": ["--repeat-mask-share", "0.5"],
+    "copy-warm-up": ["--repeat-mask-steps", "150"],  # the quick-test's own setting
+    "no-copy-warm-up": ["--repeat-mask-steps", "0"],
 }
 
 
