@@ -247,6 +247,10 @@ class VisualizationArguments:
     fps: float = field(default=1.25, metadata={"help": "Denoising steps shown per second in the GIF (1.25 = 800 ms a step)."})
     hold: float = field(default=2.0, metadata={"help": "Seconds the first and the last frame stay on screen."})
     open: bool = field(default=False, metadata={"help": "Open the viewer in the default web browser when done."})
+    frames_sample: int = field(
+        default=0,
+        metadata={"help": "Which sample (0 = the first) the frames and the GIF draw; the viewer holds every sample and starts on this one."},
+    )
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
     python visualize_generation.py --checkpoint results/final-model --prompt "tom found a red ball"
 
-The sampler (diffusion.sample) records every step; this script only draws that trajectory (sample 0), so a
-frame can never show a step the sampler did not take. Output, all in --output-dir:
+The sampler (diffusion.sample) records every step; this script only draws that trajectory, so a frame can never
+show a step the sampler did not take. The frames and the GIF show sample --frames-sample (default the first); with
+--num-samples N the viewer holds all N and a selector switches between them. Output, all in --output-dir:
 frames/step_000.png ..., text_diffusion_animation.gif, run.json, run.js and a copy of view_animation.html
 (open it from the file system, or serve the directory with `python -m http.server`).
 """
@@ -51,7 +52,7 @@ def run_settings(args: SamplingArguments, result, text: str) -> dict:
     settings["steps"] = len(result.trajectory) - 1
     return {
         "format": "text-diffusion-run",
-        "version": 1,
+        "version": 2,
         "model": args.checkpoint,
         "prompt": args.infill if args.infill is not None else args.prefix,
         "mode": "infill" if args.infill is not None else "prefix",
@@ -155,15 +156,22 @@ def main(argv=None) -> dict:
 
     args.check()
     checkpoint = models.load_checkpoint(args.checkpoint, args.device)
+    if not 0 <= vis.frames_sample < args.num_samples:
+        raise UsageError(f"--frames-sample {vis.frames_sample}: choose 0 to {args.num_samples - 1} (--num-samples {args.num_samples})")
     generation = sampling.generate(checkpoint, args)
-    states = rendering.trajectory_states(generation.result, checkpoint.tokenizer, sample=0)
-    info = run_settings(args, generation.result, generation.texts[0])
+    every = [rendering.trajectory_states(generation.result, checkpoint.tokenizer, sample=k) for k in range(args.num_samples)]
+    shown = vis.frames_sample
+    states = every[shown]
+    info = run_settings(args, generation.result, generation.texts[shown])
     info["seconds"] = round(generation.seconds, 4)
+    info["sample"] = shown
+    if args.num_samples > 1:
+        info["samples"] = [{"text": text, "states": [s.to_dict() for s in sample_states]} for text, sample_states in zip(generation.texts, every)]
 
     frames = render_frames(states, info)
     write_outputs(out, states, frames, frame_durations(len(frames), vis.fps, vis.hold), info)
     logger.info("%d frames, %s and the viewer written to %s", len(frames), GIF_NAME, out)
-    print(generation.texts[0])
+    print(generation.texts[shown])
     if vis.open:
         import webbrowser
 

@@ -215,3 +215,58 @@ def test_hovering_a_revealed_token_names_the_candidates_the_sampler_weighed(page
     assert titles[1] == 'candidates: " found" 50.0% \u00b7 " <b>x</b>" 25.0% \u00b7 " saw" 12.5%'
     assert page.query_selector("#tokens b") is None  # candidates are text, never markup
     assert titles[0] == "" and page.errors == []
+
+
+def test_the_sample_selector_switches_between_every_sample_of_the_run(page, tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    visualize_generation.main(
+        ["--checkpoint", tiny_checkpoint, "--output-dir", str(out), "--max-length", "16", "--steps", "4",
+         "--strategy", "random", "--num-samples", "3", "--frames-sample", "1", "--fps", "20", "--hold", "0.05"]
+    )
+    data = json.loads((out / "run.json").read_text())
+    samples = data["samples"]
+    assert len(samples) == 3 and data["sample"] == 1 and data["states"] == samples[1]["states"]
+    assert len({json.dumps(s["states"][-1]["tokens"]) for s in samples}) == 3  # three different texts
+
+    def shown_tokens():
+        return page.eval_on_selector_all("#tokens .tok", "nodes => nodes.map(n => n.textContent)")
+
+    def expected_tokens(sample, step):
+        """The tokens as shown: printable ones literally, the rest (random bytes of the tiny model) as the page's escapes."""
+        state = samples[sample]["states"][step]
+        tokens = rendering.collapse_end_runs(state["tokens"], state["labels"], state["previous"], state["end_token"])[0]
+        return [t if t.isprintable() and t.strip(" ") else None for t in tokens]
+
+    def matches(shown, expected):
+        return len(shown) == len(expected) and all(e is None or s == e for s, e in zip(shown, expected))
+
+    page.goto((out / "view_animation.html").as_uri())
+    assert page.is_visible("#sample")
+    assert page.eval_on_selector_all("#sample option", "nodes => nodes.map(n => n.value)") == ["0", "1", "2"]
+    assert page.input_value("#sample") == "1" and page.get_attribute("body", "data-sample") == "1"
+    last = len(samples[1]["states"]) - 1
+    page.evaluate(f"window.diffusionViewer.show({last})")
+    assert matches(shown_tokens(), expected_tokens(1, last))
+
+    page.select_option("#sample", "2")  # the same step of another sample
+    assert page.get_attribute("body", "data-sample") == "2" and page.get_attribute("body", "data-step") == str(last)
+    assert matches(shown_tokens(), expected_tokens(2, last))
+    page.keyboard.press("s")  # next sample, wrapping round
+    assert page.input_value("#sample") == "0" and matches(shown_tokens(), expected_tokens(0, last))
+    assert not matches(shown_tokens(), expected_tokens(1, last))
+    page.keyboard.press("f")
+    assert page.locator("#grid .card").count() == len(samples[0]["states"])
+    assert page.errors == []
+
+
+def test_a_run_with_one_sample_has_no_selector(page, run_dir):
+    page.goto((run_dir / "view_animation.html").as_uri())
+    assert page.is_hidden("#sample-box")
+    page.keyboard.press("s")  # nothing to switch to, nothing breaks
+    assert page.get_attribute("body", "data-sample") == "0" and page.errors == []
+
+
+def test_a_run_whose_sample_index_is_out_of_range_shows_an_error(page, tmp_path):
+    state = {"tokens": ["a"], "labels": ["new"]}
+    page.goto(_viewer_dir(tmp_path, {"states": [state], "samples": [{"states": [state]}], "sample": 3}).as_uri())
+    assert "'sample' is 3; expected 0 to 0" in page.text_content("#error")

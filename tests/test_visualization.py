@@ -146,6 +146,12 @@ def test_output_dir_that_is_a_file_is_refused(tiny_checkpoint, tmp_path):
     assert blocker.read_text() == "not a directory"
 
 
+def test_frames_sample_outside_the_samples_is_refused_before_anything_is_written(tiny_checkpoint, tmp_path):
+    with pytest.raises(UsageError, match=r"--frames-sample 2: choose 0 to 1 \(--num-samples 2\)"):
+        visualize_generation.main(_args(tiny_checkpoint, tmp_path / "vis", "--num-samples", "2", "--frames-sample", "2"))
+    assert not (tmp_path / "vis").exists()
+
+
 def test_gpt2_checkpoint_is_refused_as_diffusion_model(tiny_gpt2_checkpoint, tmp_path):
     with pytest.raises(UsageError, match="not a masked LM"):
         visualize_generation.main(_args(tiny_gpt2_checkpoint, tmp_path / "vis"))
