@@ -27,7 +27,12 @@ def train_and_measure(flags: list[str], directory: Path, threads: int | None = N
     directory = Path(directory)
     cached = directory / "row.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
+        row = json.loads(cached.read_text())
+        if num_samples and "ancestral_valid_rate" not in row and (directory / "final-model").is_dir():
+            # measured before the sample measures grew: measure the trained model again, do not train it again
+            row.update(text_metrics.checkpoint_story_quality(str(directory / "final-model"), num_samples, threads=threads))
+            cached.write_text(json.dumps(row))
+        return row
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     log_path = directory.with_name(f"{directory.name}.log")
     directory.parent.mkdir(parents=True, exist_ok=True)

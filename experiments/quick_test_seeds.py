@@ -6,7 +6,9 @@
 
 Each seed runs exactly the README's command, `train.py --quick-test --seed S` (into --output-dir/seedS), timed
 from start to exit, then 256 documents are drawn at generate.py's defaults and checked with the built-in
-corpus's checker. Writes quick_test_seeds.csv and prints one row per seed plus min / median / max.
+corpus's checker, and 256 more from the model's own distribution (one random position per pass; see
+text_metrics.checkpoint_story_quality): valid and well-formed shares, and how far the sentence-count mix is from
+the corpus's (shape_distance: a sampler that writes only the likeliest shapes is valid but not diverse). Writes quick_test_seeds.csv and prints one row per seed plus min / median / max.
 Runs already finished are reused (training_runs; delete the folder to measure again).
 """
 
@@ -47,10 +49,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.output_dir) / ("ar" if args.objective == "ar" else "")
     out.mkdir(parents=True, exist_ok=True)
     rows = [run_seed(args, seed, out) for seed in args.seeds]
-    columns = ["seed", "train_seconds", "eval_loss", "valid_rate", "well_formed_rate", "broken_A", "broken_C", "broken_O", "nfe"]
+    columns = ["seed", "train_seconds", "eval_loss", "eval_elbo", "valid_rate", "well_formed_rate", "shape_distance", "broken_A",
+               "broken_B", "broken_C", "broken_O", "nfe", "ancestral_valid_rate", "ancestral_well_formed_rate", "ancestral_shape_distance"]
     tables.write_csv(out / "quick_test_seeds.csv", [{c: row.get(c) for c in columns} for row in rows], columns)
     print(tables.markdown_table(rows, columns, lambda c, v: f"{v:.3f}" if isinstance(v, float) else str(v)))
-    for measure in ("valid_rate", "train_seconds"):
+    for measure in ("valid_rate", "shape_distance", "ancestral_valid_rate", "train_seconds"):
         values = [row[measure] for row in rows]
         print(f"{measure}: min {min(values):.3f}, median {statistics.median(values):.3f}, max {max(values):.3f}")
     return rows

@@ -36,6 +36,27 @@ def test_story_metrics_tell_valid_copied_and_new_stories_apart():
     assert result == {"valid_rate": pytest.approx(2 / 3), "novel_valid_rate": pytest.approx(1 / 3)}
 
 
+def test_shape_distance_is_the_total_variation_between_sentence_count_mixes():
+    two = "tom found a red ball . then tom gave the red ball to mia ."
+    three = "tom found a red ball . tom was glad . then tom gave the red ball to mia ."
+    assert text_metrics.sentence_count(three) == 3
+    assert text_metrics.sentence_mix([two, two, three, three]) == {2: 0.5, 3: 0.5}
+    assert text_metrics.shape_distance([two, three], [two, three]) == 0.0
+    assert text_metrics.shape_distance([two] * 4, [three] * 4) == 1.0
+    assert text_metrics.shape_distance([two] * 4, [two, three]) == pytest.approx(0.5)
+    reference = corpus.generate_corpus(2000, seed=12345)
+    assert text_metrics.shape_distance(corpus.generate_corpus(500, seed=3), reference) < 0.08  # the corpus is near itself
+    assert text_metrics.shape_distance([s for s in reference if text_metrics.sentence_count(s) == 2], reference) > 0.6
+
+
+def test_story_quality_reports_defaults_and_the_models_own_distribution(tiny_checkpoint):
+    quality = text_metrics.checkpoint_story_quality(tiny_checkpoint, num_samples=4, max_length=24)
+    for prefix in ("", "ancestral_"):
+        assert 0 <= quality[prefix + "valid_rate"] <= quality[prefix + "well_formed_rate"] <= 1
+        assert 0 <= quality[prefix + "shape_distance"] <= 1 and quality[prefix + "mean_words"] > 0
+    assert quality["nfe"] >= 1
+
+
 # ----------------------------------------------------------------------------- evaluate.py
 
 
