@@ -179,6 +179,7 @@ class SamplerConfig:
     cfg_scale: float = 0.0  # classifier-free guidance by the prompt (0: none)
     candidates: int = 0  # top tokens recorded per drawn position in the trajectory (for the viewer; 0: none)
     guide_weight: float = 0.0  # weight of the causal-LM guide in the product of experts (0: no guide)
+    end_after_text: bool = True  # certainty-ordered strategies: an end token only right after revealed text
 
 
 def certainty(logits: torch.Tensor, measure: str, drawn_prob: torch.Tensor) -> torch.Tensor:
@@ -274,6 +275,32 @@ def _reveal_top(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.Te
     return (rank < counts.unsqueeze(-1)) & candidates
 
 
+def anchored_runs(members: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) bool: the `members` whose run (a maximal stretch of consecutive members) starts right after
+    an anchor position, or at the start of the row."""
+    index = torch.arange(members.size(-1), device=members.device).expand_as(members)
+    # The last position at or before each one that is not a member: every member of a run shares it.
+    last_other = torch.where(members, -1, index).cummax(-1).values
+    return members & (anchors.gather(-1, last_other.clamp_min(0)) | (last_other < 0))
+
+
+def ends_after_text(masked: torch.Tensor, proposal: torch.Tensor, end_token_id: int) -> torch.Tensor:
+    """(batch, seq) bool: the masked positions proposing the end token that may be revealed now, those of a run
+    of end-token proposals that starts right after a position already revealed (or fixed).
+
+    A line-by-line model is nearly sure of the end token at the tail of an all-masked row; revealed in order of
+    certainty, each one makes the end token more likely one position to its left, and the ends cascade leftwards
+    until every story is the shortest it can be. Letting the end run grow only rightwards from revealed text leaves
+    the decision where the text stops to the text, as a left-to-right model makes it.
+    """
+    return anchored_runs(masked & (proposal == end_token_id), ~masked)
+
+
+def _left(flags: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) bool: whether the position to the left holds `flags` (False at the first position)."""
+    return torch.nn.functional.pad(flags[:, :-1], (1, 0), value=False)
+
+
 def _blocks(generated: torch.Tensor, block_size: int | None) -> list[torch.Tensor]:
     """Split the generated positions into left-to-right blocks (a list of (batch, seq) bool masks)."""
     if not block_size:
@@ -297,6 +324,7 @@ def sample(
     attention_mask: torch.Tensor | None = None,
     progress=None,
     guide=None,
+    end_token_id: int | None = None,
 ) -> SampleResult:
     """Iteratively unmask every `mask_token_id` position of `input_ids` (batch, seq).
 
@@ -306,6 +334,8 @@ def sample(
     `guide` (with config.guide_weight > 0) is a causal LM: at each step it reads a draft of the sequence (every
     masked position filled with the diffusion model's most likely token) and its next-token distribution at each
     masked position, given the draft to its left, joins the diffusion model's as a product of experts.
+    `end_token_id` (a model that ends documents with it) with config.end_after_text: the certainty-ordered
+    strategies reveal an end token only as part of a run that starts right after revealed text (ends_after_text).
     """
     device = next(model.parameters()).device
     ids = input_ids.clone().to(device)
@@ -391,22 +421,35 @@ def sample(
                 hide = _reveal_top(noise, block, keep_masked)
                 new_ids = new_ids.masked_fill(hide, mask_token_id)
             else:
+                open_ = first = block_masked  # the positions this step may reveal; `first`: any one of them alone
+                ordered_ends = end_token_id is not None and config.end_after_text and config.strategy != "random"
+                if ordered_ends:
+                    ends = block_masked & (proposal == end_token_id)
+                    open_ = block_masked & ~(ends & ~ends_after_text(masked, proposal, end_token_id))
+                    # Never empty while anything is masked: the first masked position follows revealed text.
+                    first = block_masked & ~(ends & ~_left(~masked))
                 if config.strategy == "threshold":
-                    reveal = block_masked & (score >= config.threshold)
-                    best = _reveal_top(score, block_masked, torch.ones_like(span))
+                    reveal = open_ & (score >= config.threshold)
+                    best = _reveal_top(score, first, torch.ones_like(span))
                     reveal |= best
                 elif config.strategy == "entropy-bounded":
-                    count = entropy_bounded_count(spread, score, block_masked, config.entropy_budget)
-                    reveal = _reveal_top(score, block_masked, count)
+                    count = entropy_bounded_count(spread, score, open_, config.entropy_budget)
+                    reveal = _reveal_top(score, open_, count)
                 else:
                     # At least one position per step: a rounded schedule can otherwise waste a forward pass.
                     left = block_masked.sum(-1)
-                    count = torch.minimum((left - keep_masked).clamp_min(1), left)
+                    count = torch.minimum((left - keep_masked).clamp_min(1), open_.sum(-1))
                     if config.strategy == "random":
                         scores = _uniform(ids.shape, generator, device)
                     else:
                         scores = score
-                    reveal = _reveal_top(scores, block_masked, count)
+                    reveal = _reveal_top(scores, open_, count)
+                if ordered_ends:
+                    # An end run is revealed from its start only: an end whose left neighbour stays masked waits.
+                    now_ends = reveal & (proposal == end_token_id)
+                    reveal = (reveal & ~now_ends) | anchored_runs(now_ends, ~masked | (reveal & ~now_ends))
+                    stuck = block_masked.any(-1) & ~reveal.any(-1)  # every pick waited: take the best that may go
+                    reveal |= _reveal_top(score, first, torch.ones_like(span)) & stuck.unsqueeze(-1)
                 if step == block_steps:  # the step cap: whatever is left is filled now, never dropped
                     reveal = block_masked
                 new_ids = torch.where(reveal, proposal, ids)

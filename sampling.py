@@ -106,6 +106,12 @@ class GenerationSettings:
         default=0, metadata={"help": "Top tokens (with probabilities) recorded at every position a step draws for, for the "
                              "viewer's hover; 0: none (a little faster)."}
     )
+    end_after_text: bool = field(
+        default=True, metadata={"help": "A model that ends documents with the end token (line by line): the confidence, "
+                                "threshold and entropy-bounded strategies reveal an end token only right after revealed "
+                                "text. False: in order of certainty like any token, which cascades from the tail and "
+                                "makes every text the shortest it can be."}
+    )
     sparse_logits: bool = field(
         default=True, metadata={"help": "Run the LM head only at the positions a step draws from (the same tokens, less "
                                 "work per pass); false: every position's logits, as a plain forward pass."}
@@ -287,7 +293,7 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
     start = time.perf_counter()
     with autocast:
         result = diffusion.sample(model, input_ids, tokenizer.mask_token_id, config, banned, generator, progress=bar.update,
-                                  guide=guide)
+                                  guide=guide, end_token_id=end_token_id(tokenizer) if end_token_id(tokenizer) not in banned else None)
         if settings.rerank > 1:
             end = end_token_id(tokenizer)
             # Score each candidate's text: the generated positions up to and including its first end token.

@@ -94,6 +94,15 @@ def shape_distance(texts, reference) -> float:
     return 0.5 * sum(abs(mine.get(k, 0.0) - theirs.get(k, 0.0)) for k in set(mine) | set(theirs))
 
 
+def opening_distance(texts, reference) -> float:
+    """Total variation distance between the mixes of first two words ("the day", "in the", "there was" ...) of
+    `texts` and of `reference`: how far the openings a sampler writes are from the corpus's variety."""
+    mine = Counter(" ".join(t.split()[:2]) for t in texts)
+    theirs = Counter(" ".join(t.split()[:2]) for t in reference)
+    n, m = max(len(texts), 1), max(len(reference), 1)
+    return 0.5 * sum(abs(mine[k] / n - theirs[k] / m) for k in set(mine) | set(theirs))
+
+
 def _story_quality(texts: list[str], reference: list[str]) -> dict:
     broken = [corpus.disagreeing_slots(text) for text in texts]
     n = max(len(texts), 1)
@@ -101,6 +110,7 @@ def _story_quality(texts: list[str], reference: list[str]) -> dict:
         "valid_rate": sum(b == set() for b in broken) / n,
         "well_formed_rate": sum(b is not None for b in broken) / n,
         "shape_distance": shape_distance(texts, reference),
+        "opening_distance": opening_distance(texts, reference),
         "mean_words": sum(len(t.split()) for t in texts) / n,
     }
     # Which long-range rule the well-formed but invalid ones break (shares of all samples).
@@ -113,7 +123,8 @@ def checkpoint_story_quality(checkpoint: str, num_samples: int = 256, seed: int 
     """A checkpoint trained on the built-in corpus, sampled at generate.py's defaults: shares of valid and of
     well-formed stories among `num_samples` documents (one batch), of stories breaking each agreement rule
     (broken_A ... broken_P, see corpus.disagreeing_slots), how far their sentence-count mix is from the corpus's
-    (shape_distance), their mean length in words and the forward passes it took.
+    (shape_distance) and their openings' mix (opening_distance), their mean length in words and the forward passes
+    it took.
 
     The same measures prefixed `ancestral_` come from the model's own distribution: a diffusion model decoded one
     random position per pass (`--strategy random --steps L`, every token drawn from the model's conditional given

@@ -17,18 +17,19 @@ from cli import UsageError
 ROOT = Path(__file__).resolve().parent
 
 
-def train_and_measure(flags: list[str], directory: Path, threads: int | None = None, num_samples: int = 0) -> dict:
+def train_and_measure(flags: list[str], directory: Path, threads: int | None = None, num_samples: int = 0, resample: bool = False) -> dict:
     """Run `train.py FLAGS --output-dir DIRECTORY` (log beside it, DIRECTORY.log) unless it was measured before.
 
     Returns train_seconds (the whole command), eval_loss and eval_elbo of its final evaluation and, with
     `num_samples` (built-in corpus only), text_metrics.checkpoint_story_quality of the final model. A failed run raises
-    UsageError naming its log.
+    UsageError naming its log. `resample`: a run measured before has its samples drawn and checked again (after a
+    sampler change), without training again.
     """
     directory = Path(directory)
     cached = directory / "row.json"
     if cached.is_file():
         row = json.loads(cached.read_text())
-        if num_samples and "ancestral_valid_rate" not in row and (directory / "final-model").is_dir():
+        if num_samples and (resample or "ancestral_valid_rate" not in row) and (directory / "final-model").is_dir():
             # measured before the sample measures grew: measure the trained model again, do not train it again
             row.update(text_metrics.checkpoint_story_quality(str(directory / "final-model"), num_samples, threads=threads))
             cached.write_text(json.dumps(row))

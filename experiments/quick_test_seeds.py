@@ -9,7 +9,8 @@ from start to exit, then 256 documents are drawn at generate.py's defaults and c
 corpus's checker, and 256 more from the model's own distribution (one random position per pass; see
 text_metrics.checkpoint_story_quality): valid and well-formed shares, and how far the sentence-count mix is from
 the corpus's (shape_distance: a sampler that writes only the likeliest shapes is valid but not diverse). Writes quick_test_seeds.csv and prints one row per seed plus min / median / max.
-Runs already finished are reused (training_runs; delete the folder to measure again).
+Runs already finished are reused (training_runs; delete the folder to train again, or give --resample to draw
+their samples again after a sampler change).
 """
 
 import logging
@@ -31,12 +32,13 @@ class SeedArguments:
     num_samples: int = field(default=256, metadata={"help": "Documents drawn from each model at generate.py's defaults."})
     threads: int | None = field(default=None, metadata={"help": "torch threads for training and sampling. Default: torch's own (all cores)."})
     objective: str = field(default="diffusion", metadata={"choices": ("diffusion", "ar"), "help": "train.py --objective: the diffusion model or the matched GPT-2 (sampled by the shared autoregressive sampler)."})
+    resample: bool = field(default=False, metadata={"help": "Draw and check the samples of finished runs again (after a sampler change); no training."})
     output_dir: str = field(default="runs/quick_test_seeds", metadata={"help": "One folder per seed, and the CSV (--objective ar: a sub-folder ar/)."})
 
 
 def run_seed(args, seed: int, out: Path) -> dict:
     flags = ["--quick-test", "--seed", str(seed)] + (["--objective", "ar"] if args.objective == "ar" else [])
-    return {"seed": seed, **training_runs.train_and_measure(flags, out / f"seed{seed}", args.threads, args.num_samples)}
+    return {"seed": seed, **training_runs.train_and_measure(flags, out / f"seed{seed}", args.threads, args.num_samples, args.resample)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -49,11 +51,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.output_dir) / ("ar" if args.objective == "ar" else "")
     out.mkdir(parents=True, exist_ok=True)
     rows = [run_seed(args, seed, out) for seed in args.seeds]
-    columns = ["seed", "train_seconds", "eval_loss", "eval_elbo", "valid_rate", "well_formed_rate", "shape_distance", "broken_A",
-               "broken_B", "broken_C", "broken_O", "nfe", "ancestral_valid_rate", "ancestral_well_formed_rate", "ancestral_shape_distance"]
+    columns = ["seed", "train_seconds", "eval_loss", "eval_elbo", "valid_rate", "well_formed_rate", "shape_distance", "opening_distance", "broken_A",
+               "broken_B", "broken_C", "broken_O", "nfe", "ancestral_valid_rate", "ancestral_well_formed_rate", "ancestral_shape_distance",
+               "ancestral_opening_distance"]
     tables.write_csv(out / "quick_test_seeds.csv", [{c: row.get(c) for c in columns} for row in rows], columns)
     print(tables.markdown_table(rows, columns, lambda c, v: f"{v:.3f}" if isinstance(v, float) else str(v)))
-    for measure in ("valid_rate", "shape_distance", "ancestral_valid_rate", "train_seconds"):
+    for measure in ("valid_rate", "shape_distance", "opening_distance", "ancestral_valid_rate", "train_seconds"):
         values = [row[measure] for row in rows]
         print(f"{measure}: min {min(values):.3f}, median {statistics.median(values):.3f}, max {max(values):.3f}")
     return rows

@@ -1,5 +1,6 @@
 """diffusion.py: schedules, the training loss, and the sampler (diffusion.sample) with its banned tokens."""
 
+import copy
 import math
 import typing
 
@@ -391,3 +392,41 @@ def test_remdm_loop_holds_the_decoded_share_while_it_remasks_and_finishes_unmask
     assert any(step.remasked.any() for step in result.trajectory)
     assert not (result.ids == mask).any()
     assert diffusion.loop_masked_share(1.0, on, off, alpha) == 1.0 and diffusion.loop_masked_share(0.0, on, off, alpha) == 0.0
+
+
+def test_ends_after_text_lets_an_end_run_grow_only_from_revealed_text():
+    E = 9
+    masked = torch.tensor([[False, True, True, True, True], [False, False, True, True, True], [False, True, True, True, False]])
+    proposal = torch.tensor([[5, 3, E, E, E], [5, 3, E, E, E], [5, E, 4, E, E]])
+    assert diffusion.ends_after_text(masked, proposal, E).tolist() == [
+        [False, False, False, False, False],  # the run 2-4 follows a masked word: held
+        [False, False, True, True, True],  # it follows revealed text: the whole run may go
+        [False, True, False, False, False],  # right after the start; the end at 3 follows a masked word
+    ]
+
+
+def _end_biased(model, end: int, bias: float = 4.0):
+    """A copy of `model` whose output layer favours the end token: it proposes it almost everywhere."""
+    biased = copy.deepcopy(model)
+    with torch.no_grad():
+        biased.get_output_embeddings().bias[end] += bias
+    return biased
+
+
+@pytest.mark.parametrize("strategy", ["threshold", "confidence", "entropy-bounded"])
+def test_end_tokens_are_revealed_only_right_after_revealed_text(tiny_mlm, story_tokenizer, strategy):
+    end = tokenization.end_token_id(story_tokenizer)
+    model = _end_biased(tiny_mlm, end)
+    ids = diffusion.build_inputs(story_tokenizer, "", LENGTH, 4, None, end_token=False)
+    banned = sampling.banned_token_ids(story_tokenizer, allow_end=True)
+
+    def early_ends(end_after_text: bool) -> int:
+        config = diffusion.SamplerConfig(steps=LENGTH, strategy=strategy, end_after_text=end_after_text)
+        result = diffusion.sample(model, ids, story_tokenizer.mask_token_id, config, banned, torch.Generator().manual_seed(0),
+                                  end_token_id=end)
+        assert not (result.ids == story_tokenizer.mask_token_id).any()
+        mask = story_tokenizer.mask_token_id
+        return sum(int(((step.ids == end)[:, 1:] & (step.ids == mask)[:, :-1]).sum()) for step in result.trajectory[1:])
+
+    assert early_ends(True) == 0
+    assert early_ends(False) > 0  # without the rule the ends cascade in from the tail

@@ -251,3 +251,16 @@ def test_a_masked_lm_or_another_tokenizer_is_refused_as_guide(tiny_checkpoint, t
     other.save_pretrained(tmp_path / "gpt2")
     with pytest.raises(UsageError, match="has another tokenizer"):
         generate.main(["--checkpoint", tiny_checkpoint, "--max-length", "20", "--guide", str(tmp_path / "gpt2")])
+
+
+@pytest.mark.parametrize("infill", [None, "tom found a [MASK]*2 in the park ."])
+def test_a_line_by_line_model_is_sampled_with_the_end_after_text_rule(tiny_checkpoint, story_tokenizer, monkeypatch, infill):
+    seen = []
+    real = diffusion.sample
+    monkeypatch.setattr(diffusion, "sample", lambda *a, **kw: seen.append((a[3].end_after_text, kw.get("end_token_id"))) or real(*a, **kw))
+    argv = ["--checkpoint", tiny_checkpoint, *FAST, "--max-length", "32"] + (["--infill", infill] if infill else [])
+    sampling.generate(models.load_checkpoint(tiny_checkpoint), generate.parse_args(argv), progress=False)
+    sampling.generate(models.load_checkpoint(tiny_checkpoint), generate.parse_args(argv + ["--end-after-text", "false"]), progress=False)
+    # an infill template fixes where the text ends: no end token may be drawn, so there is nothing to order
+    end = None if infill else tokenization.end_token_id(story_tokenizer)
+    assert seen == [(True, end), (False, end)]

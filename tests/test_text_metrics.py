@@ -49,11 +49,19 @@ def test_shape_distance_is_the_total_variation_between_sentence_count_mixes():
     assert text_metrics.shape_distance([s for s in reference if text_metrics.sentence_count(s) == 2], reference) > 0.6
 
 
+def test_opening_distance_compares_the_first_two_words():
+    a, b = "the day tom found a ball .", "in the park , tom saw a ball ."
+    assert text_metrics.opening_distance([a, b], [b, a]) == 0.0
+    assert text_metrics.opening_distance([a, a], [b, b]) == 1.0
+    assert text_metrics.opening_distance([a, a], [a, b]) == pytest.approx(0.5)
+
+
 def test_story_quality_reports_defaults_and_the_models_own_distribution(tiny_checkpoint):
     quality = text_metrics.checkpoint_story_quality(tiny_checkpoint, num_samples=4, max_length=24)
     for prefix in ("", "ancestral_"):
         assert 0 <= quality[prefix + "valid_rate"] <= quality[prefix + "well_formed_rate"] <= 1
         assert 0 <= quality[prefix + "shape_distance"] <= 1 and quality[prefix + "mean_words"] > 0
+        assert 0 <= quality[prefix + "opening_distance"] <= 1
     assert quality["nfe"] >= 1
 
 
