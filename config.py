@@ -123,6 +123,12 @@ class DiffusionArguments:
         metadata={"help": "Copying warm-up: every training row is masked for copying (see --repeat-mask-share) during the "
                   "first N steps. 0: none."},
     )
+    repeat_mask_direction: Literal["forward", "both"] = field(
+        default="forward",
+        metadata={"help": "Copy rows (--repeat-mask-steps, --repeat-mask-share): forward hides the later mentions of a "
+                  "repeated word and keeps the first; both does that in half of them and in the other half hides the "
+                  "first mentions and keeps the last, so copying is learned in both directions."},
+    )
     mask_curriculum_steps: int = field(
         default=0,
         metadata={"help": "Curriculum: over the first N steps the largest time drawn grows linearly from 20%% of the "

@@ -14,6 +14,7 @@ from tokenization import end_token_id, start_token_id
 
 DISCRETE_LEVELS = torch.linspace(0.1, 1.0, 10)
 TIME_SAMPLING = ("uniform", "bell")
+REPEAT_DIRECTIONS = ("forward", "both")  # copy rows hide the later mentions; or, half of them, the first ones
 CURRICULUM_START = 0.2  # with a curriculum, the largest time drawn grows from this share of the window to all of it
 # Evaluation uses fixed times (midpoints of ten equal bins) so eval_loss is comparable between evaluations
 # and the 1/t-weighted average is a midpoint-rule estimate of the ELBO integral.
@@ -42,9 +43,12 @@ class DiffusionCollator:
         repeat_mask_share: float = 0.0,
         common_token_ids=(),
         repeat_mask_steps: int = 0,
+        repeat_mask_direction: str = "forward",
     ):
         if mask_rates not in ("discrete", "continuous"):
             raise ValueError(f"mask_rates must be 'discrete' or 'continuous', not {mask_rates!r}")
+        if repeat_mask_direction not in REPEAT_DIRECTIONS:
+            raise ValueError(f"repeat_mask_direction must be one of {', '.join(REPEAT_DIRECTIONS)}, not {repeat_mask_direction!r}")
         if time_sampling not in TIME_SAMPLING:
             raise ValueError(f"time_sampling must be one of {', '.join(TIME_SAMPLING)}, not {time_sampling!r}")
         self.mask_id = tokenizer.mask_token_id
@@ -56,6 +60,7 @@ class DiffusionCollator:
         self.end_id = end_token_id(tokenizer)
         self.line_by_line = line_by_line
         self.repeat_mask_share, self.repeat_mask_steps = repeat_mask_share, repeat_mask_steps
+        self.repeat_mask_direction = repeat_mask_direction
         self.common_ids = torch.tensor(sorted(common_token_ids), dtype=torch.long)
         self.mask_rates, self.schedule = mask_rates, schedule
         self.prefix_length, self.prefix_policy = prefix_length, prefix_policy
@@ -132,7 +137,14 @@ class DiffusionCollator:
             # visible unless masked by chance, so copying a word from the context becomes a frequent training
             # target instead of a rare one.
             earlier = torch.ones(length, length, dtype=torch.bool).tril(-1)  # [j, i]: i before j
-            repeats = ((input_ids.unsqueeze(2) == input_ids.unsqueeze(1)) & earlier).any(-1)
+            same = input_ids.unsqueeze(2) == input_ids.unsqueeze(1)
+            repeats = (same & earlier).any(-1)
+            if self.repeat_mask_direction == "both":
+                # Half the copy rows hide the first mentions instead and keep the last one: a sampler may write
+                # the ending before the opening, and then the opening has to copy from the ending.
+                before_later = (same & earlier.T).any(-1)  # the token occurs again later in the row
+                backward = (self._rand(batch) < 0.5).unsqueeze(1)
+                repeats = torch.where(backward, before_later, repeats)
             repeats &= maskable & (input_ids != self.end_id) & ~torch.isin(input_ids, self.common_ids)
             chosen = (self._rand(batch) < repeat_share).unsqueeze(1)
             # A chosen row keeps most of its context: its repeats, plus a light random mask, instead of the draw.

@@ -388,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
             mask_rates=diff_args.mask_rates, min_mask_time=diff_args.min_mask_time, max_mask_time=diff_args.max_mask_time,
             time_sampling=diff_args.time_sampling, curriculum_steps=diff_args.mask_curriculum_steps,
             repeat_mask_share=diff_args.repeat_mask_share, repeat_mask_steps=diff_args.repeat_mask_steps,
+            repeat_mask_direction=diff_args.repeat_mask_direction,
             common_token_ids=DiffusionCollator.common_tokens(train_set["input_ids"])
             if diff_args.repeat_mask_share or diff_args.repeat_mask_steps else (),
             **collator_args,

@@ -230,3 +230,22 @@ def test_copy_rows_hide_the_end_token_filler_of_line_by_line_rows(story_tokenize
     assert out["labels"][:, filler].eq(-100).all()
     plain = DiffusionCollator(story_tokenizer, line_by_line=True, seed=1, min_mask_time=0.9)(rows)
     assert plain["attention_mask"].eq(1).all() and (plain["labels"][:, filler] == end).any()  # drawn rows keep them
+
+
+def test_copy_rows_in_both_directions_hide_the_first_mentions_in_about_half_of_them(story_tokenizer):
+    stories = ["the day tom found a red ball in the park . then tom gave the red ball to anna ."] * 200
+    rows = [{"input_ids": story_tokenizer(s)["input_ids"]} for s in stories]
+    ids = torch.tensor(rows[0]["input_ids"])
+    common = {story_tokenizer.convert_tokens_to_ids(story_tokenizer.tokenize(w))[-1] for w in (" the", " .")}
+    uncommon = ~torch.isin(ids, torch.tensor(sorted(common))) & (ids != story_tokenizer.eos_token_id)
+    later = torch.tensor([bool((ids[:j] == ids[j]).any()) for j in range(len(ids))]) & uncommon
+    first = torch.tensor([bool((ids[j + 1:] == ids[j]).any()) for j in range(len(ids))]) & uncommon
+    assert later.sum() == first.sum() == 3  # tom, red, ball
+    collator = DiffusionCollator(story_tokenizer, line_by_line=True, seed=2, repeat_mask_share=1.0, common_token_ids=common,
+                                 repeat_mask_direction="both")
+    masked = collator(rows)["labels"] != -100
+    forward, backward = masked[:, later].all(-1), masked[:, first].all(-1)
+    assert (forward | backward).all()  # every row hides one side of every repeated word ...
+    assert 0.35 < backward.float().mean() < 0.65 and 0.35 < forward.float().mean() < 0.65  # ... each side in about half
+    with pytest.raises(ValueError, match="repeat_mask_direction"):
+        DiffusionCollator(story_tokenizer, repeat_mask_direction="sideways")
