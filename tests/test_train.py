@@ -31,7 +31,7 @@ def test_quick_test_preset_really_applies():
     assert training_args.max_steps == int(QUICK_TEST["max_steps"])
     assert training_args.output_dir == "results"
     # The two settings without which the quick-test model never learned to copy (RESULTS.md).
-    assert diff_args.repeat_mask_steps == 150 and not model_args.tie_word_embeddings
+    assert diff_args.repeat_mask_steps == 300 and not model_args.tie_word_embeddings
     model_args, *_ = train.parse_args(["--quick-test", "--tie-word-embeddings", "true"])
     assert model_args.tie_word_embeddings  # the user's flag wins
 
