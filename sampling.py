@@ -10,6 +10,7 @@ itself; the command-line `config.SamplingArguments` is this class plus where the
 (`diffusion.draw_tokens`), timing each token: compare_models.py and the metrics both use it.
 """
 
+import inspect
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
@@ -380,12 +381,14 @@ def sample_autoregressive(model, tokenizer, settings: GenerationSettings) -> ARG
     model.eval()
     rows = settings.num_samples
     inputs, past = torch.tensor([prompt] * rows, device=device), None
+    # transformers 5.24 renamed the key/value cache argument and output `cache` (past_key_values is deprecated).
+    cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     tokens, times = [], [0.0]
     start = time.perf_counter()
     for _ in range(budget):
-        out = model(input_ids=inputs, past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=inputs, use_cache=True, **{cache_name: past})
+        past = out[cache_name]
         logits = out.logits[:, -1].float()  # (rows, vocab)
         if banned.numel():
             logits = logits.index_fill(-1, banned, float("-inf"))
