@@ -91,7 +91,7 @@ def shape_distance(texts, reference) -> float:
     1 = no count in common). The built-in corpus has two, three and four sentences, about a third each; a sampler
     that only ever writes the shortest stories scores about 0.67 however valid they are."""
     mine, theirs = sentence_mix(texts), sentence_mix(reference)
-    return 0.5 * sum(abs(mine.get(k, 0.0) - theirs.get(k, 0.0)) for k in set(mine) | set(theirs))
+    return min(1.0, 0.5 * sum(abs(mine.get(k, 0.0) - theirs.get(k, 0.0)) for k in set(mine) | set(theirs)))  # 1 + rounding
 
 
 def opening_distance(texts, reference) -> float:
@@ -100,7 +100,7 @@ def opening_distance(texts, reference) -> float:
     mine = Counter(" ".join(t.split()[:2]) for t in texts)
     theirs = Counter(" ".join(t.split()[:2]) for t in reference)
     n, m = max(len(texts), 1), max(len(reference), 1)
-    return 0.5 * sum(abs(mine[k] / n - theirs[k] / m) for k in set(mine) | set(theirs))
+    return min(1.0, 0.5 * sum(abs(mine[k] / n - theirs[k] / m) for k in set(mine) | set(theirs)))  # 1 + rounding
 
 
 def _story_quality(texts: list[str], reference: list[str]) -> dict:

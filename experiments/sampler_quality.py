@@ -5,7 +5,8 @@
 
 For a checkpoint trained on the built-in corpus (`python train.py --quick-test`), every setting generates
 --num-samples documents with sampling.generate and reports the share `corpus.is_valid_story` accepts, the share that
-is not a verbatim copy of a training story, the share that is both, forward passes and seconds. "L" in --steps
+is not a verbatim copy of a training story, the share that is both, how far the stories' lengths and openings are
+from the corpus's mix (shape, opening: total variation distance), forward passes and seconds. "L" in --steps
 means one step per generated token. Writes sampler_quality.csv into --output-dir.
 """
 
@@ -25,6 +26,7 @@ import documents
 import models
 import sampling
 import tables
+import text_metrics
 from cli import UsageError
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ def evaluate(args) -> list[dict]:
     training = {" ".join(story.split()) for story in corpus.generate_corpus(training_story_count(args), seed=0)}
     grid = list(itertools.product(args.strategies, args.schedules, step_counts(args, tokenizer, max_length)))
     rows = []
+    reference = corpus.generate_corpus(2000, seed=12345)  # the corpus's mix of story lengths and openings
     for strategy, schedule, steps in tqdm(grid, desc="settings"):
         settings = sampling.GenerationSettings(
             prefix=args.prefix, max_length=max_length, num_samples=args.num_samples, steps=steps, schedule=schedule,
@@ -108,12 +111,13 @@ def evaluate(args) -> list[dict]:
             well_formed=sum(map(corpus.is_well_formed, texts)) / len(texts),
             valid=sum(valid) / len(texts), novel=sum(novel) / len(texts),
             valid_novel=sum(v and n for v, n in zip(valid, novel)) / len(texts),
-            distinct=len(set(texts)) / len(texts), seconds=out.seconds,
+            distinct=len(set(texts)) / len(texts), shape=text_metrics.shape_distance(texts, reference),
+            opening=text_metrics.opening_distance(texts, reference), seconds=out.seconds,
         ))
     return rows
 
 
-COLUMNS = ["strategy", "schedule", "steps", "nfe", "well_formed", "valid", "novel", "valid_novel", "distinct", "seconds"]
+COLUMNS = ["strategy", "schedule", "steps", "nfe", "well_formed", "valid", "novel", "valid_novel", "distinct", "shape", "opening", "seconds"]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     tables.write_csv(out / "sampler_quality.csv", rows, COLUMNS)
     print(f"{args.checkpoint}, {args.num_samples} documents per setting, --sampling {args.sampling}, seed {args.seed}; "
-          "well_formed = corpus.is_well_formed (grammar only), valid = corpus.is_valid_story, novel = not a training story verbatim")
+          "well_formed = corpus.is_well_formed (grammar only), valid = corpus.is_valid_story, novel = not a training story verbatim, "
+          "shape / opening = total variation distance from the corpus's mix of story lengths / first two words (0 = the same)")
     print(tables.markdown_table(rows, COLUMNS))
     return rows
 

@@ -65,3 +65,15 @@ def test_embedding_cosine_is_one_for_collapsed_words_and_low_for_distinct_ones(t
         assert abs(copy_probe.embedding_cosine(model, tokenizer, corpus.COLOURS)) < 0.3
         table[ids] = table[ids[0]] + 1e-4 * torch.randn(len(ids), table.shape[1])  # one vector, barely perturbed
         assert copy_probe.embedding_cosine(model, tokenizer, corpus.COLOURS) > 0.99
+
+
+def test_sampler_quality_reports_validity_and_variety_per_setting(tiny_checkpoint, tmp_path):
+    from experiments import sampler_quality
+
+    rows = sampler_quality.main(["--checkpoint", tiny_checkpoint, "--strategies", "threshold", "random", "--schedules", "cosine",
+                                 "--steps", "3", "--num-samples", "4", "--max-length", "24", "--train-stories", "50",
+                                 "--output-dir", str(tmp_path)])
+    assert [(r["strategy"], r["steps"]) for r in rows] == [("threshold", 3), ("random", 3)]
+    for row in rows:
+        assert 0 <= row["valid"] <= row["well_formed"] <= 1 and 0 <= row["shape"] <= 1 and 0 <= row["opening"] <= 1
+    assert (tmp_path / "sampler_quality.csv").read_text().splitlines()[0].split(",") == sampler_quality.COLUMNS
