@@ -349,6 +349,8 @@ def sample(
     nfe = guide_nfe = 0
     head = prediction_head(model) if config.sparse_logits else None
     prompt = fixed & ~torch.isin(ids, banned)  # the text the caller fixed (start, padding ... excluded)
+    # Certainty-ordered strategies reveal an end token only as part of a run that starts after revealed text.
+    ordered_ends = end_token_id is not None and config.end_after_text and config.strategy not in ("random", "remdm", "remask")
     blocks = _blocks(generated.cpu(), config.block_size)
     steps_per_block = [config.steps // len(blocks) + (i < config.steps % len(blocks)) for i in range(len(blocks))]
     for block, block_steps in zip(blocks, steps_per_block):
@@ -422,7 +424,6 @@ def sample(
                 new_ids = new_ids.masked_fill(hide, mask_token_id)
             else:
                 open_ = first = block_masked  # the positions this step may reveal; `first`: any one of them alone
-                ordered_ends = end_token_id is not None and config.end_after_text and config.strategy != "random"
                 if ordered_ends:
                     ends = block_masked & (proposal == end_token_id)
                     open_ = block_masked & ~(ends & ~ends_after_text(masked, proposal, end_token_id))

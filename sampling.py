@@ -284,7 +284,8 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
     except ValueError as err:
         raise UsageError(str(err)) from None
     # In an infill template the document's end is fixed by the template, so no end token inside the gaps.
-    banned = banned_token_ids(tokenizer, allow_end=line_by_line and settings.infill is None)
+    allow_end = line_by_line and settings.infill is None
+    banned = banned_token_ids(tokenizer, allow_end=allow_end)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     config = settings.sampler()
@@ -294,7 +295,7 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
     start = time.perf_counter()
     with autocast:
         result = diffusion.sample(model, input_ids, tokenizer.mask_token_id, config, banned, generator, progress=bar.update,
-                                  guide=guide, end_token_id=end_token_id(tokenizer) if end_token_id(tokenizer) not in banned else None)
+                                  guide=guide, end_token_id=end_token_id(tokenizer) if allow_end else None)
         if settings.rerank > 1:
             end = end_token_id(tokenizer)
             # Score each candidate's text: the generated positions up to and including its first end token.

@@ -1,6 +1,7 @@
 """Metrics of generated texts: unigram entropy, distinct-n, repetition, and on the built-in corpus the share of
 valid (and well-formed) stories."""
 
+import functools
 import math
 from collections import Counter
 
@@ -86,21 +87,32 @@ def sentence_mix(texts) -> dict[int, float]:
     return {k: counts[k] / max(len(texts), 1) for k in sorted(counts)}
 
 
+@functools.cache
+def reference_stories() -> tuple[str, ...]:
+    """2000 stories of the built-in corpus (its own seed, not the training one): the mix samples are compared with."""
+    return tuple(corpus.generate_corpus(2000, seed=12345))
+
+
+def _total_variation(mine: Counter, theirs: Counter) -> float:
+    """Total variation distance between the distributions that two counts describe (0 = the same, 1 = disjoint)."""
+    n, m = max(sum(mine.values()), 1), max(sum(theirs.values()), 1)
+    return min(1.0, 0.5 * sum(abs(mine[k] / n - theirs[k] / m) for k in mine.keys() | theirs.keys()))  # 1 + rounding
+
+
 def shape_distance(texts, reference) -> float:
     """Total variation distance between the sentence-count mix of `texts` and of `reference` (0 = the same mix,
     1 = no count in common). The built-in corpus has two, three and four sentences, about a third each; a sampler
     that only ever writes the shortest stories scores about 0.67 however valid they are."""
-    mine, theirs = sentence_mix(texts), sentence_mix(reference)
-    return min(1.0, 0.5 * sum(abs(mine.get(k, 0.0) - theirs.get(k, 0.0)) for k in set(mine) | set(theirs)))  # 1 + rounding
+    return _total_variation(Counter(map(sentence_count, texts)), Counter(map(sentence_count, reference)))
 
 
 def opening_distance(texts, reference) -> float:
     """Total variation distance between the mixes of first two words ("the day", "in the", "there was" ...) of
     `texts` and of `reference`: how far the openings a sampler writes are from the corpus's variety."""
-    mine = Counter(" ".join(t.split()[:2]) for t in texts)
-    theirs = Counter(" ".join(t.split()[:2]) for t in reference)
-    n, m = max(len(texts), 1), max(len(reference), 1)
-    return min(1.0, 0.5 * sum(abs(mine[k] / n - theirs[k] / m) for k in set(mine) | set(theirs)))  # 1 + rounding
+    def opening(text):
+        return " ".join(text.split()[:2])
+
+    return _total_variation(Counter(map(opening, texts)), Counter(map(opening, reference)))
 
 
 def _story_quality(texts: list[str], reference: list[str]) -> dict:
@@ -137,7 +149,7 @@ def checkpoint_story_quality(checkpoint: str, num_samples: int = 256, seed: int 
         torch.set_num_threads(threads)
     settings = sampling.GenerationSettings(num_samples=num_samples, seed=seed)
     settings.max_length = max_length or settings.max_length
-    reference = corpus.generate_corpus(2000, seed=12345)
+    reference = reference_stories()
     if models.is_causal_lm(checkpoint):
         out = sampling.sample_autoregressive(*models.load_causal_lm(checkpoint), settings)
         quality = _story_quality(out.texts, reference)

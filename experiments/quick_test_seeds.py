@@ -8,7 +8,8 @@ Each seed runs exactly the README's command, `train.py --quick-test --seed S` (i
 from start to exit, then 256 documents are drawn at generate.py's defaults and checked with the built-in
 corpus's checker, and 256 more from the model's own distribution (one random position per pass; see
 text_metrics.checkpoint_story_quality): valid and well-formed shares, and how far the sentence-count mix is from
-the corpus's (shape_distance: a sampler that writes only the likeliest shapes is valid but not diverse). Writes quick_test_seeds.csv and prints one row per seed plus min / median / max.
+the corpus's (shape_distance: a sampler that writes only the likeliest shapes is valid but not diverse). Writes
+quick_test_seeds.csv and prints one row per seed plus min / median / max.
 Runs already finished are reused (training_runs; delete the folder to train again, or give --resample to draw
 their samples again after a sampler change).
 """

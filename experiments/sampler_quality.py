@@ -95,7 +95,7 @@ def evaluate(args) -> list[dict]:
     training = {" ".join(story.split()) for story in corpus.generate_corpus(training_story_count(args), seed=0)}
     grid = list(itertools.product(args.strategies, args.schedules, step_counts(args, tokenizer, max_length)))
     rows = []
-    reference = corpus.generate_corpus(2000, seed=12345)  # the corpus's mix of story lengths and openings
+    reference = text_metrics.reference_stories()  # the corpus's mix of story lengths and openings
     for strategy, schedule, steps in tqdm(grid, desc="settings"):
         settings = sampling.GenerationSettings(
             prefix=args.prefix, max_length=max_length, num_samples=args.num_samples, steps=steps, schedule=schedule,
