@@ -35,10 +35,24 @@ def _logarithmic(t):
     return torch.log1p(math.expm1(_EXP_RATE) * t) / _EXP_RATE
 
 
+# SEDD's geometric noise (Lou et al. 2024): total noise sigma(t) = sigma_min^(1 - t) * sigma_max^t, masked share
+# 1 - exp(-sigma(t)) for the absorbing process; rescaled here to be exactly 0 at t = 0 and 1 at t = 1 (unrescaled it
+# is 1e-4 and 1 - 2e-9). Slow at first, then fast: most tokens are masked in the last third of the time.
+_GEOMETRIC_SIGMA = (1e-4, 20.0)
+
+
+def _geometric(t):
+    low, high = _GEOMETRIC_SIGMA
+    kept = torch.exp(-(low ** (1 - t)) * high**t)  # 1 - masked share, before rescaling
+    first, last = math.exp(-low), math.exp(-high)
+    return (first - kept) / (first - last)
+
+
 # "log-linear" is the name MDLM and SEDD give the linear masking schedule (noise sigma(t) = -log(1 - t), so the
 # kept share alpha_t = 1 - t and the masked share is t): the same curve as "linear", under their name.
 SCHEDULES = {
     "linear": _linear, "cosine": _cosine, "exponential": _exponential, "logarithmic": _logarithmic, "log-linear": _linear,
+    "geometric": _geometric,
 }
 STRATEGIES = ("remask", "random", "confidence", "threshold", "entropy-bounded", "remdm")
 # How certain a proposal is, for the strategies that reveal the most certain positions first (confidence,

@@ -100,7 +100,7 @@ def plot(path: Path, labels, grid, fixed, shares, sampler_steps: int, title: str
     top.axis("off")
     top.set_title(f"{title}: dark = <mask>, grey = never masked (start token), level (masked count)", fontsize=10)
 
-    colours = dict(zip(diffusion.SCHEDULES, ["tab:blue", "tab:orange", "tab:green", "tab:red"]))
+    colours = {schedule: f"C{i}" for i, schedule in enumerate(diffusion.SCHEDULES)}
     left = fig.add_axes([0.06, 0.06, 0.42, 0.33])
     right = fig.add_axes([0.56, 0.06, 0.42, 0.33])
     for schedule, (times, m, measured) in shares.items():

@@ -82,8 +82,8 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
               ("entropy", "unigram entropy per sample (nats)"), ("seconds", "seconds per batch")]
     panels = [p for p in panels if p[0] in rows[0]]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6))
-    colours = dict(zip(diffusion.STRATEGIES, ["tab:blue", "tab:orange", "tab:green", "tab:red"]))
-    styles = dict(zip(diffusion.SCHEDULES, ["-", "--", ":", "-."]))
+    colours = {strategy: f"C{i}" for i, strategy in enumerate(diffusion.STRATEGIES)}
+    styles = {schedule: ["-", "--", ":", "-."][i % 4] for i, schedule in enumerate(diffusion.SCHEDULES)}
     for ax, (key, name) in zip(axes, panels):
         for (schedule, strategy), group in itertools.groupby(sorted(rows, key=lambda r: (r["schedule"], r["strategy"], r["steps"])),
                                                              key=lambda r: (r["schedule"], r["strategy"])):

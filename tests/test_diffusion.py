@@ -430,3 +430,11 @@ def test_end_tokens_are_revealed_only_right_after_revealed_text(tiny_mlm, story_
 
     assert early_ends(True) == 0
     assert early_ends(False) > 0  # without the rule the ends cascade in from the tail
+
+
+def test_geometric_schedule_is_sedds_noise_rescaled_to_its_ends():
+    # SEDD: total noise sigma(t) = 1e-4^(1-t) * 20^t, masked share 1 - exp(-sigma(t)); rescaled so m(0) = 0, m(1) = 1.
+    t = torch.tensor([0.25, 0.5, 0.9], dtype=torch.float64)
+    raw = 1 - torch.exp(-(1e-4 ** (1 - t)) * 20.0**t)
+    low, high = 1 - math.exp(-1e-4), 1 - math.exp(-20.0)
+    assert torch.allclose(diffusion.mask_fraction("geometric", t), (raw - low) / (high - low))
