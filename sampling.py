@@ -11,6 +11,7 @@ itself; the command-line `config.SamplingArguments` is this class plus where the
 """
 
 import inspect
+import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
@@ -26,6 +27,8 @@ from cli import UsageError
 from likelihood import same_tokenizer
 from models import Checkpoint, load_causal_lm, max_positions
 from tokenization import end_token_id, special_token_ids, start_token_id
+
+logger = logging.getLogger(__name__)
 
 MASK_SYMBOL = "_"  # how a still-masked position is shown in the step-by-step view
 
@@ -56,7 +59,7 @@ class GenerationSettings:
         default=None,
         metadata={"help": "Template to fill in, e.g. 'the [MASK]*4 sat on the [MASK] .': [MASK]*n is n masked tokens; the rest is kept."},
     )
-    max_length: int = field(default=48, metadata={"help": "Total tokens per sample, prefix included."})
+    max_length: int = field(default=48, metadata={"help": "Total tokens per sample, prefix included. More than a line-by-line model's positions: generated within them (its documents end there), with a warning."})
     num_samples: int = field(default=4, metadata={"help": "Samples generated together as one batch."})
     steps: int | None = field(default=None, metadata={"help": "Denoising steps (forward passes). Default: max_length // 4; with --strategy threshold or entropy-bounded, max_length (a cap: they stop when nothing is masked)."})
     schedule: SCHEDULE_CHOICES = field(
@@ -265,6 +268,16 @@ def guide_nll(guide, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
     return -(token * scored).sum(-1) / scored.sum(-1).clamp_min(1)
 
 
+def fit_to_positions(settings: GenerationSettings, positions: int, line_by_line: bool) -> None:
+    """A line-by-line model ends every document within the positions it was trained on, so a longer --max-length
+    (a cap on the length, not a target) is met by generating in those positions: `settings.max_length` becomes
+    `positions`, with a warning. A model of packed text gets no such cap; check() refuses the length there."""
+    if line_by_line and settings.max_length > positions:
+        logger.warning("--max-length %d: the model has %d positions and was trained line by line, each document ending "
+                       "within them; generating %d tokens", settings.max_length, positions, positions)
+        settings.max_length = positions
+
+
 def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: bool | None = None) -> Generation:
     """Sample `settings.num_samples` texts from `checkpoint`: the generation loop every script uses.
 
@@ -273,9 +286,10 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
     `progress`: None shows a tqdm bar on a terminal for runs longer than a second, True always, False never.
     """
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    line_by_line = checkpoint.line_by_line
+    fit_to_positions(settings, max_positions(model), line_by_line)
     settings.check(max_positions(model))
     guide = load_guide(settings.guide, checkpoint, settings.max_length)[0] if settings.guide else None
-    line_by_line = checkpoint.line_by_line
     rows = settings.num_samples * settings.rerank
     try:
         input_ids = diffusion.build_inputs(

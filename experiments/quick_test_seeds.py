@@ -3,6 +3,7 @@
     python -m experiments.quick_test_seeds                      # seeds 0-4, one after the other, all cores each
     python -m experiments.quick_test_seeds --seeds 5 6 --threads 1
     python -m experiments.quick_test_seeds --objective ar --seeds 0 1 2   # the matched GPT-2, same preset and data
+    python -m experiments.quick_test_seeds --train-flags "--max-length 56" --output-dir runs/qt_l56   # a preset change
 
 Each seed runs exactly the README's command, `train.py --quick-test --seed S` (into --output-dir/seedS), timed
 from start to exit, then 256 documents are drawn at generate.py's defaults and checked with the built-in
@@ -15,6 +16,7 @@ their samples again after a sampler change).
 """
 
 import logging
+import shlex
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +35,13 @@ class SeedArguments:
     num_samples: int = field(default=256, metadata={"help": "Documents drawn from each model at generate.py's defaults."})
     threads: int | None = field(default=None, metadata={"help": "torch threads for training and sampling. Default: torch's own (all cores)."})
     objective: str = field(default="diffusion", metadata={"choices": ("diffusion", "ar"), "help": "train.py --objective: the diffusion model or the matched GPT-2 (sampled by the shared autoregressive sampler)."})
+    train_flags: str = field(default="", metadata={"help": "More train.py flags after --quick-test --seed S (e.g. \"--max-length 56\"), to measure a change of the preset."})
     resample: bool = field(default=False, metadata={"help": "Draw and check the samples of finished runs again (after a sampler change); no training."})
     output_dir: str = field(default="runs/quick_test_seeds", metadata={"help": "One folder per seed, and the CSV (--objective ar: a sub-folder ar/)."})
 
 
 def run_seed(args, seed: int, out: Path) -> dict:
-    flags = ["--quick-test", "--seed", str(seed)] + (["--objective", "ar"] if args.objective == "ar" else [])
+    flags = ["--quick-test", "--seed", str(seed)] + (["--objective", "ar"] if args.objective == "ar" else []) + shlex.split(args.train_flags)
     return {"seed": seed, **training_runs.train_and_measure(flags, out / f"seed{seed}", args.threads, args.num_samples, args.resample)}
 
 

@@ -1,5 +1,7 @@
 """The experiments' own logic: the logit lens (layer_analysis) and the context-swap gap (context_use)."""
 
+import json
+
 import pytest
 import torch
 
@@ -77,3 +79,47 @@ def test_sampler_quality_reports_validity_and_variety_per_setting(tiny_checkpoin
     for row in rows:
         assert 0 <= row["valid"] <= row["well_formed"] <= 1 and 0 <= row["shape"] <= 1 and 0 <= row["opening"] <= 1
     assert (tmp_path / "sampler_quality.csv").read_text().splitlines()[0].split(",") == sampler_quality.COLUMNS
+
+
+@pytest.mark.slow
+def test_every_command_of_the_seed_readme_runs(tmp_path):
+    """experiments/readme_commands.py: the original text-diffusion README's commands, in order, on two-step models."""
+    from experiments import readme_commands
+
+    rows = readme_commands.main(["--workdir", str(tmp_path), "--train-flags", "--max-steps 2"])
+    assert [row["exit"] for row in rows] == [0] * len(rows) and len(rows) == 2 + len(readme_commands.COMMANDS)
+    assert any("--max-length 50" in row["command"] for row in rows)
+    # --max-length 50 on the quick-test model (48 positions, line by line): its documents end within 48 tokens
+    run = json.loads((tmp_path / "results" / "visualization" / "run.json").read_text())
+    assert run["settings"]["max_length"] == 48
+    assert "--max-length 50: the model has 48 positions" in (tmp_path / "logs" / "04.log").read_text()
+    for made in ("results/visualization/text_diffusion_animation.gif", "comparison.gif",
+                 "results/experiments/layer_analysis/layer_analysis.png", "results/experiments/masking_viz/masking_viz.png"):
+        assert (tmp_path / made).is_file(), made
+
+
+def test_simple_corpus_pattern_reads_its_slots_from_training():
+    from experiments.simple_corpus import Pattern
+
+    pattern = Pattern(["The red mango is ripe.", "The blue brussels sprout is fried.", "no pattern here"])
+    assert (pattern.colours, pattern.foods, pattern.adjectives) == (["blue", "red"], ["brussels sprout", "mango"], ["fried", "ripe"])
+    assert pattern.follows("The blue mango is ripe.") and pattern.follows("The red brussels sprout is fried.", "red", "brussels sprout")
+    assert not pattern.follows("The red mango is ripe.", colour="blue")  # a request for another colour
+    assert not pattern.follows("The ripe mango is red.")  # words in the wrong slots
+    assert not pattern.follows("The red mango is ripe")  # no full stop
+    assert not pattern.follows("The red mango is ripe. The")
+
+
+@pytest.mark.slow
+def test_simple_corpus_recipe_runs_at_a_tiny_budget(tmp_path):
+    from experiments import simple_corpus
+
+    rows = simple_corpus.main(["--seeds", "0", "--max-steps", "4", "--num-samples", "4", "--num-requests", "2", "--threads", "1",
+                               "--output-dir", str(tmp_path)])
+    assert [row["model"] for row in rows] == ["diffusion", "autoregressive"]
+    diffusion, ar = rows
+    assert diffusion["bound_ratio"] == pytest.approx(diffusion["nats_per_token"] / ar["nats_per_token"])
+    for row in rows:
+        assert 0 <= row["novel_pattern"] <= min(row["pattern"], row["novel"]) <= 1 and row["control"] in (0, 0.5, 1)
+    header = (tmp_path / "simple" / "simple_corpus.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["seed", "model", "bound_ratio"]

@@ -2,6 +2,7 @@
 
 import json
 import runpy
+import shutil
 import sys
 
 import pytest
@@ -109,7 +110,6 @@ def maskless_checkpoint(tmp_path_factory, story_tokenizer):
 
 BAD_SAMPLING = [
     (["--prefix", "tom found a red ball in the park", "--max-length", "6"], r"prefix is \d+ tokens.*--max-length 6"),
-    (["--max-length", "33"], r"--max-length 33 is more than the model's 32 positions"),
     (["--steps", "0"], r"--steps 0 must be at least 1"),
     (["--p", "0"], r"--p 0.0 must be in \(0, 1\]"),
     (["--p", "1.5"], r"--p 1.5 must be in \(0, 1\]"),
@@ -136,6 +136,24 @@ BAD_SAMPLING = [
 def test_bad_sampling_options_are_usage_errors(tiny_checkpoint, argv, message):
     with pytest.raises(UsageError, match=message):
         generate.main(["--checkpoint", tiny_checkpoint, "--steps", "2", "--max-length", "32", *argv])
+
+
+def test_a_longer_max_length_on_a_line_by_line_model_generates_in_its_positions(tiny_checkpoint, caplog):
+    # every training document ended within the model's 32 positions, so --max-length 50 is met within them
+    texts = generate.main(["--checkpoint", tiny_checkpoint, "--steps", "2", "--max-length", "50", "--num-samples", "2"])
+    assert len(texts) == 2
+    assert "--max-length 50: the model has 32 positions and was trained line by line" in caplog.text
+    settings = sampling.GenerationSettings(max_length=50)
+    sampling.fit_to_positions(settings, 32, line_by_line=True)
+    assert settings.max_length == 32
+
+
+def test_a_longer_max_length_on_a_packed_text_model_is_refused(tiny_checkpoint, tmp_path):
+    packed = tmp_path / "packed"
+    shutil.copytree(tiny_checkpoint, packed)
+    models.save_diffusion_config(str(packed), {"objective": "diffusion", "line_by_line": False, "max_length": 32})
+    with pytest.raises(UsageError, match=r"--max-length 33 is more than the model's 32 positions; use --max-length 32 or less"):
+        generate.main(["--checkpoint", str(packed), "--steps", "2", "--max-length", "33"])
 
 
 def test_greedy_accepts_temperature_zero(tiny_checkpoint):
