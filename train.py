@@ -24,6 +24,8 @@ from transformers import (
     set_seed,
 )
 from transformers.hf_argparser import string_to_bool
+from transformers.integrations import get_available_reporting_integrations
+from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 from transformers.trainer_utils import get_last_checkpoint
 
 import cli
@@ -132,6 +134,7 @@ def check_args(model_args, data_args, diff_args, run_args, training_args) -> Non
         raise UsageError(f"--repeat-mask-steps {diff_args.repeat_mask_steps} must be 0 or more")
     if diff_args.mask_curriculum_steps < 0:
         raise UsageError(f"--mask-curriculum-steps {diff_args.mask_curriculum_steps} must be 0 or more")
+    check_report_to(training_args)
     if data_args.train_file and not Path(data_args.train_file).is_file():
         raise UsageError(f"--train-file not found: {data_args.train_file}")
     out = Path(training_args.output_dir)
@@ -147,6 +150,21 @@ def check_args(model_args, data_args, diff_args, run_args, training_args) -> Non
             f"--output-dir {out} is not empty; pass --overwrite-output-dir to replace it or "
             "--resume-from-checkpoint to continue it"
         )
+
+
+def check_report_to(training_args) -> None:
+    """--report-to takes one name or a comma-separated list ("tensorboard,wandb"); each must be an integration the
+    Trainer knows and whose package is installed. The list is stored back, split."""
+    names = [name.strip() for entry in training_args.report_to or [] for name in str(entry).split(",") if name.strip()]
+    if names in (["none"], ["all"]):
+        return
+    available = get_available_reporting_integrations()
+    for name in names:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise UsageError(f"--report-to {name} is unknown; choose none, all or any of {', '.join(INTEGRATION_TO_CALLBACK)}")
+        if name not in available:
+            raise UsageError(f"--report-to {name}: its package is not installed (pip install -e '.[tracking]' for tensorboard and wandb)")
+    training_args.report_to = names
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -334,7 +352,8 @@ def plot_loss_by_level(log_history: list[dict], path: Path) -> None:
                 ax.plot(*zip(*points), marker="o", markersize=3, label=f"mask <= {name}")
         ax.set(title=f"Loss per mask level, {title}", xlabel="step", ylabel="cross-entropy of masked tokens")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
+    if axes[0].get_legend_handles_labels()[0]:  # a run too short to log has no training points
+        axes[0].legend(fontsize=7, ncol=2)
     tables.save_figure(fig, path, layout="tight")
 
 

@@ -123,6 +123,7 @@ def test_help_exits_zero(capsys):
         (lambda d: ["--quick-test", "--repeat-mask-steps", "-3"], "--repeat-mask-steps -3 must be 0 or more"),
         (lambda d: ["--from-scratch", "--model-name-or-path", "roberta-base"], "drop one of the two"),
         (lambda d: ["--quick-test", "--model-name", "roberta-base"], "--from-scratch builds a new model"),
+        (lambda d: ["--quick-test", "--report-to", "tensorboard,wandbb"], "--report-to wandbb is unknown; choose none, all or any of"),
     ],
 )
 def test_bad_input_gives_one_line_error(make_args, message, bad_inputs, tmp_path, capsys):
@@ -275,3 +276,28 @@ def test_the_same_seed_gives_identical_losses_and_weights_and_another_seed_does_
     assert a != c
     weights = [(tmp_path / name / "final-model" / "model.safetensors").read_bytes() for name in "abc"]
     assert weights[0] == weights[1] != weights[2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["log-linear", "geometric"])
+def test_sedd_recipe_validates_every_epoch_and_logs_to_tensorboard_and_wandb_offline(schedule, tmp_path, monkeypatch):
+    """The SEDD research seed's job at a tiny budget: WikiText-2, its two noise schedules, validation each epoch,
+    TensorBoard and W&B (offline, no network) logging."""
+    data = ROOT.parent / "shared" / "data" / "wikitext-2-raw"
+    for name, lines in (("wiki.valid.raw", 120), ("wiki.test.raw", 30)):  # a slice: a text file is one packed document
+        (tmp_path / name).write_text("\n".join((data / name).read_text().splitlines()[:lines]))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    out = tmp_path / "run"
+    report = "tensorboard,wandb" if schedule == "geometric" else "tensorboard"  # wandb keeps its first run's folder per process
+    train.main(["--from-scratch", "--model-size", "tiny", "--train-file", str(tmp_path / "wiki.valid.raw"), "--validation-file",
+                str(tmp_path / "wiki.test.raw"), "--max-length", "32",
+                "--vocab-size", "300", "--batch-size", "8", "--num-train-epochs", "2", "--eval-strategy", "epoch",
+                "--save-strategy", "epoch", "--logging-steps", "2", "--schedule", schedule, "--report-to", report,
+                "--disable-tqdm", "true", "--output-dir", str(out)])
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    # one validation at the end of each epoch, then train.py's final evaluation (of the same, last model)
+    assert [entry["epoch"] for entry in history if "eval_elbo" in entry] == [1.0, 2.0, 2.0]
+    assert json.loads((out / "final-model" / "diffusion_config.json").read_text())["schedule"] == schedule
+    assert list((out / "runs").glob("*/events.out.tfevents.*"))
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")) or report == "tensorboard"
