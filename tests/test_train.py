@@ -301,3 +301,32 @@ def test_sedd_recipe_validates_every_epoch_and_logs_to_tensorboard_and_wandb_off
     assert json.loads((out / "final-model" / "diffusion_config.json").read_text())["schedule"] == schedule
     assert list((out / "runs").glob("*/events.out.tfevents.*"))
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")) or report == "tensorboard"
+
+
+@pytest.mark.slow
+def test_character_seed_recipes_train_and_sample_at_a_tiny_budget(tmp_path):
+    """char-diffusion (War and Peace, characters, a 96-character window) and TextDiffusion-Shakespeare (Tiny
+    Shakespeare, pure diffusion and AR-guided diffusion) as RESULTS.md's seed section runs them, at 3 steps."""
+    import generate
+
+    data = ROOT.parent / "shared" / "data"
+    texts = {"warandpeace": (data / "warandpeace" / "input.txt").read_text()[:20000],
+             "shakespeare": (data / "tinyshakespeare" / "input.txt").read_text()[:20000]}
+    outs = {}
+    for name, text in texts.items():
+        (tmp_path / f"{name}.txt").write_text(text)  # a slice: a text file is one packed document
+        for objective in ("diffusion", "ar"):
+            outs[name, objective] = out = tmp_path / f"{name}-{objective}"
+            train.main(["--from-scratch", "--model-size", "tiny", "--train-file", str(tmp_path / f"{name}.txt"),
+                        "--tokenizer-type", "char", "--max-length", "96", "--max-steps", "3", "--batch-size", "4",
+                        "--eval-steps", "3", "--save-steps", "3", "--objective", objective, "--disable-tqdm", "true",
+                        "--output-dir", str(out)])
+    model = outs["warandpeace", "diffusion"] / "final-model"
+    assert json.loads((model / "diffusion_config.json").read_text())["max_length"] == 96
+    (sample,) = generate.main(["--checkpoint", str(model), "--max-length", "96", "--num-samples", "1", "--steps", "4"])
+    assert 0 < len(sample) <= 95  # one character per generated position after the start token
+    shakespeare = str(outs["shakespeare", "diffusion"] / "final-model")
+    pure = generate.main(["--checkpoint", shakespeare, "--max-length", "96", "--num-samples", "2", "--steps", "4"])
+    guided = generate.main(["--checkpoint", shakespeare, "--max-length", "96", "--num-samples", "2", "--steps", "4",
+                            "--guide", str(outs["shakespeare", "ar"] / "final-model"), "--guide-weight", "0.5"])
+    assert len(pure) == len(guided) == 2 and pure != guided
