@@ -4,6 +4,7 @@
     python -m experiments.benchmark --dataset wikitext2                    # train wiki.valid.raw, test wiki.test.raw
     python -m experiments.benchmark --dataset shakespeare-char             # characters, nanoGPT's CPU configuration
     python -m experiments.benchmark --dataset shakespeare --name elbo --loss-weighting elbo   # one recipe variant
+    python -m experiments.benchmark --dataset shakespeare-char --guide-weights 0.3 0.6   # + AR-guided diffusion rows
 
 Both models get the same tokenizer (trained on the same training text with the same settings), the same width
 and depth, the same blocks, batch and steps, so they see the same training tokens. Blocks, batch, steps, warm-up and
@@ -86,6 +87,10 @@ class BenchmarkArguments:
     )
     threads: int | None = field(default=None, metadata={"help": "torch intra-op threads for the measurements (training too)."})
     seed: int = field(default=0, metadata={"help": "Seed of training, the bound and sampling."})
+    guide_weights: list[float] = field(
+        default_factory=list, metadata={"help": "Also sample the diffusion model guided by the GPT-2 at each of these weights "
+                                        "(generate.py --guide --guide-weight W, threshold decoding): AR-guided diffusion."}
+    )
 
     def __post_init__(self):
         if self.dataset not in real_corpora.DATASETS:
@@ -150,9 +155,11 @@ def train(args, objective: str, train_file: Path, test_file: Path, directory: Pa
     return time.perf_counter() - began
 
 
-def sampler_args(args, strategy: str, steps: int | None, batch: int, seed: int) -> sampling.GenerationSettings:
+def sampler_args(args, strategy: str, steps: int | None, batch: int, seed: int, guide: str | None = None,
+                 guide_weight: float = 0.0) -> sampling.GenerationSettings:
     return sampling.GenerationSettings(
         max_length=args.max_length, num_samples=batch, steps=steps, strategy=strategy, schedule="cosine", seed=seed,
+        **({"guide": guide, "guide_weight": guide_weight} if guide else {}),
     )
 
 
@@ -173,9 +180,10 @@ def measure_sampler(args, run, judge) -> dict:
     }
 
 
-def diffusion_run(args, checkpoint: models.Checkpoint, strategy: str, steps: int | None):
+def diffusion_run(args, checkpoint: models.Checkpoint, strategy: str, steps: int | None, guide: str | None = None,
+                  guide_weight: float = 0.0):
     def run(batch, seed):
-        out = sampling.generate(checkpoint, sampler_args(args, strategy, steps, batch, seed), progress=False)
+        out = sampling.generate(checkpoint, sampler_args(args, strategy, steps, batch, seed, guide, guide_weight), progress=False)
         return out.texts, out.seconds, out.nfe
 
     return run
@@ -217,6 +225,10 @@ def measure(args, out: Path, test_file: Path) -> dict:
          **measure_sampler(args, diffusion_run(args, checkpoint, "random", args.max_length // 4), judge)},
         {"model": "GPT-2, KV cache", "ppl": exact["ppl"], "nats_per_token": exact["nats_per_token"],
          **measure_sampler(args, ar_run(args, ar, ar_tokenizer), judge)},
+        # after GPT-2's row: summary() reads the first three rows by position
+        *({"model": f"diffusion, threshold 0.9, guided by GPT-2 ({weight:g})",
+           **measure_sampler(args, diffusion_run(args, checkpoint, "threshold", None, str(ar_dir), weight), judge)}
+          for weight in args.guide_weights),
     ]
     text = documents.read_documents(str(test_file), line_by_line=False)
     blocks = evaluation.evaluation_rows(tokenizer, text, args.max_length, False)[: args.num_samples].tolist()
@@ -242,7 +254,8 @@ def markdown(rows: list[dict]) -> str:
 def summary(rows: list[dict]) -> dict:
     threshold, fixed, ar = rows[0], rows[1], rows[2]
     out = {"bound_over_ar_ppl": threshold["ppl"] / ar["ppl"], "bound_over_ar_nats": threshold["nats_per_token"] / ar["nats_per_token"]}
-    for key, row in (("threshold", threshold), ("fixed_steps", fixed)):
+    guided = [(f"guided_{row['model'].rsplit('(', 1)[1].rstrip(')')}", row) for row in rows[3:] if "guided" in row["model"]]
+    for key, row in (("threshold", threshold), ("fixed_steps", fixed), *guided):
         out[f"{key}_latency_speedup_vs_ar"] = ar["batch1_seconds"] / row["batch1_seconds"]
         out[f"{key}_throughput_vs_ar"] = row["samples_per_s"] / ar["samples_per_s"]
         out[f"{key}_gen_ppl_ratio"] = row["gen_ppl"] / ar["gen_ppl"] if "gen_ppl" in row else float("nan")
@@ -255,6 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
     cli.log_to_stderr()
     if args.max_steps < 1 or args.num_samples < 1 or args.latency_repeats < 1:
         raise UsageError("--max-steps, --num-samples and --latency-repeats must be at least 1")
+    if any(not 0 <= weight <= 1 for weight in args.guide_weights):
+        raise UsageError(f"--guide-weights {args.guide_weights}: each weight must be in [0, 1]")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.output_root) / args.dataset / args.name

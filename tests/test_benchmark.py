@@ -96,9 +96,12 @@ def test_a_tiny_run_reports_both_models_on_the_same_tokens_and_reuses_its_checkp
     assert (out / "benchmark.csv").read_text().splitlines()[0].startswith("model,ppl,")
     assert "| diffusion, threshold 0.9 |" in capsys.readouterr().out
 
-    again = benchmark.main(argv)  # the checkpoints exist: nothing is trained, the same bound comes out
+    again = benchmark.main([*argv, "--guide-weights", "0.5"])  # the checkpoints exist: nothing is trained, the same bound
     assert all(math.isnan(s) for s in again["train_seconds"].values())
     assert again["rows"][0]["ppl"] == pytest.approx(threshold["ppl"])
+    guided = again["rows"][3]  # AR-guided diffusion, after the GPT-2 row
+    assert guided["model"] == "diffusion, threshold 0.9, guided by GPT-2 (0.5)" and len(guided["samples"]) == 2
+    assert again["summary"]["guided_0.5_entropy_ratio"] == pytest.approx(guided["entropy"] / again["rows"][2]["entropy"])
 
 
 def test_a_missing_data_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
