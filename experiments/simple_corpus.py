@@ -113,11 +113,11 @@ def measure_seed(args, seed: int, out: Path, training: list[str], pattern: Patte
     test_file = str(Path(args.data_dir) / CORPORA[args.corpus][1])
     table = evaluation.report(checkpoint, ar, test_file, settings=settings, seed=seed)
     diffusion_row, ar_row = table[0], table[1]
-    rows, samples = [], {}
+    rows, samples, seen = [], {}, set(training)
     for name, row in (("diffusion", diffusion_row), ("autoregressive", ar_row)):
         texts = [t.strip() for t in row["samples"]]
         samples[name] = texts
-        novel = [t not in set(training) for t in texts]
+        novel = [t not in seen for t in texts]
         result = {"seed": seed, "model": name, "nats_per_token": row["nats_per_token"], "novel": sum(novel) / len(texts),
                   "gen_ppl": row.get("gen_ppl"),
                   "bound_ratio": diffusion_row["nats_per_token"] / ar_row["nats_per_token"] if name == "diffusion" else None}
