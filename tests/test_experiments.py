@@ -1,6 +1,7 @@
 """The experiments' own logic: the logit lens (layer_analysis) and the context-swap gap (context_use)."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -123,3 +124,16 @@ def test_simple_corpus_recipe_runs_at_a_tiny_budget(tmp_path):
         assert 0 <= row["novel_pattern"] <= min(row["pattern"], row["novel"]) <= 1 and row["control"] in (0, 0.5, 1)
     header = (tmp_path / "simple" / "simple_corpus.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["seed", "model", "bound_ratio"]
+
+
+def test_schedule_comparison_checks_stories_only_for_a_model_of_the_built_in_corpus(tiny_checkpoint, tmp_path):
+    from experiments import schedule_comparison
+
+    other = tmp_path / "shakespeare-model"
+    shutil.copytree(tiny_checkpoint, other)
+    models.save_diffusion_config(str(other), {"objective": "diffusion", "line_by_line": True, "max_length": 32, "corpus": "input.txt"})
+    argv = ["--judge", "none", "--strategies", "random", "--schedules", "cosine", "--steps", "2", "--num-samples", "2"]
+    builtin = schedule_comparison.main(["--checkpoint", tiny_checkpoint, *argv, "--output-dir", str(tmp_path / "a")])
+    text = schedule_comparison.main(["--checkpoint", str(other), *argv, "--output-dir", str(tmp_path / "b")])
+    assert 0 <= builtin[0]["valid_rate"] <= 1 and "valid_rate" not in text[0]
+    assert text[0]["forward_passes"] == 2 and text[0]["entropy"] >= 0
