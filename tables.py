@@ -2,6 +2,7 @@
 
 import csv
 import math
+import statistics
 
 COLUMNS = (
     ("ppl", "ppl", "{:.3f}"),
@@ -43,6 +44,12 @@ def write_csv(path, rows: list[dict], fieldnames: list[str] | None = None) -> No
         writer = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def spread(values) -> str:
+    """'min A, median B, max C' of measurements over seeds (the project's way of quoting a trained figure)."""
+    values = sorted(values)
+    return f"min {values[0]:.3f}, median {statistics.median(values):.3f}, max {values[-1]:.3f}"
 
 
 def markdown_table(rows: list[dict], columns: list[str], cell=None) -> str:

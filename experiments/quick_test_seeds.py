@@ -17,7 +17,6 @@ their samples again after a sampler change).
 
 import logging
 import shlex
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,8 +60,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     tables.write_csv(out / "quick_test_seeds.csv", [{c: row.get(c) for c in columns} for row in rows], columns)
     print(tables.markdown_table(rows, columns, lambda c, v: f"{v:.3f}" if isinstance(v, float) else str(v)))
     for measure in ("valid_rate", "shape_distance", "opening_distance", "ancestral_valid_rate", "train_seconds"):
-        values = [row[measure] for row in rows]
-        print(f"{measure}: min {min(values):.3f}, median {statistics.median(values):.3f}, max {max(values):.3f}")
+        print(f"{measure}: {tables.spread(row[measure] for row in rows)}")
     return rows
 
 

@@ -64,8 +64,7 @@ class ReadmeArguments:
 def commands(train_flags: str = "", skip_training: bool = False) -> list[str]:
     """The README's commands in order, the two training commands first (with `train_flags` added)."""
     train = [] if skip_training else [f"{command} {train_flags}".strip() for command in TRAIN]
-    if train_flags and any("checkpoint-800" in command for command in COMMANDS):
-        # a shortened run saves no checkpoint-800; its final model stands in for the intermediate checkpoint
+    if train_flags:  # a shortened run saves no checkpoint-800; its final model stands in for it
         return train + [command.replace("results/checkpoint-800", "results/final-model") for command in COMMANDS]
     return train + COMMANDS
 

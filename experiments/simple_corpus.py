@@ -25,7 +25,6 @@ min / median / max over the seeds.
 import logging
 import random
 import re
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +39,6 @@ import training_runs
 from cli import UsageError
 
 logger = logging.getLogger(__name__)
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "simple"
 CORPORA = {"simple": ("simple-train.txt", "simple-test.txt", 12), "greetings": ("greetings-train.txt", "greetings-test.txt", 20)}
 SENTENCE = re.compile(r"The (\S+) (.+) is (\S+)\.")
 COLUMNS = ["seed", "model", "bound_ratio", "nats_per_token", "pattern", "novel", "novel_pattern", "control", "control_cfg", "gen_ppl"]
@@ -49,7 +47,7 @@ COLUMNS = ["seed", "model", "bound_ratio", "nats_per_token", "pattern", "novel",
 @dataclass
 class SimpleCorpusArguments:
     corpus: str = field(default="simple", metadata={"choices": tuple(CORPORA), "help": "Which of minimal-text-diffusion's corpora."})
-    data_dir: str = field(default=str(DATA), metadata={"help": "The folder with simple-train.txt, greetings-train.txt and their -test.txt files."})
+    data_dir: str = field(default="../shared/data/simple", metadata={"help": "The folder with simple-train.txt, greetings-train.txt and their -test.txt files."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Training seeds (one diffusion model and one GPT-2 each)."})
     max_steps: int = field(default=1500, metadata={"help": "Training steps of each model (batch 64)."})
     num_samples: int = field(default=256, metadata={"help": "Unconditional samples per model."})
@@ -64,7 +62,6 @@ class Pattern:
     def __init__(self, training: list[str]):
         slots = [m.groups() for m in map(SENTENCE.fullmatch, training) if m]
         self.colours, self.foods, self.adjectives = (sorted({s[i] for s in slots}) for i in range(3))
-        self.training = set(training)
 
     def follows(self, text: str, colour: str | None = None, food: str | None = None) -> bool:
         m = SENTENCE.fullmatch(text.strip())
@@ -158,9 +155,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(tables.markdown_table(rows, columns, lambda c, v: f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))))
     for name in ("diffusion", "autoregressive"):
         for column in columns[2:]:
-            values = sorted(row[column] for row in rows if row["model"] == name and row.get(column) is not None)
+            values = [row[column] for row in rows if row["model"] == name and row.get(column) is not None]
             if values:
-                print(f"{name} {column}: min {values[0]:.3f}, median {statistics.median(values):.3f}, max {values[-1]:.3f}")
+                print(f"{name} {column}: {tables.spread(values)}")
     print(f"samples: {out / 'samples.txt'}")
     return rows
 

@@ -137,3 +137,9 @@ def test_schedule_comparison_checks_stories_only_for_a_model_of_the_built_in_cor
     text = schedule_comparison.main(["--checkpoint", str(other), *argv, "--output-dir", str(tmp_path / "b")])
     assert 0 <= builtin[0]["valid_rate"] <= 1 and "valid_rate" not in text[0]
     assert text[0]["forward_passes"] == 2 and text[0]["entropy"] >= 0
+
+
+def test_spread_quotes_min_median_max_in_any_order():
+    import tables
+
+    assert tables.spread([0.3, 0.1, 0.2, 0.4]) == "min 0.100, median 0.250, max 0.400"
