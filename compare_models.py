@@ -179,12 +179,14 @@ def state_at(run: ModelRun, clock: str, tick: float) -> int:
 def render_comparison(runs: list[ModelRun], clock: str) -> tuple[list[Image.Image], list[float]]:
     text_width = PANEL_WIDTH - 2 * MARGIN
     layouts = [
-        [rendering.layout_tokens(s.tokens, s.labels, s.previous, text_width, TOKEN_SIZE, end_token=s.end_token) for s in run.states] for run in runs
+        [rendering.layout_tokens(s.tokens, s.labels, s.previous, text_width, TOKEN_SIZE, end_token=s.end_token, active=s.active) for s in run.states]
+        for run in runs
     ]
+    blocks = any(s.active is not None for run in runs for s in run.states)  # block-wise diffusion: mark the block
     text_height = max(height for layout in layouts for _, height in layout)
     header = 132
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    legend_height = rendering.draw_legend(probe, 0, 0, 2 * PANEL_WIDTH - 2 * MARGIN, 14)
+    legend_height = rendering.draw_legend(probe, 0, 0, 2 * PANEL_WIDTH - 2 * MARGIN, 14, active=blocks)
     height = int(header + text_height + 24 + legend_height + MARGIN)
     ticks = clock_ticks(runs, clock)
     frames = []
@@ -198,7 +200,7 @@ def render_comparison(runs: list[ModelRun], clock: str) -> tuple[list[Image.Imag
         draw.line((PANEL_WIDTH, 12, PANEL_WIDTH, legend_top - 12), fill=rendering.PANEL, width=2)
         draw.line((MARGIN, legend_top - 12, 2 * PANEL_WIDTH - MARGIN, legend_top - 12), fill=rendering.PANEL, width=1)
         rendering.draw_legend(draw, MARGIN, legend_top, 2 * PANEL_WIDTH - 2 * MARGIN, 14,
-                              labels=(rendering.FIXED, rendering.MASKED, rendering.NEW, rendering.REVEALED, rendering.REMASKED))
+                              labels=(rendering.FIXED, rendering.MASKED, rendering.NEW, rendering.REVEALED, rendering.REMASKED), active=blocks)
         frames.append(image)
     return frames, ticks
 

@@ -129,6 +129,14 @@ class DiffusionArguments:
                   "repeated word and keeps the first; both does that in half of them and in the other half hides the "
                   "first mentions and keeps the last, so copying is learned in both directions."},
     )
+    block_size: int | None = field(
+        default=None,
+        metadata={"help": "Block diffusion (BD3-LM): train the model to denoise blocks of this many tokens given the clean "
+                  "blocks before it (the input is the noisy row and the clean row, 2x the tokens; each block draws its own "
+                  "time; the loss is on the noisy half). Must divide --max-length; equal to it is ordinary masked diffusion. "
+                  "Built from scratch it makes --architecture default to modernbert (deberta's relative positions do not "
+                  "apply). Sampled block by block with a key/value cache."},
+    )
     mask_curriculum_steps: int = field(
         default=0,
         metadata={"help": "Curriculum: over the first N steps the largest time drawn grows linearly from 20%% of the "

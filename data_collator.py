@@ -44,6 +44,7 @@ class DiffusionCollator:
         common_token_ids=(),
         repeat_mask_steps: int = 0,
         repeat_mask_direction: str = "forward",
+        block_size: int | None = None,
     ):
         if mask_rates not in ("discrete", "continuous"):
             raise ValueError(f"mask_rates must be 'discrete' or 'continuous', not {mask_rates!r}")
@@ -69,6 +70,7 @@ class DiffusionCollator:
         self.step = 0  # the training step, set by train.py's callback; the curriculum and repeat masking read it
         self.eval_times = eval_times
         self.seed = seed
+        self.block_size = block_size
         self.reset()
 
     @staticmethod
@@ -119,15 +121,22 @@ class DiffusionCollator:
         # The prefix counts tokens after the start token, which is never masked anyway.
         prefix = positions.unsqueeze(0) <= self.prefix_lengths(batch).unsqueeze(1)
         maskable = ~torch.isin(input_ids, self.never_masked) & ~prefix
-        num_maskable = maskable.sum(-1)  # (batch,)
 
-        t = self.sample_times(batch)
+        # Each unit draws its own time and masks exactly round-up(m(t) * n) of its n maskable tokens: a unit is a
+        # row, or with block diffusion one block of a row (a row of L tokens is L / B units of B).
+        unit = self.block_size or length
+        if length % unit:
+            raise ValueError(f"rows of {length} tokens do not split into blocks of {unit}")
+        units = batch * (length // unit)
+        unit_maskable = maskable.view(units, unit)
+        num_maskable = unit_maskable.sum(-1)  # (units,)
+        t = self.sample_times(units)
         rate = mask_fraction(self.schedule, t)
         num_masked = torch.minimum(torch.ceil(rate * num_maskable).long().clamp_min(1), num_maskable)
-        # Exactly num_masked positions per row: the ones with the smallest random scores among the maskable.
-        scores = self._rand(batch, length).masked_fill(~maskable, 2.0)
+        # Exactly num_masked positions per unit: the ones with the smallest random scores among the maskable.
+        scores = self._rand(units, unit).masked_fill(~unit_maskable, 2.0)
         rank = scores.argsort(-1).argsort(-1)
-        masked = rank < num_masked.unsqueeze(1)
+        masked = (rank < num_masked.unsqueeze(1)).view(batch, length)
         filler = None
         # Every row during the first repeat_mask_steps steps, then a share of them.
         repeat_share = 1.0 if self.step < self.repeat_mask_steps else self.repeat_mask_share
@@ -156,14 +165,18 @@ class DiffusionCollator:
             masked = torch.where(chosen, repeats | light, masked)
             if filler is not None:
                 masked &= ~filler
-            num_masked = masked.sum(-1)
+            num_masked = masked.view(units, unit).sum(-1)
 
         rate_masked = num_masked / num_maskable.clamp_min(1)
         attention_mask = input_ids != self.pad_id
         if filler is not None:
             attention_mask &= ~filler
+        noisy = input_ids.masked_fill(masked, self.mask_id)
+        if self.block_size:
+            # Block diffusion reads the noisy rows followed by the clean ones (blocks.doubled_forward).
+            noisy, attention_mask = torch.cat([noisy, input_ids], 1), attention_mask.repeat(1, 2)
         return {
-            "input_ids": input_ids.masked_fill(masked, self.mask_id),
+            "input_ids": noisy,
             "attention_mask": attention_mask.long(),
             "labels": input_ids.masked_fill(~masked, -100),
             "mask_time": t,

@@ -263,6 +263,7 @@ class TrajectoryStep:
     confidence: torch.Tensor
     candidates: torch.Tensor | None = None
     candidate_probs: torch.Tensor | None = None
+    active: torch.Tensor | None = None  # (batch, seq) bool: the block this step worked on (None: the whole span)
 
 
 @dataclass
@@ -270,15 +271,16 @@ class SampleResult:
     ids: torch.Tensor  # (batch, seq) final ids, no mask left in the generated span
     fixed: torch.Tensor  # (batch, seq) True where the caller fixed the token (prefix, infill context)
     trajectory: list[TrajectoryStep] = field(default_factory=list)
-    nfe: int = 0  # forward passes of the model
+    nfe: int = 0  # forward passes of the model (denoising passes; with block diffusion, over one block each)
     guide_nfe: int = 0  # forward passes of the causal-LM guide, if any
+    cache_passes: int = 0  # block diffusion: passes that put a finished block's keys and values in the cache
 
     def rows(self, index: torch.Tensor) -> "SampleResult":
         """The same result for the samples `index` (1-D) only, trajectory included."""
+        pick = lambda x: None if x is None else x[index]  # noqa: E731
         steps = [TrajectoryStep(s.ids[index], s.revealed[index], s.remasked[index], s.confidence[index],
-                                None if s.candidates is None else s.candidates[index],
-                                None if s.candidate_probs is None else s.candidate_probs[index]) for s in self.trajectory]
-        return SampleResult(self.ids[index], self.fixed[index], steps, self.nfe, self.guide_nfe)
+                                pick(s.candidates), pick(s.candidate_probs), pick(s.active)) for s in self.trajectory]
+        return SampleResult(self.ids[index], self.fixed[index], steps, self.nfe, self.guide_nfe, self.cache_passes)
 
 
 def _reveal_top(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -315,16 +317,20 @@ def _left(flags: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(flags[:, :-1], (1, 0), value=False)
 
 
-def _blocks(generated: torch.Tensor, block_size: int | None) -> list[torch.Tensor]:
-    """Split the generated positions into left-to-right blocks (a list of (batch, seq) bool masks)."""
-    if not block_size:
-        return [generated]
+def _blocks(generated: torch.Tensor, block_size: int | None, aligned: bool = False) -> list[torch.Tensor]:
+    """Left-to-right blocks of the columns of `generated` (batch, seq): a list of (seq,) bool masks, the whole row
+    without a block size. Blocks start at the first generated position, or with `aligned` at multiples of block_size
+    (as a block-diffusion model was trained); blocks with nothing to generate are skipped."""
     column = torch.arange(generated.size(-1))
-    first = int(generated.any(0).nonzero().min()) if generated.any() else 0
-    last = int(generated.any(0).nonzero().max()) + 1 if generated.any() else 0
-    return [
-        generated & (column >= start) & (column < start + block_size) for start in range(first, last, block_size)
-    ]
+    if not block_size:
+        return [torch.ones_like(column, dtype=torch.bool)]
+    todo = generated.any(0)
+    first = int(todo.nonzero().min()) if todo.any() else 0
+    last = int(todo.nonzero().max()) + 1 if todo.any() else 0
+    if aligned:
+        first -= first % block_size
+    ranges = [(column >= start) & (column < start + block_size) for start in range(first, last, block_size)]
+    return [columns for columns in ranges if (todo & columns).any()]
 
 
 @torch.no_grad()
@@ -350,6 +356,9 @@ def sample(
     masked position, given the draft to its left, joins the diffusion model's as a product of experts.
     `end_token_id` (a model that ends documents with it) with config.end_after_text: the certainty-ordered
     strategies reveal an end token only as part of a run that starts right after revealed text (ends_after_text).
+    `model` may be a blocks.BlockModel (a block-diffusion checkpoint): blocks are then its own, aligned as in
+    training, each computed over the cached prefix, and with `end_token_id` sampling stops after the first block
+    by which every row has written an end token (the rest of the row is end tokens, as in training).
     """
     device = next(model.parameters()).device
     ids = input_ids.clone().to(device)
@@ -365,10 +374,14 @@ def sample(
     prompt = fixed & ~torch.isin(ids, banned)  # the text the caller fixed (start, padding ... excluded)
     # Certainty-ordered strategies reveal an end token only as part of a run that starts after revealed text.
     ordered_ends = end_token_id is not None and config.end_after_text and config.strategy not in ("random", "remdm", "remask")
-    blocks = _blocks(generated.cpu(), config.block_size)
+    block_model = getattr(model, "block_size", None)  # a blocks.BlockModel
+    if block_model:
+        model.reset()
+    blocks = _blocks(generated.cpu(), block_model or config.block_size, aligned=bool(block_model))
     steps_per_block = [config.steps // len(blocks) + (i < config.steps % len(blocks)) for i in range(len(blocks))]
-    for block, block_steps in zip(blocks, steps_per_block):
-        block = block.to(device)
+    for columns, block_steps in zip(blocks, steps_per_block):
+        columns = columns.to(device).expand_as(generated)
+        block = generated & columns  # the positions this block generates
         span = block.sum(-1)  # (batch,) positions this block generates
         block_steps = max(block_steps, 1)
         confidence = torch.zeros(ids.shape, device=device)
@@ -474,10 +487,18 @@ def sample(
             remasked = ~masked & now_masked
             confidence = confidence.masked_fill(now_masked, 0.0)
             ids = new_ids
-            trajectory.append(_record(ids, revealed, remasked, confidence, top_ids, top_probs))
+            trajectory.append(_record(ids, revealed, remasked, confidence, top_ids, top_probs, columns if len(blocks) > 1 else None))
             if progress is not None:
                 progress()
-    return SampleResult(ids=ids.cpu(), fixed=fixed.cpu(), trajectory=trajectory, nfe=nfe, guide_nfe=guide_nfe)
+        if block_model and end_token_id is not None and (ids == end_token_id).any(-1).all():
+            # Every row has ended: what follows an end token is end tokens (training's layout), so write them.
+            rest = ids == mask_token_id
+            if rest.any():
+                ids = ids.masked_fill(rest, end_token_id)
+                trajectory.append(_record(ids, rest, nothing, confidence.masked_fill(rest, 1.0)))
+            break
+    cache_passes = model.prefix_passes if block_model else 0
+    return SampleResult(ids=ids.cpu(), fixed=fixed.cpu(), trajectory=trajectory, nfe=nfe, guide_nfe=guide_nfe, cache_passes=cache_passes)
 
 
 def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -517,6 +538,8 @@ def guided_by(guide, ids, attention_mask, where, rows: torch.Tensor, banned: tor
 def masked_logits(model, head, ids: torch.Tensor, attention_mask: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     """(where.sum(), vocab) logits at the `where` positions of one forward pass: with `head`
     (models.prediction_head) the encoder runs once and the head only at those positions; without, the whole model."""
+    if hasattr(model, "logits_at"):  # a blocks.BlockModel: the current block over the cached prefix
+        return model.logits_at(head, ids, where)
     if head is None:
         return model(input_ids=ids, attention_mask=attention_mask).logits[where]
     hidden = model.base_model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
@@ -529,10 +552,10 @@ def _uniform(shape, generator, device) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=where).to(device)
 
 
-def _record(ids, revealed, remasked, confidence, candidates=None, candidate_probs=None) -> TrajectoryStep:
+def _record(ids, revealed, remasked, confidence, candidates=None, candidate_probs=None, active=None) -> TrajectoryStep:
+    cpu = lambda x: None if x is None else x.cpu()  # noqa: E731
     return TrajectoryStep(ids.cpu(), revealed.cpu(), remasked.cpu(), confidence.float().cpu(),
-                          None if candidates is None else candidates.cpu(),
-                          None if candidate_probs is None else candidate_probs.float().cpu())
+                          cpu(candidates), None if candidate_probs is None else candidate_probs.float().cpu(), cpu(active))
 
 
 # ----------------------------------------------------------------------------- prompts in, text out

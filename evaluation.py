@@ -55,12 +55,15 @@ def report(
         training_stories = corpus.generate_corpus(documents.BUILTIN_TRAIN_STORIES, seed=0)
     if max_length > max_positions(model):
         raise UsageError(f"--max-length {max_length} is more than the masked LM's {max_positions(model)} positions")
+    if checkpoint.block_size and max_length % checkpoint.block_size:
+        raise UsageError(f"--max-length {max_length} must be a multiple of the checkpoint's block size {checkpoint.block_size}")
     ar_model, ar_tokenizer = ar if ar is not None else (None, None)
     judge = judge if judge is not None else ar
 
     rows = evaluation_rows(tokenizer, docs, max_length, line_by_line)
     logger.info("ELBO bound on %d blocks of %d tokens, %d times each", len(rows), max_length, num_t_samples)
-    bound = likelihood.elbo_bound(model, tokenizer, rows, schedule, line_by_line, num_t_samples, seed, batch_size)
+    bound = likelihood.elbo_bound(model, tokenizer, rows, schedule, line_by_line, num_t_samples, seed, batch_size,
+                                  block_size=checkpoint.block_size)
     diff_row = {"model": "diffusion", **bound.as_dict()}
     table = [diff_row]
     if ar_model is not None:

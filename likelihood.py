@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+import blocks
 from cli import UsageError
 from data_collator import DiffusionCollator
 from diffusion import bound_weight, diffusion_loss
@@ -97,8 +98,12 @@ def elbo_bound(
     prefix_policy: str = "fixed",
     fixed_times: torch.Tensor | None = None,
     progress=None,
+    block_size: int | None = None,
 ) -> Perplexity:
     """MDLM's upper bound on the NLL of `data` (rows laid out by `tokenize_documents`).
+
+    With `block_size` (a block-diffusion model) the bound of BD3-LM: the sum over blocks of each block's
+    masked-diffusion bound given the clean blocks before it, each block at its own time (blocks.doubled_forward).
 
     Each row is scored at `num_t_samples` stratified times. With `fixed_times`, each row is scored once and
     row j of each batch gets fixed_times[j % len]: this is what train.py's evaluation does with its eval
@@ -110,7 +115,7 @@ def elbo_bound(
     rows = as_rows(data)
     collator = DiffusionCollator(
         tokenizer, schedule=schedule, prefix_length=prefix_length, prefix_policy=prefix_policy,
-        line_by_line=line_by_line, eval_times=fixed_times, seed=seed,
+        line_by_line=line_by_line, eval_times=fixed_times, seed=seed, block_size=block_size,
     )
     if fixed_times is None:
         times = stratified_times(len(rows), num_t_samples, torch.Generator().manual_seed(seed)).flatten()
@@ -119,13 +124,14 @@ def elbo_bound(
     weighted, scored = 0.0, 0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        if fixed_times is None:
-            collator.eval_times = times[start : start + batch_size]
+        if fixed_times is None:  # every block of a row's copy at that copy's time (one unit per row without blocks)
+            collator.eval_times = times[start : start + batch_size].repeat_interleave(rows.size(1) // (block_size or rows.size(1)))
         batch = collator([{"input_ids": row} for row in chunk])
         with torch.no_grad():
-            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+            ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            logits, labels = blocks.unit_logits(model, ids, attention, batch["labels"].to(device), block_size)
             # The training loss's cross-entropy: <mask>, <pad> and <s> get no probability, as in train.py.
-            _, ce, _ = diffusion_loss(logits, batch["labels"].to(device), batch["loss_weight"], batch["num_maskable"], banned_ids=banned)
+            _, ce, _ = diffusion_loss(logits, labels, batch["loss_weight"], batch["num_maskable"], banned_ids=banned)
         weight = bound_weight(schedule, batch["mask_time"], batch["mask_rate"])
         weighted += float((weight.to(device) * ce.double()).sum())
         scored += int(batch["num_maskable"].sum())

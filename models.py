@@ -219,6 +219,11 @@ class Checkpoint:
         return max_positions(self.model)
 
     @property
+    def block_size(self) -> int | None:
+        """Block diffusion: the block size it was trained with (None: ordinary masked diffusion)."""
+        return self.settings.get("block_size")
+
+    @property
     def max_length(self) -> int:
         """The block length it was trained on; for a hub model, its positions up to 128."""
         return int(self.settings.get("max_length") or min(128, self.max_positions))

@@ -33,6 +33,10 @@ COLOURS = {
     REVEALED: (232, 232, 232),
     REMASKED: (255, 159, 67),
 }
+# Block-wise sampling: a band behind the tokens of the block a step worked on (not a token state: any label can be in it).
+ACTIVE_LEGEND = "active block (the block this step works on)"
+ACTIVE_FILL = (42, 40, 66)
+ACTIVE_OUTLINE = (167, 139, 250)
 
 
 # ----------------------------------------------------------------------------- trajectory -> per-step states
@@ -44,6 +48,8 @@ class StepState:
 
     `tokens[i]` is the decoded string of `ids[i]` (the mask token's string where masked). `previous[i]` is the
     token a re-masked position held before this step (None elsewhere), so a frame can show what was hidden.
+    `active[i]` says whether position i is in the block this step worked on (block-wise sampling); None when the
+    step had no block of its own (ordinary sampling, the start, a final fill step).
     """
 
     step: int
@@ -55,6 +61,7 @@ class StepState:
     end_token: str | None = None  # a run of this token is drawn as one chip, "</s> x30"
     # For each position the step revealed: the sampler's top candidates there, [[token, probability], ...].
     candidates: list | None = None
+    active: list[bool] | None = None
 
     def count(self, label: str) -> int:
         return self.labels.count(label)
@@ -76,13 +83,14 @@ def _token_string(tokenizer, token_id: int) -> str:
     return cache[token_id]
 
 
-def collapse_end_runs(tokens, labels, previous, end_token: str | None):
-    """(tokens, labels, previous) with every run of two or more shown `end_token`s as one token "</s> ×N"; its
-    label is new if any of the run is new, fixed if all are fixed, else revealed. Masked and re-masked positions
-    are never merged (each is a slot still to fill)."""
+def collapse_end_runs(tokens, labels, previous, end_token: str | None, active=None):
+    """(tokens, labels, previous, active) with every run of two or more shown `end_token`s as one token "</s> ×N";
+    its label is new if any of the run is new, fixed if all are fixed, else revealed, and it is active if any of
+    the run is. Masked and re-masked positions are never merged (each is a slot still to fill). `active` None
+    (no active block) stays None."""
     if end_token is None:
-        return list(tokens), list(labels), list(previous)
-    out_tokens, out_labels, out_previous = [], [], []
+        return list(tokens), list(labels), list(previous), None if active is None else list(active)
+    out_tokens, out_labels, out_previous, out_active = [], [], [], []
     i = 0
     while i < len(tokens):
         j = i
@@ -94,13 +102,15 @@ def collapse_end_runs(tokens, labels, previous, end_token: str | None):
             out_tokens.append(f"{end_token} \u00d7{j - i}")
             out_labels.append(label)
             out_previous.append(None)
+            out_active.append(active is not None and any(active[i:j]))
             i = j
         else:
             out_tokens.append(tokens[i])
             out_labels.append(labels[i])
             out_previous.append(previous[i])
+            out_active.append(active is not None and active[i])
             i += 1
-    return out_tokens, out_labels, out_previous
+    return out_tokens, out_labels, out_previous, None if active is None else out_active
 
 
 def end_token_string(tokenizer) -> str | None:
@@ -149,7 +159,8 @@ def trajectory_states(result, tokenizer, sample: int = 0, skip_start: bool = Tru
                 [[_token_string(tokenizer, t), round(p, 4)] for t, p in zip(top[i], probs[i]) if t >= 0] if revealed[i] else None
                 for i in range(len(ids))
             ]
-        states.append(StepState(k, len(trajectory) - 1, ids, tokens, labels, previous, end_token_string(tokenizer), candidates))
+        active = None if step.active is None else step.active[sample, first:].tolist()
+        states.append(StepState(k, len(trajectory) - 1, ids, tokens, labels, previous, end_token_string(tokenizer), candidates, active))
         before = ids
     return states
 
@@ -215,20 +226,23 @@ class Placed:
     label: str
     width: float
     struck: bool = False
+    active: bool = False  # in the block the step worked on (drawn as a band behind it; never moves anything)
 
 
 MASK_BOX_CHARS = 3  # a masked slot is drawn as a box this many characters wide
 
 
 def layout_tokens(tokens, labels, previous, width: float, size: int, line_gap: float = 1.45,
-                  end_token: str | None = None) -> tuple[list[Placed], float]:
+                  end_token: str | None = None, active=None) -> tuple[list[Placed], float]:
     """Place tokens left to right, wrapping at `width` pixels with the font's real advance widths.
 
     Returns the placed pieces (coordinates relative to the text area) and the height used. A token that
     contains a newline ends its line; a token wider than a whole line is cut into pieces that fit. Runs of
-    `end_token` are one chip (collapse_end_runs).
+    `end_token` are one chip (collapse_end_runs). `active` (one flag per token, or None) only marks the pieces;
+    the positions are the same with or without it.
     """
-    tokens, labels, previous = collapse_end_runs(tokens, labels, previous, end_token)
+    tokens, labels, previous, active = collapse_end_runs(tokens, labels, previous, end_token, active)
+    active = active or [False] * len(tokens)
     regular = font(size)
     line_height = round(size * line_gap)
     space = regular.getlength(" ")
@@ -238,7 +252,7 @@ def layout_tokens(tokens, labels, previous, width: float, size: int, line_gap: f
         nonlocal x, y
         x, y = 0.0, y + line_height
 
-    for token, label, was in zip(tokens, labels, previous):
+    for token, label, was, marked in zip(tokens, labels, previous, active):
         if label in (MASKED, REMASKED) and not (label == REMASKED and was is not None):
             pieces = [(" " * MASK_BOX_CHARS, False)]
             gap = space * 0.5
@@ -262,15 +276,36 @@ def layout_tokens(tokens, labels, previous, width: float, size: int, line_gap: f
                     chunk = chunk.lstrip(" ")  # a word's leading space is not drawn at the start of a line
                     w = piece_font.getlength(chunk)
             x += gap if x > 0 else 0.0
-            placed.append(Placed(x, y, chunk, label, w, struck))
+            placed.append(Placed(x, y, chunk, label, w, struck, marked))
             x += w
         if breaks:
             newline()
     return placed, y + line_height
 
 
+ACTIVE_PAD = 3  # pixels the active band reaches left and right of its tokens
+
+
+def active_bands(placed: list[Placed], left: float, top: float, size: int) -> list[tuple[float, float, float, float]]:
+    """The boxes of the active-block band, one per line: from the first to the last active piece of each run of
+    consecutive active pieces on that line, a little wider and taller than the text."""
+    ascent, descent = font(size).getmetrics()
+    bands, run = [], []
+    for p in [*placed, None]:
+        if p is not None and p.active and (not run or run[-1].y == p.y):
+            run.append(p)
+            continue
+        if run:
+            y = top + run[0].y
+            bands.append((left + run[0].x - ACTIVE_PAD, y - 1, left + run[-1].x + run[-1].width + ACTIVE_PAD, y + ascent + descent + 1))
+        run = [p] if p is not None and p.active else []
+    return bands
+
+
 def draw_tokens(draw: ImageDraw.ImageDraw, placed: list[Placed], left: float, top: float, size: int) -> None:
     ascent, descent = font(size).getmetrics()
+    for band in active_bands(placed, left, top, size):  # behind the tokens
+        draw.rounded_rectangle(band, radius=5, fill=ACTIVE_FILL, outline=ACTIVE_OUTLINE, width=1)
     for p in placed:
         x, y = left + p.x, top + p.y
         colour = COLOURS[p.label]
@@ -287,18 +322,22 @@ def draw_tokens(draw: ImageDraw.ImageDraw, placed: list[Placed], left: float, to
             draw.line((x, middle, x + p.width, middle), fill=colour, width=2)
 
 
-def draw_legend(draw: ImageDraw.ImageDraw, left: float, top: float, width: float, size: int, labels=LABELS) -> float:
-    """A wrapped row of colour swatches with their meaning; returns the height used."""
+def draw_legend(draw: ImageDraw.ImageDraw, left: float, top: float, width: float, size: int, labels=LABELS,
+                active: bool = False) -> float:
+    """A wrapped row of colour swatches with their meaning, and with `active` the active-block band; returns the
+    height used."""
     small = font(size)
     x, y = left, top
     line = round(size * 1.6)
-    for label in labels:
-        text = LEGEND[label]
+    for label in [*labels, *(["active"] if active else [])]:
+        text = ACTIVE_LEGEND if label == "active" else LEGEND[label]
         item = size * 1.3 + small.getlength(text) + size * 1.4
         if x > left and x + item > left + width:
             x, y = left, y + line
         swatch = (x, y + 2, x + size, y + size + 2)
-        if label == MASKED:
+        if label == "active":
+            draw.rounded_rectangle(swatch, radius=3, fill=ACTIVE_FILL, outline=ACTIVE_OUTLINE, width=1)
+        elif label == MASKED:
             draw.rounded_rectangle(swatch, radius=3, fill=COLOURS[MASKED])
         elif label == REMASKED:
             draw.rounded_rectangle(swatch, radius=3, fill=COLOURS[REMASKED])

@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
+import blocks
 import diffusion
 from cli import UsageError
 from likelihood import same_tokenizer
@@ -78,7 +79,8 @@ class GenerationSettings:
     top_p: float = field(default=0.9, metadata={"help": "p for --sampling nucleus.", "aliases": ["--p"]})
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature (> 0) for topk and nucleus."})
     threshold: float = field(default=0.9, metadata={"help": "Confidence in (0, 1] above which --strategy threshold reveals a position."})
-    block_size: int | None = field(default=None, metadata={"help": "Semi-autoregressive decoding: generate blocks of this many tokens left to right."})
+    block_size: int | None = field(default=None, metadata={"help": "Semi-autoregressive decoding: generate blocks of this many tokens left to right. A block-diffusion checkpoint (train.py --block-size) always uses its own."})
+    kv_cache: bool = field(default=True, metadata={"help": "Block-diffusion checkpoints: compute each finished block's keys and values once and reuse them (false: recompute the whole prefix at every pass; the same tokens, slower)."})
     confidence: CONFIDENCE_CHOICES = field(
         default="prob",
         metadata={"help": "Certainty that orders confidence, threshold and entropy-bounded (and that --threshold is compared "
@@ -278,6 +280,16 @@ def fit_to_positions(settings: GenerationSettings, positions: int, line_by_line:
         settings.max_length = positions
 
 
+def check_block_settings(settings: GenerationSettings, block_size: int) -> None:
+    """UsageError for settings a block-diffusion checkpoint cannot sample with."""
+    if settings.block_size not in (None, block_size):
+        raise UsageError(f"--block-size {settings.block_size}: this checkpoint was trained with blocks of {block_size} "
+                         f"and samples with those; use --block-size {block_size} or leave it out")
+    if settings.cfg_scale > 0:
+        raise UsageError(f"--cfg-scale {settings.cfg_scale}: classifier-free guidance is not available for a block-diffusion "
+                         "checkpoint (its prompt is in the key/value cache); leave it out")
+
+
 def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: bool | None = None) -> Generation:
     """Sample `settings.num_samples` texts from `checkpoint`: the generation loop every script uses.
 
@@ -289,6 +301,9 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
     line_by_line = checkpoint.line_by_line
     fit_to_positions(settings, max_positions(model), line_by_line)
     settings.check(max_positions(model))
+    if checkpoint.block_size:
+        check_block_settings(settings, checkpoint.block_size)
+        model = blocks.BlockModel(model, checkpoint.block_size, cache=settings.kv_cache)
     guide = load_guide(settings.guide, checkpoint, settings.max_length)[0] if settings.guide else None
     rows = settings.num_samples * settings.rerank
     try:

@@ -26,8 +26,10 @@ from transformers import (
 from transformers.hf_argparser import string_to_bool
 from transformers.integrations import get_available_reporting_integrations
 from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+from transformers.modeling_outputs import MaskedLMOutput
 from transformers.trainer_utils import get_last_checkpoint
 
+import blocks
 import cli
 import documents
 import models
@@ -91,6 +93,10 @@ def resolved_defaults(argv: list[str]) -> dict:
     """train.py's defaults for this command line: TRAINING_DEFAULTS, then the preset for how the model starts, then
     --quick-test's settings (each later one wins); the user's own flags beat them all."""
     defaults = {**TRAINING_DEFAULTS, **PRESETS[preset_name(argv)], **(QUICK_TEST if "quick_test" in user_flags(argv) else {})}
+    if "block_size" in user_flags(argv):
+        # Block diffusion feeds each position twice (noisy and clean) and needs positions that are indices:
+        # DeBERTa's relative positions are computed from the sequence index, so its blocks would see false distances.
+        defaults["architecture"] = "modernbert"
     # The AR baseline gets its own default directory so it never replaces the diffusion model in results/.
     objective = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--objective"]
     if objective and objective[-1] == "ar":
@@ -132,6 +138,13 @@ def check_args(model_args, data_args, diff_args, run_args, training_args) -> Non
         raise UsageError(f"--repeat-mask-share {diff_args.repeat_mask_share} must be in [0, 1]")
     if diff_args.repeat_mask_steps < 0:
         raise UsageError(f"--repeat-mask-steps {diff_args.repeat_mask_steps} must be 0 or more")
+    if diff_args.block_size is not None:
+        if model_args.objective == "ar":
+            raise UsageError(f"--block-size {diff_args.block_size} trains block diffusion; it does not apply to --objective ar")
+        if not 1 <= diff_args.block_size <= data_args.max_length or data_args.max_length % diff_args.block_size:
+            raise UsageError(
+                f"--block-size {diff_args.block_size} must be between 1 and --max-length {data_args.max_length} and divide it"
+            )
     if diff_args.mask_curriculum_steps < 0:
         raise UsageError(f"--mask-curriculum-steps {diff_args.mask_curriculum_steps} must be 0 or more")
     check_report_to(training_args)
@@ -173,9 +186,10 @@ def check_report_to(training_args) -> None:
 class DiffusionTrainer(Trainer):
     """Masked-diffusion loss, loss per mask level in the logs, fixed-level evaluation with the ELBO bound."""
 
-    def __init__(self, *args, loss_weighting: str = "uniform", banned_ids=(), eval_collator=None, **kwargs):
+    def __init__(self, *args, loss_weighting: str = "uniform", banned_ids=(), eval_collator=None, block_size=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_weighting = loss_weighting
+        self.block_size = block_size
         self.banned_ids = torch.tensor(sorted(banned_ids), dtype=torch.long)
         self.eval_collator = eval_collator
         # Our loss is a mean over this rank's tokens: let the Trainer divide it by the accumulation steps and
@@ -198,10 +212,10 @@ class DiffusionTrainer(Trainer):
         num_maskable = inputs.pop("num_maskable")
         rate = inputs.pop("mask_rate")
         inputs.pop("mask_time")
-        outputs = model(**inputs)
-        loss, ce_sum, count = diffusion_loss(
-            outputs.logits, labels, weight, num_maskable, self.loss_weighting, self.banned_ids
-        )
+        # One unit per row, or per block (noisy half only): each unit's masked tokens weighted by its own time.
+        logits, labels = blocks.unit_logits(model, inputs["input_ids"], inputs["attention_mask"], labels, self.block_size)
+        outputs = MaskedLMOutput(logits=logits)
+        loss, ce_sum, count = diffusion_loss(logits, labels, weight, num_maskable, self.loss_weighting, self.banned_ids)
         # The logged bound weights a row by m'(t) / (share masked), exactly as likelihood.elbo_bound does.
         self._accumulate(model.training, rate, ce_sum, count, weight.to(ce_sum.dtype) * ce_sum, num_maskable)
         return (loss, outputs) if return_outputs else loss
@@ -324,7 +338,14 @@ def diffusion_settings(model_args, data_args, diff_args) -> dict:
         "line_by_line": data_args.line_by_line,
         "max_length": data_args.max_length,
         "corpus": data_args.train_file or data_args.dataset_name,
+        "block_size": block_size(diff_args, data_args),
     }
+
+
+def block_size(diff_args, data_args) -> int | None:
+    """The block size of block diffusion; None for ordinary masked diffusion (no --block-size, or the whole row)."""
+    size = diff_args.block_size
+    return None if size is None or size == data_args.max_length else size
 
 
 def save_final_model(trainer, directory: Path, settings: dict) -> None:
@@ -381,6 +402,9 @@ def main(argv: list[str] | None = None) -> dict:
     pretrained = None if model_args.from_scratch else load_pretrained(model_args, data_args)
     train_docs, valid_docs = documents.load_documents(data_args)
     model, tokenizer = pretrained or train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs)
+    blocks_of = block_size(diff_args, data_args) if model_args.objective == "diffusion" else None
+    if blocks_of:
+        blocks.check_model(model, blocks_of, data_args.max_length)
     train_set = tokenization.tokenize_documents(tokenizer, train_docs, data_args.max_length, data_args.line_by_line, "tokenize train")
     valid_set = tokenization.tokenize_documents(tokenizer, valid_docs, data_args.max_length, data_args.line_by_line, "tokenize valid")
     logger.info("%d training / %d validation sequences of %d tokens", len(train_set), len(valid_set), data_args.max_length)
@@ -401,7 +425,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         collator_args = dict(
             tokenizer=tokenizer, schedule=diff_args.schedule, prefix_length=diff_args.prefix_length,
-            prefix_policy=diff_args.prefix_policy, line_by_line=data_args.line_by_line,
+            prefix_policy=diff_args.prefix_policy, line_by_line=data_args.line_by_line, block_size=blocks_of,
         )
         collator = DiffusionCollator(
             mask_rates=diff_args.mask_rates, min_mask_time=diff_args.min_mask_time, max_mask_time=diff_args.max_mask_time,
@@ -418,6 +442,7 @@ def main(argv: list[str] | None = None) -> dict:
             data_collator=collator,
             eval_collator=DiffusionCollator(eval_times=EVAL_TIMES, seed=training_args.seed, **collator_args),
             loss_weighting=diff_args.loss_weighting,
+            block_size=blocks_of,
             banned_ids={tokenizer.mask_token_id, tokenizer.pad_token_id, tokenization.start_token_id(tokenizer)},
         )
 

@@ -31,6 +31,7 @@ GIF_NAME = "text_diffusion_animation.gif"
 WIDTH = 960
 MARGIN = 28
 TOKEN_SIZE = 22
+TEXT_TOP = 150  # the tokens start this far down a frame, below the header and the bars
 SETTINGS = ("schedule", "strategy", "steps", "seed", "sampling", "temperature", "top_k", "top_p", "threshold", "block_size", "max_length")
 
 
@@ -47,9 +48,12 @@ def check_output_dir(path: str) -> Path:
     return out
 
 
-def run_settings(args: SamplingArguments, result, text: str) -> dict:
+def run_settings(args: SamplingArguments, result, text: str, block_size: int | None = None) -> dict:
+    """The run's settings as sampled: the steps it took, and the block size it used (a block-diffusion checkpoint's
+    own, `block_size`, whatever --block-size says)."""
     settings = {name: getattr(args, name) for name in SETTINGS}
     settings["steps"] = len(result.trajectory) - 1
+    settings["block_size"] = block_size or args.block_size
     return {
         "format": "text-diffusion-run",
         "version": 2,
@@ -75,19 +79,22 @@ def frame_durations(count: int, fps: float, hold: float) -> list[int]:
 
 
 def render_frames(states: list[rendering.StepState], info: dict) -> list[Image.Image]:
-    """One image per state, all the same size (tall enough for the longest step)."""
+    """One image per state, all the same size (tall enough for the longest step). A block-wise run marks the block
+    each step worked on, and its legend says so."""
     text_width = WIDTH - 2 * MARGIN
-    layouts = [rendering.layout_tokens(s.tokens, s.labels, s.previous, text_width, TOKEN_SIZE, end_token=s.end_token) for s in states]
+    layouts = [
+        rendering.layout_tokens(s.tokens, s.labels, s.previous, text_width, TOKEN_SIZE, end_token=s.end_token, active=s.active) for s in states
+    ]
+    blocks = any(s.active is not None for s in states)
     text_height = max(height for _, height in layouts)
-    header = 150
-    legend_top = header + text_height + 24
+    legend_top = TEXT_TOP + text_height + 24
     legend_probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    legend_height = rendering.draw_legend(legend_probe, MARGIN, 0, text_width, 15)
+    legend_height = rendering.draw_legend(legend_probe, MARGIN, 0, text_width, 15, active=blocks)
     height = int(legend_top + legend_height + MARGIN)
-    return [_frame(state, placed, info, height, legend_top) for state, (placed, _) in zip(states, layouts)]
+    return [_frame(state, placed, info, height, legend_top, blocks) for state, (placed, _) in zip(states, layouts)]
 
 
-def _frame(state: rendering.StepState, placed, info: dict, height: int, legend_top: float) -> Image.Image:
+def _frame(state: rendering.StepState, placed, info: dict, height: int, legend_top: float, blocks: bool) -> Image.Image:
     image = Image.new("RGB", (WIDTH, height), rendering.BACKGROUND)
     draw = ImageDraw.Draw(image)
     right = WIDTH - MARGIN
@@ -95,6 +102,8 @@ def _frame(state: rendering.StepState, placed, info: dict, height: int, legend_t
     title = f"Masked diffusion  step {state.step}/{state.steps}"
     draw.text((MARGIN, 18), title, font=rendering.font(26, bold=True), fill=rendering.TEXT)
     subtitle = f"{info['model']}  |  {s['schedule']} schedule, {s['strategy']}, {s['sampling']}, seed {s['seed']}"
+    if s.get("block_size"):
+        subtitle += f", blocks of {s['block_size']}"
     draw.text((MARGIN, 56), rendering.fit_text(subtitle, 14, right - MARGIN), font=rendering.font(14), fill=rendering.DIM)
 
     # progress through the steps
@@ -116,9 +125,9 @@ def _frame(state: rendering.StepState, placed, info: dict, height: int, legend_t
     counts = f"revealed {revealed}/{span} ({1 - share_masked:.0%})   masked {masked}/{span} ({share_masked:.0%})   new this step {new}   re-masked {state.count(rendering.REMASKED)}"
     draw.text((MARGIN, 124), counts, font=rendering.font(14), fill=rendering.DIM)
 
-    rendering.draw_tokens(draw, placed, MARGIN, 150, TOKEN_SIZE)
+    rendering.draw_tokens(draw, placed, MARGIN, TEXT_TOP, TOKEN_SIZE)
     draw.line((MARGIN, legend_top - 12, right, legend_top - 12), fill=rendering.PANEL, width=1)
-    rendering.draw_legend(draw, MARGIN, legend_top, right - MARGIN, 15)
+    rendering.draw_legend(draw, MARGIN, legend_top, right - MARGIN, 15, active=blocks)
     return image
 
 
@@ -162,7 +171,7 @@ def main(argv=None) -> dict:
     every = [rendering.trajectory_states(generation.result, checkpoint.tokenizer, sample=k) for k in range(args.num_samples)]
     shown = vis.frames_sample
     states = every[shown]
-    info = run_settings(args, generation.result, generation.texts[shown])
+    info = run_settings(args, generation.result, generation.texts[shown], checkpoint.block_size)
     info["seconds"] = round(generation.seconds, 4)
     info["sample"] = shown
     if args.num_samples > 1:

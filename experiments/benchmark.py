@@ -78,6 +78,13 @@ class BenchmarkArguments:
     loss_weighting: str = field(default="elbo", metadata={"help": "Diffusion recipe: uniform or elbo (train.py --loss-weighting)."})
     mask_rates: str = field(default="continuous", metadata={"help": "Diffusion recipe: discrete or continuous."})
     schedule: str = field(default="linear", metadata={"help": "Diffusion recipe: the training noise schedule."})
+    block_size: int | None = field(
+        default=None, metadata={"help": "Diffusion recipe: block diffusion with blocks of this many tokens (train.py --block-size); "
+                                "sampled block by block with its key/value cache. Default: ordinary masked diffusion."}
+    )
+    fixed_steps: int | None = field(
+        default=None, metadata={"help": "Passes of the fixed-step sampler row (random order). Default: a quarter of the tokens."}
+    )
     num_t_samples: int = field(default=8, metadata={"help": "Times t per held-out block in the ELBO bound."})
     num_samples: int = field(default=16, metadata={"help": "Samples per model for the sample metrics (one batch)."})
     latency_repeats: int = field(default=3, metadata={"help": "Batch-1 samples timed per sampler (the median is reported)."})
@@ -102,7 +109,7 @@ class BenchmarkArguments:
 
 # What the diffusion run in <output-root>/<dataset>/<name> was trained with: a reused checkpoint must match it.
 RECIPE = ("dataset", "tokenizer_type", "model_size", "architecture", "max_length", "vocab_size", "batch_size", "max_steps",
-          "learning_rate", "warmup_steps", "loss_weighting", "mask_rates", "schedule", "seed")
+          "learning_rate", "warmup_steps", "loss_weighting", "mask_rates", "schedule", "block_size", "seed")
 
 
 def check_recipe(args, out: Path) -> None:
@@ -136,6 +143,7 @@ def train(args, objective: str, train_file: Path, test_file: Path, directory: Pa
     ]
     if objective == "diffusion":
         command += ["--architecture", args.architecture, "--loss-weighting", args.loss_weighting, "--mask-rates", args.mask_rates, "--schedule", args.schedule]
+        command += ["--block-size", str(args.block_size)] if args.block_size else []
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
     logger.info("training %s: %s", objective, " ".join(command[1:]))
     began = time.perf_counter()
@@ -184,7 +192,7 @@ def diffusion_run(args, checkpoint: models.Checkpoint, strategy: str, steps: int
                   guide_weight: float = 0.0):
     def run(batch, seed):
         out = sampling.generate(checkpoint, sampler_args(args, strategy, steps, batch, seed, guide, guide_weight), progress=False)
-        return out.texts, out.seconds, out.nfe
+        return out.texts, out.seconds, out.nfe + out.result.cache_passes  # a block model's passes fill its cache too
 
     return run
 
@@ -218,11 +226,12 @@ def measure(args, out: Path, test_file: Path) -> dict:
         )
     bound, exact = likelihood[0], likelihood[1]
     judge = (ar, ar_tokenizer)
+    fixed_steps = args.fixed_steps or args.max_length // 4
     rows = [
         {"model": "diffusion, threshold 0.9", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
          **measure_sampler(args, diffusion_run(args, checkpoint, "threshold", None), judge)},
-        {"model": f"diffusion, random, {args.max_length // 4} steps", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
-         **measure_sampler(args, diffusion_run(args, checkpoint, "random", args.max_length // 4), judge)},
+        {"model": f"diffusion, random, {fixed_steps} steps", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
+         **measure_sampler(args, diffusion_run(args, checkpoint, "random", fixed_steps), judge)},
         {"model": "GPT-2, KV cache", "ppl": exact["ppl"], "nats_per_token": exact["nats_per_token"],
          **measure_sampler(args, ar_run(args, ar, ar_tokenizer), judge)},
         # after GPT-2's row: summary() reads the first three rows by position
@@ -268,6 +277,10 @@ def main(argv: list[str] | None = None) -> dict:
     cli.log_to_stderr()
     if args.max_steps < 1 or args.num_samples < 1 or args.latency_repeats < 1:
         raise UsageError("--max-steps, --num-samples and --latency-repeats must be at least 1")
+    if args.block_size is not None and not (1 <= args.block_size <= args.max_length and args.max_length % args.block_size == 0):
+        raise UsageError(f"--block-size {args.block_size} must be between 1 and --max-length {args.max_length} and divide it")
+    if args.fixed_steps is not None and args.fixed_steps < 1:
+        raise UsageError(f"--fixed-steps {args.fixed_steps} must be at least 1")
     if any(not 0 <= weight <= 1 for weight in args.guide_weights):
         raise UsageError(f"--guide-weights {args.guide_weights}: each weight must be in [0, 1]")
     if args.threads:
@@ -284,7 +297,8 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "benchmark.json").write_text(json.dumps(result, indent=2))
     tables.write_csv(out / "benchmark.csv", [{c: row.get(c) for c in COLUMNS} for row in result["rows"]], COLUMNS)
     print(f"{args.dataset} / {args.name}: {args.model_size}, {args.tokenizer_type}, {args.max_steps} steps x {args.batch_size} x {args.max_length} tokens, "
-          f"lr {args.learning_rate}, {args.architecture}, {args.loss_weighting} weighting, {args.mask_rates} rates; "
+          f"lr {args.learning_rate}, {args.architecture}, {args.loss_weighting} weighting, {args.mask_rates} rates, "
+          f"{'blocks of ' + str(args.block_size) if args.block_size else 'no blocks'}; "
           f"{result['bound_tokens']} held-out tokens (same tokens for both: {result['same_tokens']}); "
           f"parameters: diffusion ({args.architecture}) {result['parameters']['diffusion']:,}, GPT-2 {result['parameters']['ar']:,}")
     print(markdown(result["rows"]))

@@ -11,6 +11,7 @@ from PIL import Image, ImageSequence
 
 import compare_models
 import models
+import rendering
 import tokenization
 from cli import UsageError
 
@@ -124,3 +125,21 @@ def test_help_exits_0(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "--gpt2-checkpoint" in out and "--roberta-checkpoint" in out and "--clock" in out and "comparison.gif" in out
+
+
+def test_block_wise_diffusion_panel_marks_its_active_block_and_the_gpt2_panel_none(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path):
+    argv = _argv(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path / "c.gif", "--block-size", "4", "--clock", "nfe")
+    args, cmp = compare_models.parse_args(argv)
+    checkpoint, (ar, ar_tok) = compare_models.load_models(args, cmp)
+    runs = [compare_models.run_diffusion(args, checkpoint), compare_models.run_autoregressive(args, ar, ar_tok, "gpt2")]
+    assert runs[0].states[0].active is None and all(s.active is not None for s in runs[0].states[1:])
+    assert all(s.active is None for s in runs[1].states)
+    frames, _ = compare_models.render_comparison(runs, "nfe")
+
+    def outline(frame, box):
+        return sum(px == rendering.ACTIVE_OUTLINE for px in frame.crop(box).getdata())
+
+    # Step 0 has no block: its only marking colour is the legend's swatch. Step 1 adds the band, left panel only.
+    left, right = (0, 0, compare_models.PANEL_WIDTH, frames[0].height), (compare_models.PANEL_WIDTH, 0, *frames[0].size)
+    assert outline(frames[0], left) + outline(frames[0], right) > 0
+    assert outline(frames[1], left) > outline(frames[0], left) and outline(frames[1], right) == outline(frames[0], right)

@@ -128,7 +128,7 @@ def test_shown_text_at_each_step_is_that_steps_tokens(page, run_dir):
     for k, state in enumerate(states):
         page.evaluate(f"window.diffusionViewer.show({k})")
         spans = page.eval_on_selector_all("#tokens .tok", "nodes => nodes.map(n => [n.className, n.textContent])")
-        tokens, labels, previous_tokens = rendering.collapse_end_runs(state["tokens"], state["labels"], state["previous"], state["end_token"])
+        tokens, labels, previous_tokens, _ = rendering.collapse_end_runs(state["tokens"], state["labels"], state["previous"], state["end_token"])
         assert [cls.split()[1] for cls, _ in spans] == labels
         for (cls, text), token, label, previous in zip(spans, tokens, labels, previous_tokens):
             shown = previous if label == "remasked" else token  # a re-masked slot shows the hidden token, struck through
@@ -171,6 +171,8 @@ def test_model_text_is_shown_literally_and_never_executes(page, tmp_path):
         ("window.DIFFUSION_RUN = {\"states\": [{\"tokens\": [\"a\"], \"labels\": []}]};", "1 tokens but 0 labels"),
         ("window.DIFFUSION_RUN = {\"states\": [{\"tokens\": [\"a\"], \"labels\": [\"bold\"]}]};", "'bold'"),
         ("window.DIFFUSION_RUN = 42;", "not a JSON object"),
+        ("window.DIFFUSION_RUN = {\"states\": [{\"tokens\": [\"a\"], \"labels\": [\"new\"], \"active\": [1, 0]}]};",
+         "states[0].active must be a list of 1 true/false values"),
         ("window.DIFFUSION_RUN = {states: [", "no run.js"),  # a syntax error: the data never arrives
         (None, "no run.js"),
     ],
@@ -270,3 +272,56 @@ def test_a_run_whose_sample_index_is_out_of_range_shows_an_error(page, tmp_path)
     state = {"tokens": ["a"], "labels": ["new"]}
     page.goto(_viewer_dir(tmp_path, {"states": [state], "samples": [{"states": [state]}], "sample": 3}).as_uri())
     assert "'sample' is 3; expected 0 to 0" in page.text_content("#error")
+
+
+def _active_tokens(page):
+    return page.eval_on_selector_all("#tokens .tok", "nodes => nodes.map(n => n.classList.contains('active'))")
+
+
+def test_a_step_with_an_active_block_marks_exactly_its_tokens(page, tmp_path):
+    tokens = ["tom", " found", " a", " red", " ball", "</s>", "</s>", "</s>"]
+    first = {"step": 0, "tokens": tokens, "labels": ["fixed"] + ["masked"] * 7, "end_token": "</s>"}
+    block = {"step": 1, "tokens": tokens, "labels": ["fixed", "revealed", "new", "masked", "masked", "masked", "masked", "masked"],
+             "active": [False, False, True, True, True, False, False, False], "end_token": "</s>"}
+    ends = {"step": 2, "tokens": tokens, "labels": ["fixed", "revealed", "revealed", "revealed", "new", "new", "new", "new"],
+            "active": [False, False, False, False, True, True, False, False], "end_token": "</s>"}
+    fill = dict(ends, step=3, labels=["fixed"] + ["revealed"] * 7, active=None)
+    page.goto(_viewer_dir(tmp_path, {"settings": {"steps": 3, "block_size": 3}, "states": [first, block, ends, fill]}).as_uri())
+    assert not page.is_visible("#error")
+    assert "active block" in page.text_content("#legend")
+    assert _active_tokens(page) == [False] * 8  # step 0: no block
+    page.evaluate("window.diffusionViewer.show(1)")
+    assert _active_tokens(page) == block["active"]
+    page.evaluate("window.diffusionViewer.show(2)")  # the end-token chip is in the block: one of its run is
+    assert page.eval_on_selector_all("#tokens .tok", "nodes => nodes.map(n => n.textContent)")[-1] == "</s> \u00d73"
+    assert _active_tokens(page) == [False, False, False, False, True, True]
+    page.evaluate("window.diffusionViewer.show(3)")
+    assert _active_tokens(page) == [False] * 6
+    page.keyboard.press("f")  # the frame grid marks each step's block the same way
+    marked = page.eval_on_selector_all("#grid .card", "cards => cards.map(c => c.querySelectorAll('.tok.active').length)")
+    assert marked == [0, 3, 2, 0]
+    assert page.errors == []
+
+
+def test_a_run_without_blocks_marks_nothing_and_has_no_legend_for_it(page, run_dir):
+    page.goto((run_dir / "view_animation.html").as_uri())
+    states = json.loads((run_dir / "run.json").read_text())["states"]
+    assert all(state["active"] is None for state in states)
+    page.evaluate(f"window.diffusionViewer.show({len(states) - 1})")
+    assert page.locator(".tok.active").count() == 0 and "active block" not in page.text_content("#legend")
+
+
+def test_the_viewer_marks_the_block_of_every_step_of_a_block_wise_run(page, tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    visualize_generation.main(
+        ["--checkpoint", tiny_checkpoint, "--output-dir", str(out), "--prompt", "tom", "--max-length", "16", "--steps", "6",
+         "--block-size", "4", "--strategy", "random", "--fps", "20", "--hold", "0.05"]
+    )
+    states = json.loads((out / "run.json").read_text())["states"]
+    assert sum(state["active"] is not None for state in states) == len(states) - 1  # all but the start
+    page.goto((out / "view_animation.html").as_uri())
+    for k, state in enumerate(states):
+        page.evaluate(f"window.diffusionViewer.show({k})")
+        expected = rendering.collapse_end_runs(state["tokens"], state["labels"], state["previous"], state["end_token"], state["active"])[3]
+        assert _active_tokens(page) == (expected or [False] * len(_active_tokens(page)))
+    assert page.errors == []

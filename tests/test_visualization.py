@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw, ImageSequence
+from PIL import Image, ImageChops, ImageDraw, ImageSequence
 
 import diffusion
 import models
@@ -49,6 +49,7 @@ def test_gif_frame_k_equals_trajectory_step_k(tiny_checkpoint, tmp_path, strateg
         assert [label in ("masked", "remasked") for label in state["labels"]] == masked
         assert [label == "new" for label in state["labels"]] == step.revealed[0, 1:].tolist()
         assert [label == "remasked" for label in state["labels"]] == step.remasked[0, 1:].tolist()
+        assert state["active"] is None  # one block: nothing to mark
     assert all(label in ("fixed", "masked") for label in states[0]["labels"])
     assert "masked" not in states[-1]["labels"]
 
@@ -181,9 +182,12 @@ def test_help_exits_0(capsys):
 def test_a_run_of_end_tokens_is_one_chip_and_masked_slots_are_never_merged():
     tokens = ["a", "</s>", "</s>", "</s>", "<mask>", "</s>", "</s>", "b", "</s>"]
     labels = ["fixed", "revealed", "new", "revealed", "masked", "fixed", "fixed", "new", "revealed"]
-    shown, kinds, previous = rendering.collapse_end_runs(tokens, labels, [None] * 9, "</s>")
+    active = [False, False, False, True, True, False, False, False, False]
+    shown, kinds, previous, marked = rendering.collapse_end_runs(tokens, labels, [None] * 9, "</s>", active)
     assert shown == ["a", "</s> \u00d73", "<mask>", "</s> \u00d72", "b", "</s>"]
     assert kinds == ["fixed", "new", "masked", "fixed", "new", "revealed"]
+    assert marked == [False, True, True, False, False, False]  # a chip is active if any of its run is
+    assert rendering.collapse_end_runs(tokens, labels, [None] * 9, "</s>")[3] is None
     assert rendering.collapse_end_runs(tokens, labels, [None] * 9, None)[0] == tokens
     placed, _ = rendering.layout_tokens(tokens, labels, [None] * 9, 400, 20, end_token="</s>")
     assert sum("\u00d73" in p.text for p in placed) == 1 and len(placed) == 6
@@ -207,3 +211,69 @@ def test_states_carry_the_candidates_of_the_positions_each_step_revealed(tiny_ml
             if weighed:
                 assert len(weighed) == 3 and weighed[0][0] == token  # greedy takes the top one
                 assert [p for _, p in weighed] == sorted((p for _, p in weighed), reverse=True)
+
+
+def test_states_mark_the_block_each_step_of_a_block_wise_run_worked_on(tiny_checkpoint, tmp_path):
+    argv = _args(tiny_checkpoint, tmp_path / "vis", "--block-size", "4", "--steps", "8", "--prompt", "tom", "--strategy", "random")
+    visualize_generation.main(argv)
+    result, _ = _trajectory(argv)
+    states = json.loads((tmp_path / "vis" / "run.json").read_text())["states"]
+    assert len(states) == len(result.trajectory) == 9
+    assert states[0]["active"] is None
+    generated = [i for i, fixed in enumerate(result.fixed[0, 1:].tolist()) if not fixed]
+    blocks = []
+    for state, step in zip(states[1:], result.trajectory[1:]):
+        assert state["active"] == step.active[0, 1:].tolist()
+        active = [i for i, a in enumerate(state["active"]) if a]
+        # a block: up to 4 consecutive positions, holding everything this step revealed
+        assert active == list(range(active[0], active[0] + len(active))) and 1 <= len(active) <= 4
+        assert all(state["active"][i] for i, label in enumerate(state["labels"]) if label == "new")
+        if not blocks or blocks[-1] != active:
+            blocks.append(active)
+    # the blocks follow each other left to right, each once, and together cover the generated span
+    assert [i for block in blocks for i in block] == sorted({i for block in blocks for i in block})
+    assert set(generated) <= {i for block in blocks for i in block}
+    assert json.loads((tmp_path / "vis" / "run.json").read_text())["settings"]["block_size"] == 4
+
+
+def _block_state(active):
+    """A hand-made step: prompt, two revealed tokens, a new one, masked slots; `active` marks a block (or None)."""
+    tokens = ["tom", " found", " a", " red", "<mask>", "<mask>", "<mask>", "<mask>"]
+    labels = ["fixed", "fixed", "revealed", "new", "masked", "masked", "masked", "masked"]
+    return rendering.StepState(1, 2, list(range(8)), tokens, labels, [None] * 8, None, None, active)
+
+
+def test_marking_the_active_block_changes_pixels_only_inside_the_block():
+    block = [False, False, False, True, True, True, False, False]
+    marked, plain = _block_state(block), _block_state(None)
+    info = {"model": "m", "settings": {"schedule": "s", "strategy": "x", "sampling": "topk", "seed": 0}}
+    frames = visualize_generation.render_frames([marked, plain], info)  # one run: one legend, one size
+
+    width = visualize_generation.WIDTH - 2 * visualize_generation.MARGIN
+    size = visualize_generation.TOKEN_SIZE
+    with_block, text_height = rendering.layout_tokens(marked.tokens, marked.labels, marked.previous, width, size, active=marked.active)
+    without = rendering.layout_tokens(plain.tokens, plain.labels, plain.previous, width, size)[0]
+    assert [(p.x, p.y, p.text) for p in with_block] == [(p.x, p.y, p.text) for p in without]  # nothing moves
+    assert [p.active for p in with_block] == block
+
+    bands = rendering.active_bands(with_block, visualize_generation.MARGIN, visualize_generation.TEXT_TOP, size)
+    assert len(bands) == 1
+    x0, y0, x1, y1 = bands[0]
+    first, last = with_block[3], with_block[5]
+    assert x0 < visualize_generation.MARGIN + first.x and x1 > visualize_generation.MARGIN + last.x + last.width
+    diff = ImageChops.difference(frames[0], frames[1])
+    left, top, right, bottom = diff.getbbox()
+    assert x0 <= left and y0 <= top and right <= x1 + 1 and bottom <= y1 + 1  # only inside the band
+    assert right - left > (x1 - x0) * 0.9  # and across the whole block
+
+    def count(frame, box=None):
+        return sum(px == rendering.ACTIVE_OUTLINE for px in (frame.crop(box) if box else frame).getdata())
+
+    text_bottom = visualize_generation.TEXT_TOP + text_height  # the legend is below
+    full = frames[0].width
+    assert count(frames[0], (0, 0, full, text_bottom)) == count(frames[0], (int(x0), int(y0), int(x1) + 1, int(y1) + 1)) > 0
+    assert count(frames[1], (0, 0, full, text_bottom)) == 0  # a step without a block has no marking
+    assert count(frames[1], (0, text_bottom, full, frames[1].height)) > 0  # the legend's swatch for it
+
+    plain_run = visualize_generation.render_frames([plain], info)[0]
+    assert count(plain_run) == 0  # an ordinary run has no active block and no legend entry for one
