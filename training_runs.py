@@ -1,4 +1,4 @@
-"""One `train.py` run as a subprocess, timed and measured: what the experiments that train many models share.
+"""One `train.py` (or benchmark) run as a subprocess, timed and measured: what the experiments that train many models share.
 
 The run's measurements are cached in OUTPUT_DIR/row.json, so a grid or a set of seeds that stopped half-way
 continues where it stopped (delete the folder to measure again).
@@ -50,3 +50,17 @@ def train_and_measure(flags: list[str], directory: Path, threads: int | None = N
         row.update(text_metrics.checkpoint_story_quality(str(directory / "final-model"), num_samples, threads=threads))
     cached.write_text(json.dumps(row))
     return row
+
+
+def run_benchmark(argv: list[str], log_path: Path, threads: int | None) -> int:
+    """One `python -m experiments.benchmark ARGV` in its own process, its output in `log_path`; returns its exit code."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+    with open(log_path, "w") as log:
+        return subprocess.call([sys.executable, "-m", "experiments.benchmark", *argv], cwd=ROOT, stdout=log,
+                               stderr=subprocess.STDOUT, env=env)
+
+
+def benchmark_failure(log_path: Path, what: str, code: int) -> UsageError:
+    """The one-line error of a failed benchmark run: its own last `error:` line, and where its log is."""
+    errors = [line for line in log_path.read_text().splitlines() if line.startswith("error: ")]
+    return UsageError(f"the benchmark of {what} failed (exit {code}{': ' + errors[-1][7:] if errors else ''}); see {log_path}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+import blocks
 import cli
 import corpus
 import diffusion
@@ -120,21 +121,22 @@ def _draw_one(row, config, generator):
 
 
 def build(args):
-    """(model, tokenizer, banned ids) on the chosen device."""
+    """(model, tokenizer, banned ids, block size or None) on the chosen device."""
     device = models.pick_device(args.device)
     if args.checkpoint:
         if not Path(args.checkpoint).is_dir():
             raise UsageError(f"--checkpoint {args.checkpoint}: no such directory; leave it out to time a tiny random model")
         checkpoint = models.load_checkpoint(args.checkpoint, args.device)
         model, tokenizer, line_by_line = checkpoint.model, checkpoint.tokenizer, checkpoint.line_by_line
+        block_size = checkpoint.block_size
         if args.length > models.max_positions(model):
             raise UsageError(f"--length {args.length} is more than the model's {models.max_positions(model)} positions")
     else:
         texts = documents.read_documents(args.vocab_text, line_by_line=True) if args.vocab_text else corpus.generate_corpus(2000)
         tokenizer = tokenization.train_tokenizer(texts, "bpe", args.vocab_size)
         model = models.build_model("diffusion", "tiny", tokenizer, args.length)
-        line_by_line = True
-    return model.to(device).eval(), tokenizer, sampling.banned_token_ids(tokenizer, allow_end=line_by_line)
+        line_by_line, block_size = True, None
+    return model.to(device).eval(), tokenizer, sampling.banned_token_ids(tokenizer, allow_end=line_by_line), block_size
 
 
 def timed(fn, repeats: int, device) -> tuple[float, object]:
@@ -151,8 +153,10 @@ def timed(fn, repeats: int, device) -> tuple[float, object]:
 
 
 def bench(args) -> list[dict]:
-    model, tokenizer, banned = build(args)
+    model, tokenizer, banned, block_size = build(args)
     device = next(model.parameters()).device
+    # A block-diffusion checkpoint samples block by block over its key/value cache; the naive loop stays the seed's.
+    sampler_model = blocks.BlockModel(model, block_size) if block_size else model
     steps = args.steps or max(1, args.length // 4)
     mask_id = tokenizer.mask_token_id
     model_only = {}  # batch -> seconds of `steps` bare forward passes: the most any sampler could reach
@@ -178,13 +182,14 @@ def bench(args) -> list[dict]:
         for batch in args.batch_sizes:
             inputs = diffusion.build_inputs(tokenizer, "", args.length, batch)
             seconds, result = timed(
-                lambda: diffusion.sample(model, inputs, mask_id, config, banned, generator), args.repeats, device
+                lambda: diffusion.sample(sampler_model, inputs, mask_id, config, banned, generator), args.repeats, device
             )
             assert not (result.ids == mask_id).any()
             full = replace(config, sparse_logits=False)  # before: the LM head at every position of every pass
-            full_seconds, _ = timed(lambda: diffusion.sample(model, inputs, mask_id, full, banned, generator), args.repeats, device)
+            full_seconds, _ = timed(lambda: diffusion.sample(sampler_model, inputs, mask_id, full, banned, generator), args.repeats, device)
             rows.append(dict(
-                loop="diffusion.sample", strategy=strategy, batch=batch, steps=steps, nfe=result.nfe, seconds=seconds,
+                loop="diffusion.sample" + (f", blocks of {block_size}, cached" if block_size else ""), strategy=strategy,
+                batch=batch, steps=steps, nfe=result.nfe, seconds=seconds,
                 ms_per_pass=1000 * seconds / result.nfe, full_head_ms_per_pass=1000 * full_seconds / result.nfe,
                 model_only_s=model_only[batch], samples_per_s=batch / seconds, speedup=batch / seconds / naive,
                 # The speed-up of a sampler that cost nothing but its forward passes: no sampler can beat it here.

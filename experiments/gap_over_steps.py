@@ -18,19 +18,16 @@ corpus) into --output-dir, and prints the table.
 import json
 import logging
 import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cli
 import real_corpora
 import tables
+import training_runs
 from cli import UsageError
 
 logger = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -75,14 +72,6 @@ def benchmark_argv(args, dataset: str, steps: int) -> list[str]:
     return argv + (["--threads", str(args.threads)] if args.threads else [])
 
 
-def run_benchmark(argv: list[str], log_path: Path, threads: int | None) -> int:
-    """One benchmark run in its own process, its output in `log_path`; returns its exit code."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
-    with open(log_path, "w") as log:
-        return subprocess.call([sys.executable, "-m", "experiments.benchmark", *argv], cwd=ROOT, stdout=log,
-                               stderr=subprocess.STDOUT, env=env)
-
-
 def measured(args, dataset: str, steps: int) -> dict:
     """The cell's benchmark.json, read back when it was measured with these settings, else measured now."""
     folder = Path(args.output_dir) / dataset / f"{steps}-steps"
@@ -96,11 +85,9 @@ def measured(args, dataset: str, steps: int) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "benchmark.log"
     logger.info("%s, %d steps: benchmark, log in %s", dataset, steps, log_path)
-    code = run_benchmark(benchmark_argv(args, dataset, steps), log_path, args.threads)
+    code = training_runs.run_benchmark(benchmark_argv(args, dataset, steps), log_path, args.threads)
     if code != 0:
-        errors = [line for line in log_path.read_text().splitlines() if line.startswith("error: ")]
-        raise UsageError(f"the benchmark of {dataset} at {steps} steps failed (exit {code}"
-                         f"{': ' + errors[-1][7:] if errors else ''}); see {log_path}")
+        raise training_runs.benchmark_failure(log_path, f"{dataset} at {steps} steps", code)
     return json.loads(path.read_text())
 
 

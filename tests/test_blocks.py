@@ -214,3 +214,15 @@ def test_a_block_checkpoint_refuses_another_block_size_and_cfg(block_checkpoint)
         sampling.generate(checkpoint, sampling.GenerationSettings(block_size=4), progress=False)
     with pytest.raises(UsageError, match="classifier-free guidance"):
         sampling.generate(checkpoint, sampling.GenerationSettings(prefix="the", cfg_scale=1.0), progress=False)
+
+
+def test_a_pretrained_masked_lm_is_fine_tuned_block_by_block(tiny_checkpoint, tmp_path):
+    metrics = train.main(["--model-name-or-path", tiny_checkpoint, "--dataset-name", "builtin", "--line-by-line",
+                          "--max-length", "32", "--block-size", "8", "--max-steps", "2", "--eval-steps", "2",
+                          "--max-train-samples", "32", "--max-eval-samples", "16", "--output-dir", str(tmp_path)])
+    assert metrics["eval_elbo"] > 0
+    checkpoint = models.load_checkpoint(str(tmp_path / "final-model"))
+    assert checkpoint.block_size == 8 and checkpoint.model.config.model_type == "roberta"
+    with pytest.raises(UsageError, match="--max-length 40 is larger than"):
+        train.main(["--model-name-or-path", tiny_checkpoint, "--dataset-name", "builtin", "--max-length", "40",
+                    "--block-size", "8", "--output-dir", str(tmp_path / "too-long")])

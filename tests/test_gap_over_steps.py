@@ -37,7 +37,7 @@ def benchmark_runs(monkeypatch):
         benchmark.main(argv + TINY)
         return 0
 
-    monkeypatch.setattr(gap_over_steps, "run_benchmark", run)
+    monkeypatch.setattr(gap_over_steps.training_runs, "run_benchmark", run)
     return calls
 
 
@@ -98,7 +98,7 @@ def test_a_failed_cell_stops_the_command_with_the_benchmarks_own_error(data_dir,
         log_path.write_text("INFO starting\nerror: another run is training that folder\n")
         return 2
 
-    monkeypatch.setattr(gap_over_steps, "run_benchmark", fail)
+    monkeypatch.setattr(gap_over_steps.training_runs, "run_benchmark", fail)
     with pytest.raises(UsageError, match="shakespeare-char at 1000 steps failed .*another run is training"):
         gap_over_steps.main(["--datasets", "shakespeare-char", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "gap")])
     assert not (tmp_path / "gap" / "gap_over_steps.csv").exists()

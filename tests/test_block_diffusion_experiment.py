@@ -1,0 +1,64 @@
+"""experiments/block_diffusion.py: one benchmark cell per (block size, seed), the table over seeds, bad input."""
+
+import csv
+
+import pytest
+
+import corpus
+from cli import UsageError
+from experiments import benchmark, block_diffusion
+
+TINY = ["--batch-size", "4", "--max-steps", "2", "--warmup-steps", "0", "--num-t-samples", "1", "--num-samples", "2",
+        "--latency-repeats", "1", "--threads", "1"]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "data" / "tinyshakespeare"
+    folder.mkdir(parents=True)
+    (folder / "input.txt").write_text("\n".join(corpus.generate_corpus(200, seed=5)) + "\n", encoding="utf-8")
+    return tmp_path / "data"
+
+
+@pytest.mark.slow
+def test_one_cell_per_block_size_and_seed_and_passes_per_token_count_the_cache(data_dir, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def run(argv, log_path, threads):
+        calls.append(argv)
+        benchmark.main(argv + TINY)
+        return 0
+
+    monkeypatch.setattr(block_diffusion.training_runs, "run_benchmark", run)
+    out = tmp_path / "blocks"
+    argv = ["--max-length", "16", "--block-sizes", "8", "4", "--seeds", "0", "--data-dir", str(data_dir),
+            "--output-root", str(tmp_path / "runs"), "--output-dir", str(out)]
+    rows = block_diffusion.main(argv)
+    sizes = [call[call.index("--block-size") + 1] if "--block-size" in call else None for call in calls]
+    assert sizes == ["4", "8", None]  # smallest first, then the full-sequence model
+    assert [(row["block_size"], row["sampler"]) for row in rows] == [
+        (4, "threshold"), (4, "fixed steps"), (8, "threshold"), (8, "fixed steps"), (16, "threshold"), (16, "fixed steps")]
+    fixed = {row["block_size"]: row["passes_per_token"] for row in rows if row["sampler"] == "fixed steps"}
+    # 4 denoising passes over 15 generated tokens; blocks of 4: one per block plus 3 cache passes; of 8: 2 + 2 + 1.
+    assert fixed == {4: pytest.approx(7 / 15), 8: pytest.approx(5 / 15), 16: pytest.approx(4 / 15)}
+    assert all(row["bound_over_ar"] > 0 and row["speedup_vs_ar"] > 0 for row in rows)
+    with open(out / "block_diffusion.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    assert (out / "block_diffusion.png").is_file()
+    table = capsys.readouterr().out
+    assert "| full | threshold | 1 |" in table and "| 4 | fixed steps | 1 |" in table
+
+    again = block_diffusion.main(argv)  # every cell measured: read back, nothing run
+    assert len(calls) == 3 and [row["bound_over_ar"] for row in again] == [row["bound_over_ar"] for row in rows]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--block-sizes", "5"], "--block-sizes 5"),
+    (["--block-sizes", "128"], "--block-sizes 128"),
+    (["--seeds", "-1"], "--seeds"),
+])
+def test_bad_input_is_refused_before_anything_runs(data_dir, tmp_path, flags, message):
+    with pytest.raises(UsageError, match=message):
+        block_diffusion.main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"),
+                              "--output-root", str(tmp_path / "runs"), *flags])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
