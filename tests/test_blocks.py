@@ -226,3 +226,14 @@ def test_a_pretrained_masked_lm_is_fine_tuned_block_by_block(tiny_checkpoint, tm
     with pytest.raises(UsageError, match="--max-length 40 is larger than"):
         train.main(["--model-name-or-path", tiny_checkpoint, "--dataset-name", "builtin", "--max-length", "40",
                     "--block-size", "8", "--output-dir", str(tmp_path / "too-long")])
+
+
+def test_infilling_inside_blocks_keeps_the_template_and_fills_every_gap(block_checkpoint):
+    checkpoint = models.load_checkpoint(block_checkpoint)
+    template = "tom found a [MASK]*3 ball in the [MASK]*4 . [MASK]*6"
+    settings = sampling.GenerationSettings(num_samples=2, infill=template, seed=1, strategy="confidence", steps=13)
+    out = sampling.generate(checkpoint, settings, progress=False)
+    start = out.result.trajectory[0].ids
+    assert torch.equal(out.result.ids[out.result.fixed], start[out.result.fixed])
+    assert not (out.result.ids == checkpoint.tokenizer.mask_token_id).any()
+    assert all(text.startswith("tom found a") for text in out.texts)
