@@ -7,8 +7,8 @@ Training (`train.py --block-size B`) feeds 2L tokens: the noisy sequence, then t
 0..L-1, under BD3's attention mask (`training_mask`): a noisy token sees its own noisy block and the clean blocks
 before it; a clean token sees the clean blocks up to and including its own. The loss is taken on the noisy half.
 
-Sampling (`BlockModel`) writes blocks left to right: the clean blocks before the current one are run once, block
-by block, and their keys and values kept for every layer; each denoising pass then runs only the B tokens of the
+Sampling (`BlockModel`) writes blocks left to right: every clean block is run once, in the first denoising pass of
+the block after it, and its keys and values kept for every layer; the other passes run only the B tokens of the
 current block, attending to that cache. The cache lives in an attention function registered with transformers
 (`AttentionInterface`) that prepends the cached keys and values, so the model's own layers do all the work. The
 uncached path (the whole prefix recomputed at every pass, under the block-causal mask) gives the same tokens.
@@ -28,12 +28,6 @@ SUPPORTED = ("roberta", "roberta-prelayernorm", "bert", "modernbert", "xlm-rober
 def block_index(length: int, block_size: int) -> torch.Tensor:
     """(length,) the block each position belongs to."""
     return torch.arange(length) // block_size
-
-
-def block_causal_mask(length: int, block_size: int) -> torch.Tensor:
-    """(length, length) bool, [query, key]: a token sees every token of its own block and of the blocks before."""
-    block = block_index(length, block_size)
-    return block.unsqueeze(1) >= block.unsqueeze(0)
 
 
 def training_mask(length: int, block_size: int) -> torch.Tensor:
@@ -111,22 +105,23 @@ class KeyValueCache:
     def __init__(self):
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
-        self.store = False  # whether the pass now running adds its own keys and values
+        self.store = 0  # how many of the pass's leading tokens join the cache (the finished blocks it carries)
 
 
 def cached_attention(module, query, key, value, attention_mask, **kwargs):
-    """SDPA attention that first prepends the cache of `module.block_cache` (if any) to the keys and values,
-    and, while the cache is storing, appends this pass's keys and values to it. Every cached key is visible."""
+    """SDPA attention that first prepends the cache of `module.block_cache` (if any) to the keys and values (every
+    cached key is visible), and appends the keys and values of the pass's first `cache.store` tokens to it."""
     cache = getattr(module, "block_cache", None)
     if cache is not None:
         layer = module.layer_idx
-        if layer in cache.keys:
+        past = cache.keys[layer].size(2) if layer in cache.keys else 0
+        if past:
             if attention_mask is not None:
-                attention_mask = torch.nn.functional.pad(attention_mask, (cache.keys[layer].size(2), 0), value=0.0)
+                attention_mask = torch.nn.functional.pad(attention_mask, (past, 0), value=0.0)
             key = torch.cat([cache.keys[layer], key], dim=2)
             value = torch.cat([cache.values[layer], value], dim=2)
         if cache.store:
-            cache.keys[layer], cache.values[layer] = key, value
+            cache.keys[layer], cache.values[layer] = key[:, :, : past + cache.store], value[:, :, : past + cache.store]
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -136,9 +131,11 @@ AttentionInterface.register(ATTENTION, cached_attention)
 class BlockModel:
     """A block-diffusion masked LM as the sampler calls it: logits at chosen positions of the current block.
 
-    The sampler works on blocks [kB, (k+1)B) left to right. A call with positions in block k first makes sure
-    every block before it is in the cache (each run once, attending to the cache and to itself), then runs block k
-    alone. With `cache=False` every call recomputes the prefix instead (the reference the cache must match).
+    The sampler works on blocks [kB, (k+1)B) left to right. A call for block k runs, in one pass over the cache,
+    the finished blocks not yet cached (block-causally: each sees itself and the blocks before it; their keys and
+    values then join the cache) followed by block k, which sees them all. The first denoising pass of a block thus
+    carries the block before it into the cache, and no pass is spent on the cache alone. With `cache=False` every
+    call recomputes the whole prefix instead (the reference the cache must match, token for token).
     """
 
     def __init__(self, model, block_size: int, cache: bool = True):
@@ -150,19 +147,20 @@ class BlockModel:
     def reset(self) -> None:
         self.cache = KeyValueCache()
         self.committed = 0  # positions [0, committed) are in the cache
-        self.prefix_passes = 0  # forward passes spent filling the cache
+        self.tokens_run = 0  # positions run through the model so far (the cost the cache saves)
 
     def parameters(self):
         return self.model.parameters()
 
-    def _run(self, ids: torch.Tensor, start: int, allowed: torch.Tensor | None, store: bool) -> torch.Tensor:
-        """Hidden states of ids (batch, n) at positions start.. , attending to the cache (if on) and, inside, to
-        `allowed` (n, n; None: all)."""
+    def _run(self, ids: torch.Tensor, start: int, store: int) -> torch.Tensor:
+        """Hidden states of ids (batch, n) at positions start.. under the block-causal mask, after the cache (if on);
+        the keys and values of the first `store` of them join it."""
         n = ids.size(1)
+        self.tokens_run += n
         dtype = next(self.model.parameters()).dtype
-        if allowed is None:
-            allowed = torch.ones(n, n, dtype=torch.bool, device=ids.device)
-        mask = additive(allowed.to(ids.device), dtype).expand(ids.size(0), 1, n, n)
+        block = torch.arange(start, start + n, device=ids.device) // self.block_size
+        allowed = block.unsqueeze(1) >= block.unsqueeze(0)  # block-causal
+        mask = additive(allowed, dtype).expand(ids.size(0), 1, n, n)
         positions = torch.arange(start, start + n, device=ids.device).expand_as(ids)
         previous = self.config._attn_implementation
         self.cache.store = store
@@ -185,16 +183,13 @@ class BlockModel:
         start = int(columns.min()) // self.block_size * self.block_size if len(columns) else 0
         end = min(start + self.block_size, ids.size(1))
         if not self.use_cache:
-            allowed = block_causal_mask(end, self.block_size)
-            return self._run(ids[:, :end], 0, allowed, store=False)[:, start:end], start
+            return self._run(ids[:, :end], 0, store=0)[:, start:end], start
         if start < self.committed:
             raise ValueError(f"block at position {start} is before the cached prefix ({self.committed} positions)")
-        while self.committed < start:  # the finished blocks, each once
-            stop = min(self.committed + self.block_size, start)
-            self._run(ids[:, self.committed : stop], self.committed, None, store=True)
-            self.committed = stop
-            self.prefix_passes += 1
-        return self._run(ids[:, start:end], start, None, store=False), start
+        first = self.committed
+        hidden = self._run(ids[:, first:end], first, store=start - first)
+        self.committed = start
+        return hidden[:, start - first :], start
 
     def logits_at(self, head, ids: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         """(where.sum(), vocab) logits at the `where` positions (all inside one block)."""

@@ -273,14 +273,13 @@ class SampleResult:
     trajectory: list[TrajectoryStep] = field(default_factory=list)
     nfe: int = 0  # forward passes of the model (denoising passes; with block diffusion, over one block each)
     guide_nfe: int = 0  # forward passes of the causal-LM guide, if any
-    cache_passes: int = 0  # block diffusion: passes that put a finished block's keys and values in the cache
 
     def rows(self, index: torch.Tensor) -> "SampleResult":
         """The same result for the samples `index` (1-D) only, trajectory included."""
         pick = lambda x: None if x is None else x[index]  # noqa: E731
         steps = [TrajectoryStep(s.ids[index], s.revealed[index], s.remasked[index], s.confidence[index],
                                 pick(s.candidates), pick(s.candidate_probs), pick(s.active)) for s in self.trajectory]
-        return SampleResult(self.ids[index], self.fixed[index], steps, self.nfe, self.guide_nfe, self.cache_passes)
+        return SampleResult(self.ids[index], self.fixed[index], steps, self.nfe, self.guide_nfe)
 
 
 def _reveal_top(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -497,8 +496,7 @@ def sample(
                 ids = ids.masked_fill(rest, end_token_id)
                 trajectory.append(_record(ids, rest, nothing, confidence.masked_fill(rest, 1.0)))
             break
-    cache_passes = model.prefix_passes if block_model else 0
-    return SampleResult(ids=ids.cpu(), fixed=fixed.cpu(), trajectory=trajectory, nfe=nfe, guide_nfe=guide_nfe, cache_passes=cache_passes)
+    return SampleResult(ids=ids.cpu(), fixed=fixed.cpu(), trajectory=trajectory, nfe=nfe, guide_nfe=guide_nfe)
 
 
 def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:

@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         print_steps(checkpoint.tokenizer, out.result, stop_at_end=checkpoint.line_by_line)
     for text in out.texts:
         print(text)
-    cache = f" (+{out.result.cache_passes} over finished blocks, for the key/value cache)" if out.result.cache_passes else ""
-    logger.info("%d samples, %d forward passes%s, %.2f s", len(out.texts), out.nfe, cache, out.seconds)
+    logger.info("%d samples, %d forward passes, %.2f s", len(out.texts), out.nfe, out.seconds)
     if args.output:
         save_jsonl(args.output, args, out, checkpoint.line_by_line)
         logger.info("samples written to %s", args.output)

@@ -10,7 +10,7 @@ configuration, 2000 steps, here with 128-character blocks so that a sample is 12
 machine. A cell whose benchmark.json exists is read back (delete it, or --remeasure, to measure again; the
 checkpoints are reused either way). Per cell and sampler (threshold decoding; random order in --fixed-steps passes):
 bound / GPT-2 in nats, the judge perplexity and unigram entropy of 16 samples against held-out text's, model passes
-per generated token (a block model's cache passes included), and the batch-1 latency of one 128-token sample against
+per generated token (a block model's first pass over a block also caches the block before it), and the batch-1 latency of one 128-token sample against
 GPT-2 with its KV cache. Over seeds: min / median / max. Writes block_diffusion.csv (one row per cell and sampler)
 and block_diffusion.png (bound / GPT-2 and speed-up against block size) into --output-dir, and prints the table.
 

@@ -12,7 +12,7 @@ import sampling
 import train
 from cli import UsageError
 from data_collator import DiffusionCollator
-from diffusion import SamplerConfig, diffusion_loss, sample
+from diffusion import SamplerConfig, build_inputs, diffusion_loss, sample
 from tokenization import end_token_id
 
 # Rows of 8 tokens in blocks of 2 (L = 8, B = 2) would be too big to write out; L = 4, B = 2 is the hand-checked case:
@@ -142,14 +142,25 @@ def test_a_tiny_roberta_trains_block_by_block(tmp_path):
 @pytest.mark.parametrize("strategy", ["confidence", "random", "threshold", "remdm"])
 def test_cached_and_uncached_sampling_give_identical_tokens(block_checkpoint, strategy):
     checkpoint = models.load_checkpoint(block_checkpoint)
-    out = {}
+    tokenizer = checkpoint.tokenizer
+    ids = build_inputs(tokenizer, "the", 40, 3)
+    config = SamplerConfig(steps=10, strategy=strategy)
+    out, cost = {}, {}
     for cache in (True, False):
-        settings = sampling.GenerationSettings(num_samples=3, strategy=strategy, seed=3, kv_cache=cache,
-                                               prefix="the", max_length=40)
-        out[cache] = sampling.generate(checkpoint, settings, progress=False)
-    assert torch.equal(out[True].result.ids, out[False].result.ids)
-    assert out[True].result.cache_passes > 0 and out[False].result.cache_passes == 0
-    assert not (out[True].result.ids == checkpoint.tokenizer.mask_token_id).any()
+        model = blocks.BlockModel(checkpoint.model, 8, cache=cache)
+        generator = torch.Generator().manual_seed(3)
+        out[cache] = sample(model, ids, tokenizer.mask_token_id, config, [tokenizer.pad_token_id], generator).ids
+        cost[cache] = model.tokens_run
+    assert torch.equal(out[True], out[False])
+    assert not (out[True] == tokenizer.mask_token_id).any()
+    assert cost[True] < cost[False]  # the prefix is run once, not at every pass
+
+
+def test_generate_py_samples_a_block_checkpoint_the_same_with_and_without_the_cache(block_checkpoint):
+    checkpoint = models.load_checkpoint(block_checkpoint)
+    texts = [sampling.generate(checkpoint, sampling.GenerationSettings(num_samples=2, seed=4, kv_cache=cache, prefix="the"),
+                               progress=False).texts for cache in (True, False)]
+    assert texts[0] == texts[1]
 
 
 def test_blocks_are_aligned_as_in_training_and_the_prefix_is_kept(block_checkpoint):
@@ -180,7 +191,7 @@ def test_generation_stops_after_the_block_in_which_every_row_ended(block_checkpo
     result = sample(model, ids, checkpoint.tokenizer.mask_token_id, config, banned_token_ids=[checkpoint.tokenizer.pad_token_id],
                     end_token_id=end)
     assert torch.all(result.ids[:, 1:] == end)
-    assert result.nfe <= 4 and result.cache_passes == 0  # the first block only; nothing after it was computed
+    assert result.nfe <= 4 and model.tokens_run <= 4 * 8  # the first block only; nothing after it was computed
     assert torch.all(result.trajectory[-1].revealed[:, 8:])  # the rest written as end tokens in one last step
 
 
