@@ -10,7 +10,7 @@ Both models get the same tokenizer (trained on the same training text with the s
 and depth, the same blocks, batch and steps, so they see the same training tokens. Blocks, batch, steps, warm-up and
 tokenizer default per dataset (experiments/real_corpora.py); flags given here win. Reported, from one run:
 held-out perplexity (the diffusion model's ELBO bound vs GPT-2's exact perplexity, same tokens), and for the
-diffusion sampler (threshold decoding, and L/4 fixed steps) and GPT-2 with its KV cache: latency of one sample
+diffusion sampler (threshold decoding, and L/4 fixed steps in random order, or --fixed-steps / --fixed-strategy) and GPT-2 with its KV cache: latency of one sample
 (batch 1), throughput at batch 16, and the metrics of the batch-16 samples (judge perplexity under the AR model,
 unigram entropy, distinct-n, repetition). Checkpoints are reused when they exist (--retrain to train again); recipe variants (--name) with the same
 GPT-2 settings share one GPT-2 run. Writes benchmark.json and benchmark.csv into runs/benchmark/<dataset>/<name>/.
@@ -82,8 +82,13 @@ class BenchmarkArguments:
         default=None, metadata={"help": "Diffusion recipe: block diffusion with blocks of this many tokens (train.py --block-size); "
                                 "sampled block by block with its key/value cache. Default: ordinary masked diffusion."}
     )
-    fixed_steps: int | None = field(
-        default=None, metadata={"help": "Passes of the fixed-step sampler row (random order). Default: a quarter of the tokens."}
+    fixed_steps: list[int] = field(
+        default_factory=list, metadata={"help": "Passes of the fixed-step sampler, one row each (the second and more after "
+                                        "GPT-2's row). Default: a quarter of the tokens."}
+    )
+    fixed_strategy: str = field(
+        default="random", metadata={"choices": ("random", "confidence", "remdm", "entropy-bounded", "remask"),
+                                    "help": "Strategy of the fixed-step rows (generate.py --strategy)."}
     )
     num_t_samples: int = field(default=8, metadata={"help": "Times t per held-out block in the ELBO bound."})
     num_samples: int = field(default=16, metadata={"help": "Samples per model for the sample metrics (one batch)."})
@@ -226,15 +231,18 @@ def measure(args, out: Path, test_file: Path) -> dict:
         )
     bound, exact = likelihood[0], likelihood[1]
     judge = (ar, ar_tokenizer)
-    fixed_steps = args.fixed_steps or args.max_length // 4
+    fixed_steps, *more_steps = args.fixed_steps or [args.max_length // 4]
+    fixed = args.fixed_strategy
     rows = [
         {"model": "diffusion, threshold 0.9", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
          **measure_sampler(args, diffusion_run(args, checkpoint, "threshold", None), judge)},
-        {"model": f"diffusion, random, {fixed_steps} steps", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
-         **measure_sampler(args, diffusion_run(args, checkpoint, "random", fixed_steps), judge)},
+        {"model": f"diffusion, {fixed}, {fixed_steps} steps", "ppl": bound["ppl"], "nats_per_token": bound["nats_per_token"],
+         **measure_sampler(args, diffusion_run(args, checkpoint, fixed, fixed_steps), judge)},
         {"model": "GPT-2, KV cache", "ppl": exact["ppl"], "nats_per_token": exact["nats_per_token"],
          **measure_sampler(args, ar_run(args, ar, ar_tokenizer), judge)},
         # after GPT-2's row: summary() reads the first three rows by position
+        *({"model": f"diffusion, {fixed}, {steps} steps", **measure_sampler(args, diffusion_run(args, checkpoint, fixed, steps), judge)}
+          for steps in more_steps),
         *({"model": f"diffusion, threshold 0.9, guided by GPT-2 ({weight:g})",
            **measure_sampler(args, diffusion_run(args, checkpoint, "threshold", None, str(ar_dir), weight), judge)}
           for weight in args.guide_weights),
@@ -279,8 +287,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise UsageError("--max-steps, --num-samples and --latency-repeats must be at least 1")
     if args.block_size is not None and not (1 <= args.block_size <= args.max_length and args.max_length % args.block_size == 0):
         raise UsageError(f"--block-size {args.block_size} must be between 1 and --max-length {args.max_length} and divide it")
-    if args.fixed_steps is not None and args.fixed_steps < 1:
-        raise UsageError(f"--fixed-steps {args.fixed_steps} must be at least 1")
+    if any(steps < 1 for steps in args.fixed_steps):
+        raise UsageError(f"--fixed-steps {args.fixed_steps}: each must be at least 1")
     if any(not 0 <= weight <= 1 for weight in args.guide_weights):
         raise UsageError(f"--guide-weights {args.guide_weights}: each weight must be in [0, 1]")
     if args.threads:

@@ -8,7 +8,7 @@ Each (block size, seed) cell is one `python -m experiments.benchmark --dataset D
 the matched GPT-2 are trained with the dataset's recipe and budget (real_corpora.py; shakespeare-char: nanoGPT's CPU
 configuration, 2000 steps, here with 128-character blocks so that a sample is 128 tokens), then measured alone on the
 machine. A cell whose benchmark.json exists is read back (delete it, or --remeasure, to measure again; the
-checkpoints are reused either way). Per cell and sampler (threshold decoding; random order in --fixed-steps passes):
+checkpoints are reused either way). Per cell and sampler (threshold decoding; --fixed-strategy in each of --fixed-steps passes):
 bound / GPT-2 in nats, the judge perplexity and unigram entropy of 16 samples against held-out text's, model passes
 per generated token (a block model's first pass over a block also caches the block before it), and the batch-1 latency of one 128-token sample against
 GPT-2 with its KV cache. Over seeds: min / median / max. Writes block_diffusion.csv (one row per cell and sampler)
@@ -30,7 +30,6 @@ import training_runs
 from cli import UsageError
 
 logger = logging.getLogger(__name__)
-SAMPLERS = {0: "threshold", 1: "fixed steps"}  # benchmark.json's first two rows
 
 
 @dataclass
@@ -39,7 +38,8 @@ class BlockArguments:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Training seeds of every cell."})
     dataset: str = field(default="shakespeare-char", metadata={"choices": tuple(real_corpora.DATASETS), "help": "The corpus."})
     max_length: int = field(default=128, metadata={"help": "Tokens per training row and per sample."})
-    fixed_steps: int | None = field(default=None, metadata={"help": "Passes of the fixed-step sampler (benchmark --fixed-steps). Default: max_length / 4."})
+    fixed_steps: list[int] = field(default_factory=lambda: [32, 64], metadata={"help": "Passes of the fixed-step samplers, one row each (benchmark --fixed-steps)."})
+    fixed_strategy: str = field(default="confidence", metadata={"help": "Their strategy (benchmark --fixed-strategy): with few passes per block, the most certain positions first."})
     data_dir: str = field(default="../shared/data", metadata={"help": "Folder holding the corpora (benchmark --data-dir)."})
     output_root: str = field(default="runs/benchmark", metadata={"help": "Where the benchmark runs are (benchmark --output-root)."})
     output_dir: str = field(default="runs/block_diffusion", metadata={"help": "Where the CSV and the plot are written."})
@@ -58,7 +58,7 @@ def benchmark_argv(args, block_size: int | None, seed: int) -> list[str]:
             "--name", cell_name(args, block_size, seed), "--data-dir", str(Path(args.data_dir).resolve()),
             "--output-root", str(Path(args.output_root).resolve()), *args.extra.split()]
     argv += ["--block-size", str(block_size)] if block_size else []
-    argv += ["--fixed-steps", str(args.fixed_steps)] if args.fixed_steps else []
+    argv += ["--fixed-steps", *map(str, args.fixed_steps), "--fixed-strategy", args.fixed_strategy]
     return argv + (["--threads", str(args.threads)] if args.threads else [])
 
 
@@ -84,8 +84,8 @@ def cell_rows(block_size: int | None, seed: int, result: dict) -> list[dict]:
     ar, held_out = rows[2], rows[-1]
     generated = result["arguments"]["max_length"] - 1  # every position after the start token
     out = []
-    for index, sampler in SAMPLERS.items():
-        row = rows[index]
+    for row in rows[:2] + rows[3:-1]:  # the diffusion samplers: threshold, then the fixed-step ones
+        sampler = "threshold" if row is rows[0] else row["model"].removeprefix("diffusion, ")
         out.append({
             "block_size": block_size or result["arguments"]["max_length"],
             "full": block_size is None,
@@ -132,10 +132,12 @@ def plot(rows: list[dict], path: Path) -> None:
     sizes = sorted({row["block_size"] for row in rows})
     for ax, key, title, samplers in (
         (axes[0], "bound_over_ar", "Likelihood bound / GPT-2 (nats)", ["threshold"]),
-        (axes[1], "speedup_vs_ar", "Batch-1 speed-up over cached GPT-2", list(SAMPLERS.values())),
+        (axes[1], "speedup_vs_ar", "Batch-1 speed-up over cached GPT-2", list(dict.fromkeys(row["sampler"] for row in rows))),
     ):
         for sampler in samplers:
             points = [(row["block_size"], row[key]) for row in rows if row["sampler"] == sampler]
+            if not points:
+                continue
             ax.scatter(*zip(*points), s=14, alpha=0.6)
             medians = [statistics.median(v for b, v in points if b == size) for size in sizes]
             ax.plot(sizes, medians, marker="o", label=sampler if len(samplers) > 1 else "median over seeds")

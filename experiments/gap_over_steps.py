@@ -93,7 +93,8 @@ def measured(args, dataset: str, steps: int) -> dict:
 
 def gap_row(dataset: str, steps: int, result: dict) -> dict:
     """One cell of the table from a benchmark.json."""
-    threshold, _, ar, held_out = result["rows"]  # threshold sampler, fixed-step sampler, GPT-2, held-out text
+    rows = result["rows"]  # threshold sampler, fixed-step sampler, GPT-2, (more samplers,) held-out text
+    threshold, ar, held_out = rows[0], rows[2], rows[-1]
     bound_bits, ar_bits = threshold["nats_per_token"] / math.log(2), ar["nats_per_token"] / math.log(2)
     return {
         "dataset": dataset,

@@ -31,23 +31,24 @@ def test_one_cell_per_block_size_and_seed_and_the_table_over_seeds(data_dir, tmp
 
     monkeypatch.setattr(block_diffusion.training_runs, "run_benchmark", run)
     out = tmp_path / "blocks"
-    argv = ["--max-length", "16", "--block-sizes", "8", "4", "--seeds", "0", "--data-dir", str(data_dir),
+    argv = ["--max-length", "16", "--block-sizes", "8", "4", "--seeds", "0", "--fixed-steps", "4", "8", "--data-dir", str(data_dir),
             "--output-root", str(tmp_path / "runs"), "--output-dir", str(out)]
     rows = block_diffusion.main(argv)
     sizes = [call[call.index("--block-size") + 1] if "--block-size" in call else None for call in calls]
     assert sizes == ["4", "8", None]  # smallest first, then the full-sequence model
-    assert [(row["block_size"], row["sampler"]) for row in rows] == [
-        (4, "threshold"), (4, "fixed steps"), (8, "threshold"), (8, "fixed steps"), (16, "threshold"), (16, "fixed steps")]
-    fixed = {row["block_size"]: row["passes_per_token"] for row in rows if row["sampler"] == "fixed steps"}
-    # 4 denoising passes over 15 generated tokens whatever the blocks (a block's first pass carries the one before
+    samplers = ["threshold", "confidence, 4 steps", "confidence, 8 steps"]
+    assert [(row["block_size"], row["sampler"]) for row in rows] == [(size, s) for size in (4, 8, 16) for s in samplers]
+    # n denoising passes over 15 generated tokens whatever the blocks (a block's first pass carries the one before
     # it into the cache)
-    assert fixed == {4: pytest.approx(4 / 15), 8: pytest.approx(4 / 15), 16: pytest.approx(4 / 15)}
+    for steps in (4, 8):
+        passes = {row["block_size"]: row["passes_per_token"] for row in rows if row["sampler"] == f"confidence, {steps} steps"}
+        assert passes == {4: pytest.approx(steps / 15), 8: pytest.approx(steps / 15), 16: pytest.approx(steps / 15)}
     assert all(row["bound_over_ar"] > 0 and row["speedup_vs_ar"] > 0 for row in rows)
     with open(out / "block_diffusion.csv") as f:
-        assert len(list(csv.DictReader(f))) == 6
+        assert len(list(csv.DictReader(f))) == 9
     assert (out / "block_diffusion.png").is_file()
     table = capsys.readouterr().out
-    assert "| full | threshold | 1 |" in table and "| 4 | fixed steps | 1 |" in table
+    assert "| full | threshold | 1 |" in table and "| 4 | confidence, 8 steps | 1 |" in table
 
     again = block_diffusion.main(argv)  # every cell measured: read back, nothing run
     assert len(calls) == 3 and [row["bound_over_ar"] for row in again] == [row["bound_over_ar"] for row in rows]
