@@ -134,7 +134,7 @@ class DiffusionArguments:
         metadata={"help": "Block diffusion (BD3-LM): train the model to denoise blocks of this many tokens given the clean "
                   "blocks before it (the input is the noisy row and the clean row, 2x the tokens; each block draws its own "
                   "time; the loss is on the noisy half). Must divide --max-length; equal to it is ordinary masked diffusion. "
-                  "Built from scratch it makes --architecture default to modernbert (deberta's relative positions do not "
+                  "Built from scratch it makes --architecture default to roberta (deberta's relative positions do not "
                   "apply). Sampled block by block with a key/value cache."},
     )
     mask_curriculum_steps: int = field(

@@ -125,14 +125,14 @@ def block_checkpoint(tmp_path_factory):
     return str(out / "final-model")
 
 
-def test_train_writes_the_block_size_and_uses_modernbert_by_default(block_checkpoint):
+def test_train_writes_the_block_size_and_uses_roberta_by_default(block_checkpoint):
     config = json.loads(open(f"{block_checkpoint}/diffusion_config.json").read())
     assert config["block_size"] == 8
-    assert models.load_checkpoint(block_checkpoint).model.config.model_type == "modernbert"
+    assert models.load_checkpoint(block_checkpoint).model.config.model_type == "roberta"
 
 
-def test_a_tiny_roberta_trains_block_by_block(tmp_path):
-    metrics = train.main(["--quick-test", "--block-size", "4", "--architecture", "roberta", "--max-length", "16",
+def test_a_tiny_modernbert_trains_block_by_block(tmp_path):
+    metrics = train.main(["--quick-test", "--block-size", "4", "--architecture", "modernbert", "--max-length", "16",
                           "--max-steps", "3", "--eval-steps", "3", "--max-train-samples", "64", "--max-eval-samples", "16",
                           "--output-dir", str(tmp_path)])
     assert 0 < metrics["eval_loss"] < 20 and metrics["eval_elbo"] > 0
@@ -177,7 +177,7 @@ def _ends_at_once(checkpoint):
     """The checkpoint's model, biased so that every position predicts the end token."""
     end = end_token_id(checkpoint.tokenizer)
     with torch.no_grad():
-        checkpoint.model.decoder.bias[end] += 100.0
+        checkpoint.model.lm_head.decoder.bias[end] += 100.0
     return end
 
 
