@@ -19,10 +19,10 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from cli import UsageError
-from models import prediction_head
+from models import PADDING_OFFSET_POSITIONS, prediction_head
 
 ATTENTION = "block_cache"  # the name of the caching attention function in transformers' registry
-SUPPORTED = ("roberta", "roberta-prelayernorm", "bert", "modernbert", "xlm-roberta", "camembert")
+SUPPORTED = (*PADDING_OFFSET_POSITIONS, "bert", "modernbert")
 
 
 def block_index(length: int, block_size: int) -> torch.Tensor:
@@ -53,7 +53,7 @@ def additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def position_ids(model, positions: torch.Tensor) -> torch.Tensor:
     """The ids the model's position embedding reads for token positions 0, 1, ...: RoBERTa-style models count
     from padding_idx + 1, the others from 0."""
-    if model.config.model_type in ("roberta", "roberta-prelayernorm", "xlm-roberta", "camembert"):
+    if model.config.model_type in PADDING_OFFSET_POSITIONS:
         return positions + model.config.pad_token_id + 1
     return positions
 

@@ -373,10 +373,10 @@ def sample(
     prompt = fixed & ~torch.isin(ids, banned)  # the text the caller fixed (start, padding ... excluded)
     # Certainty-ordered strategies reveal an end token only as part of a run that starts after revealed text.
     ordered_ends = end_token_id is not None and config.end_after_text and config.strategy not in ("random", "remdm", "remask")
-    block_model = getattr(model, "block_size", None)  # a blocks.BlockModel
-    if block_model:
+    model_blocks = getattr(model, "block_size", None)  # a blocks.BlockModel's own block size
+    if model_blocks:
         model.reset()
-    blocks = _blocks(generated.cpu(), block_model or config.block_size, aligned=bool(block_model))
+    blocks = _blocks(generated.cpu(), model_blocks or config.block_size, aligned=bool(model_blocks))
     steps_per_block = [config.steps // len(blocks) + (i < config.steps % len(blocks)) for i in range(len(blocks))]
     for columns, block_steps in zip(blocks, steps_per_block):
         columns = columns.to(device).expand_as(generated)
@@ -489,7 +489,7 @@ def sample(
             trajectory.append(_record(ids, revealed, remasked, confidence, top_ids, top_probs, columns if len(blocks) > 1 else None))
             if progress is not None:
                 progress()
-        if block_model and end_token_id is not None and (ids == end_token_id).any(-1).all():
+        if model_blocks and end_token_id is not None and (ids == end_token_id).any(-1).all():
             # Every row has ended: what follows an end token is end tokens (training's layout), so write them.
             rest = ids == mask_token_id
             if rest.any():

@@ -173,11 +173,15 @@ def prediction_head(model):
     return None
 
 
+# Model types whose position ids count from padding_idx + 1 (RoBERTa's layout), so padding_idx + 1 positions are reserved.
+PADDING_OFFSET_POSITIONS = ("roberta", "roberta-prelayernorm", "xlm-roberta", "camembert")
+
+
 def max_positions(model) -> int:
     """Longest sequence the model's position embeddings allow (RoBERTa reserves padding_idx + 1 of them)."""
     config = model.config
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9
-    if config.model_type in ("roberta", "roberta-prelayernorm", "xlm-roberta", "camembert"):
+    if config.model_type in PADDING_OFFSET_POSITIONS:
         limit -= config.pad_token_id + 1
     return limit
 

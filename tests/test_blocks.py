@@ -248,3 +248,15 @@ def test_infilling_inside_blocks_keeps_the_template_and_fills_every_gap(block_ch
     assert torch.equal(out.result.ids[out.result.fixed], start[out.result.fixed])
     assert not (out.result.ids == checkpoint.tokenizer.mask_token_id).any()
     assert all(text.startswith("tom found a") for text in out.texts)
+
+
+def test_block_training_is_reproducible_and_seeds_differ(tmp_path):
+    def losses(seed, name):
+        train.main(["--quick-test", "--block-size", "8", "--max-steps", "6", "--logging-steps", "2", "--eval-steps", "6",
+                    "--max-train-samples", "96", "--max-eval-samples", "16", "--seed", str(seed), "--output-dir", str(tmp_path / name)])
+        state = json.loads((tmp_path / name / "trainer_state.json").read_text())
+        return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+    first, again, other = losses(3, "a"), losses(3, "b"), losses(4, "c")
+    assert len(first) == 3 and first == again
+    assert first != other
