@@ -162,6 +162,34 @@ def causal_nll(model, rows: torch.Tensor, attention_mask: torch.Tensor | None = 
     return total, count
 
 
+@torch.no_grad()
+def continuation_nll(model, pairs: list[tuple[list[int], list[int]]], batch_size: int = 64) -> tuple[float, int]:
+    """(summed NLL in nats, scored tokens) of each continuation given its context, for (context ids, continuation
+    ids) pairs: only the continuation's tokens are scored. The context must hold at least one token (the start
+    token), since a causal LM predicts every token from the ones before it."""
+    model.eval()
+    device = model_device(model)
+    total, count = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        chunk = [(list(c), list(x)) for c, x in pairs[start : start + batch_size]]
+        if any(not c for c, _ in chunk):
+            raise ValueError("every context needs at least one token")
+        width = max(len(c) + len(x) for c, x in chunk)
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for i, (context, cont) in enumerate(chunk):
+            row = context + cont
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+            labels[i, len(context) : len(row)] = torch.tensor(cont, dtype=torch.long)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        labels = labels[:, 1:].to(device)
+        total += float(F.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100, reduction="sum"))
+        count += int((labels != -100).sum())
+    return total, count
+
+
 def causal_perplexity(model, tokenizer, data, batch_size: int = 64) -> Perplexity:
     """Exact perplexity of a causal LM on rows laid out by `tokenize_documents` (the first token is given)."""
     rows = as_rows(data)

@@ -10,6 +10,7 @@ import cli
 import corpus
 import evaluation
 import models
+import tokenization
 
 
 def test_logit_lens_of_the_last_layer_is_the_model_prediction(story_tokenizer, tiny_mlm):
@@ -143,3 +144,43 @@ def test_spread_quotes_min_median_max_in_any_order():
     import tables
 
     assert tables.spread([0.3, 0.1, 0.2, 0.4]) == "min 0.100, median 0.250, max 0.400"
+
+
+def test_cfg_adherence_reports_every_sampler_with_its_passes(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path):
+    from experiments import cfg_adherence
+
+    argv = ["--checkpoint", tiny_checkpoint, "--judge", tiny_gpt2_checkpoint, "--num-prompts", "2", "--samples-per-prompt", "2",
+            "--cfg-scales", "0", "1", "--strategy", "random", "--steps", "3", "--output-dir", str(tmp_path)]
+    rows = cfg_adherence.main(argv)
+    assert [r["sampler"] for r in rows] == ["held-out continuation", "diffusion, no guidance", "diffusion, CFG 1", "GPT-2 (the judge)"]
+    # One pass per step; guidance runs each step twice (conditional and with the prompt masked).
+    assert [r["passes"] for r in rows[:3]] == [0, 3, 6]
+    for row in rows:
+        assert 0 <= row["valid"] <= 1 and row["judge_ppl_given_prompt"] > 1 and row["adherence"] > 0
+        assert row["adherence"] == pytest.approx(row["judge_ppl_alone"] / row["judge_ppl_given_prompt"])
+    assert rows[0]["valid"] == 1.0  # the corpus's own stories
+    assert (tmp_path / "cfg_adherence.csv").read_text().startswith("sampler,passes,judge_ppl_given_prompt")
+
+
+def test_cfg_adherence_prompts_from_held_out_text_cut_windows_of_the_model_length(story_tokenizer, tmp_path):
+    from experiments import cfg_adherence
+
+    text = tmp_path / "held-out.txt"
+    text.write_text(" ".join(corpus.generate_corpus(60, seed=3)))
+    prompts = cfg_adherence.text_prompts(story_tokenizer, str(text), 4, 10, 32)
+    assert len(prompts) == 4 and all(len(p.reference) == 31 - 10 for p in prompts)
+    with pytest.raises(cli.UsageError, match="--prompt-tokens 40 leaves no room"):
+        cfg_adherence.text_prompts(story_tokenizer, str(text), 4, 40, 32)
+
+
+def test_cfg_adherence_refuses_a_judge_with_another_tokenizer_and_negative_scales(tiny_checkpoint, tmp_path):
+    from experiments import cfg_adherence
+
+    other = tmp_path / "other-gpt2"
+    tokenizer = tokenization.train_tokenizer(corpus.generate_corpus(100, seed=5), "word", 300)
+    models.build_model("ar", "tiny", tokenizer, 32).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    with pytest.raises(cli.UsageError, match="another tokenizer"):
+        cfg_adherence.main(["--checkpoint", tiny_checkpoint, "--judge", str(other), "--output-dir", str(tmp_path / "o")])
+    with pytest.raises(cli.UsageError, match="every scale must be >= 0"):
+        cfg_adherence.main(["--checkpoint", tiny_checkpoint, "--judge", str(other), "--cfg-scales", "-1", "--output-dir", str(tmp_path / "o")])

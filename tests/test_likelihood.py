@@ -137,6 +137,22 @@ def test_causal_perplexity_counts_every_token_after_the_first(story_tokenizer, t
     assert result.bits_per_byte == pytest.approx(result.total_nats / math.log(2) / result.bytes)
 
 
+def test_continuation_nll_scores_only_the_continuation(tiny_gpt2_checkpoint):
+    model, _ = models.load_causal_lm(tiny_gpt2_checkpoint)
+    torch.manual_seed(0)
+    rows = torch.randint(5, 400, (3, 12))
+    # Whole rows minus their first 5 tokens' part is the continuation given those 5 (different lengths batched).
+    whole = [likelihood.causal_nll(model, rows[i : i + 1])[0] for i in range(3)]
+    heads = [likelihood.causal_nll(model, rows[i : i + 1, :5])[0] for i in range(3)]
+    pairs = [(rows[0, :5].tolist(), rows[0, 5:].tolist()), (rows[1, :5].tolist(), rows[1, 5:].tolist())]
+    total, count = likelihood.continuation_nll(model, pairs + [(rows[2, :5].tolist(), rows[2, 5:9].tolist())])
+    tail = likelihood.causal_nll(model, rows[2:3, :9])[0] - heads[2]
+    assert count == 7 + 7 + 4
+    assert total == pytest.approx(whole[0] - heads[0] + whole[1] - heads[1] + tail, rel=1e-5)
+    with pytest.raises(ValueError, match="at least one token"):
+        likelihood.continuation_nll(model, [([], [5, 6])])
+
+
 def test_judge_with_another_tokenizer_retokenises_the_samples(tmp_path):
     char_tokenizer = tokenization.train_tokenizer(corpus.generate_corpus(50), "char", 100)
     judge = models.build_model("ar", "tiny", char_tokenizer, 64).eval()
