@@ -50,6 +50,25 @@ def test_a_tiny_grid_trains_measures_and_reuses_its_runs(tmp_path):
     assert (tmp_path / "builtin" / "bell" / "seed1" / "final-model" / "model.safetensors").stat().st_mtime == mtime
 
 
+@pytest.mark.parametrize("objective", ["diffusion", "ar"])
+def test_valid_share_over_sampling_seeds_is_the_checked_share_of_each_draw(objective, tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path, monkeypatch):
+    import models
+    import sampling
+
+    path = tiny_checkpoint if objective == "diffusion" else tiny_gpt2_checkpoint
+    (tmp_path / "final-model").symlink_to(path)
+    # A random model writes no valid story; a checker that accepts texts of even length gives shares to compare.
+    monkeypatch.setattr(quick_test_seeds.corpus, "is_valid_story", lambda text: len(text) % 2 == 0)
+    rates = quick_test_seeds.valid_over_sample_seeds(tmp_path, [1, 2, 1], 8)
+    settings = sampling.GenerationSettings(num_samples=8, seed=2)
+    if objective == "diffusion":
+        texts = sampling.generate(models.load_checkpoint(path), settings, progress=False).texts
+    else:
+        texts = sampling.sample_autoregressive(*models.load_causal_lm(path), settings).texts
+    assert rates[1] == sum(len(t) % 2 == 0 for t in texts) / 8
+    assert rates[0] == rates[2]  # the same sampling seed draws the same documents
+
+
 @pytest.mark.parametrize(
     "module, argv, message",
     [
@@ -59,6 +78,7 @@ def test_a_tiny_grid_trains_measures_and_reuses_its_runs(tmp_path):
         (recipe_grid, ["--corpora", "shakespeare", "--data-dir", "/nonexistent"], "--data-dir /nonexistent"),
         (quick_test_seeds, ["--seeds", "-2"], "each 0 or more"),
         (quick_test_seeds, ["--num-samples", "0"], "at least 1"),
+        (quick_test_seeds, ["--sample-seeds", "1", "-1"], "each sampling seed must be 0 or more"),
         (learning_curve, ["--every", "0"], "--every"),
         (learning_curve, ["--max-steps", "100", "--every", "200"], "--every at most --max-steps"),
     ],
