@@ -399,6 +399,10 @@ def main(argv: list[str] | None = None) -> dict:
     cli.log_to_stderr()
     check_args(model_args, data_args, diff_args, run_args, training_args)
     logger.info("process %d of world size %d on %s", training_args.process_index, training_args.world_size, training_args.device)
+    if training_args.world_size > 1 and torch.distributed.is_initialized():
+        # Every rank checks that --output-dir is empty; without this wait, rank 0 could already have written into it
+        # (a CI run saw rank 1 refuse the directory rank 0 had just filled).
+        torch.distributed.barrier()
     out = Path(training_args.output_dir)
 
     pretrained = None if model_args.from_scratch else load_pretrained(model_args, data_args)
