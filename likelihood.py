@@ -143,23 +143,11 @@ def elbo_bound(
     return Perplexity(weighted / max(scored, 1) * tokens, tokens, text_bytes(tokenizer, base), exact=False)
 
 
-@torch.no_grad()
 def causal_nll(model, rows: torch.Tensor, attention_mask: torch.Tensor | None = None, batch_size: int = 64) -> tuple[float, int]:
-    """(summed NLL in nats, scored tokens) of rows (batch, seq): every token after the first, given the ones before."""
-    model.eval()
-    device = model_device(model)
-    if attention_mask is None:
-        attention_mask = torch.ones_like(rows)
-    total, count = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        ids = rows[start : start + batch_size].to(device)
-        mask = attention_mask[start : start + batch_size].to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (batch, seq, vocab)
-        labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100, reduction="sum")
-        total += float(ce)
-        count += int((labels != -100).sum())
-    return total, count
+    """(summed NLL in nats, scored tokens) of rows (batch, seq): every token after the first, given the ones before
+    (a right-padded row is scored up to its last attended token)."""
+    lengths = (attention_mask.sum(-1) if attention_mask is not None else torch.full((len(rows),), rows.size(1))).tolist()
+    return continuation_nll(model, [(row[:1], row[1:n]) for row, n in zip(rows.tolist(), lengths)], batch_size)
 
 
 @torch.no_grad()
