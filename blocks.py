@@ -73,27 +73,55 @@ def check_model(model, block_size: int, length: int) -> None:
         raise UsageError(f"--block-size {block_size} must be at least 1 and divide --max-length {length}")
 
 
-def doubled_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, block_size: int) -> torch.Tensor:
-    """(batch, L, vocab) logits of the noisy half of a (batch, 2L) noisy-then-clean input under `training_mask`.
-    `attention_mask` (batch, 2L) marks real tokens (1) and padding (0); padding is never attended to."""
+def doubled_inputs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, block_size: int) -> dict:
+    """The forward arguments of a (batch, 2L) noisy-then-clean input under `training_mask`. `attention_mask`
+    (batch, 2L) marks real tokens (1) and padding (0); padding is never attended to."""
     length = input_ids.size(1) // 2
     allowed = training_mask(length, block_size).to(input_ids.device)
     allowed = allowed.unsqueeze(0) & attention_mask.bool().unsqueeze(1)  # (batch, 2L, 2L)
     positions = torch.arange(length, device=input_ids.device).repeat(2).expand_as(input_ids)
     dtype = next(model.parameters()).dtype
-    logits = model(
-        input_ids=input_ids, attention_mask=additive(allowed.unsqueeze(1), dtype), position_ids=position_ids(model, positions)
-    ).logits
-    return logits[:, :length]
+    return dict(input_ids=input_ids, attention_mask=additive(allowed.unsqueeze(1), dtype),
+                position_ids=position_ids(model, positions))
+
+
+def doubled_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, block_size: int) -> torch.Tensor:
+    """(batch, L, vocab) logits of the noisy half of a (batch, 2L) noisy-then-clean input under `training_mask`."""
+    return model(**doubled_inputs(model, input_ids, attention_mask, block_size)).logits[:, : input_ids.size(1) // 2]
 
 
 def unit_logits(model, input_ids, attention_mask, labels, block_size: int | None):
-    """(logits, labels) of a collator batch laid out per masking unit, as diffusion_loss reads them: one row per
-    row of ordinary masked diffusion, or per block (noisy half only) with block diffusion."""
+    """(logits, labels) of a collator batch laid out per masking unit: one row per row of ordinary masked
+    diffusion, or per block (noisy half only) with block diffusion. Every position gets logits; training and
+    the bound use `masked_logits`, which computes them only where the loss reads them."""
     if not block_size:
         return model(input_ids=input_ids, attention_mask=attention_mask).logits, labels
     logits = doubled_forward(model, input_ids, attention_mask, block_size)
     return logits.reshape(-1, block_size, logits.size(-1)), labels.reshape(-1, block_size)
+
+
+def masked_logits(model, input_ids, attention_mask, labels, block_size: int | None):
+    """The logits of a collator batch at its masked positions only (labels != -100), for the loss.
+
+    Returns (logits (N, vocab), targets (N,), unit (N,), units): `unit` numbers the masking unit each position
+    belongs to, as `unit_logits` lays them out (a row, or a row's block with block diffusion). The encoder runs on
+    every position; the LM head only on the masked ones (about half of them in training, and none of the clean
+    half of block diffusion's doubled input): the same values as the full head's at those positions. A model
+    whose head is not known (`models.prediction_head`), or one wrapped for several processes, runs its own head
+    everywhere and the masked rows are picked from it."""
+    length = labels.size(1)
+    kwargs = (doubled_inputs(model, input_ids, attention_mask, block_size) if block_size
+              else dict(input_ids=input_ids, attention_mask=attention_mask))
+    masked = labels != -100
+    head = prediction_head(model)
+    if head is None:
+        logits = model(**kwargs).logits[:, :length][masked]
+    else:
+        logits = head(model.base_model(**kwargs).last_hidden_state[:, :length][masked])
+    rows, columns = masked.nonzero(as_tuple=True)
+    per_row = length // block_size if block_size else 1
+    unit = rows * per_row + (columns // block_size if block_size else 0)
+    return logits, labels[masked], unit, labels.size(0) * per_row
 
 
 # ----------------------------------------------------------------------------- the key/value cache

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import blocks
 from cli import UsageError
 from data_collator import DiffusionCollator
-from diffusion import bound_weight, diffusion_loss
+from diffusion import bound_weight, masked_diffusion_loss
 from models import max_positions
 from tokenization import end_token_id, special_token_ids, start_token_id
 
@@ -129,9 +129,9 @@ def elbo_bound(
         batch = collator([{"input_ids": row} for row in chunk])
         with torch.no_grad():
             ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            logits, labels = blocks.unit_logits(model, ids, attention, batch["labels"].to(device), block_size)
+            logits, targets, unit, _ = blocks.masked_logits(model, ids, attention, batch["labels"].to(device), block_size)
             # The training loss's cross-entropy: <mask>, <pad> and <s> get no probability, as in train.py.
-            _, ce, _ = diffusion_loss(logits, labels, batch["loss_weight"], batch["num_maskable"], banned_ids=banned)
+            _, ce, _ = masked_diffusion_loss(logits, targets, unit, batch["loss_weight"], batch["num_maskable"], banned_ids=banned)
         weight = bound_weight(schedule, batch["mask_time"], batch["mask_rate"])
         weighted += float((weight.to(device) * ce.double()).sum())
         scored += int(batch["num_maskable"].sum())

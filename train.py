@@ -48,7 +48,7 @@ from config import (
     RunArguments,
 )
 from data_collator import EVAL_TIMES, DiffusionCollator
-from diffusion import diffusion_loss
+from diffusion import masked_diffusion_loss
 
 logger = logging.getLogger(__name__)
 
@@ -215,9 +215,10 @@ class DiffusionTrainer(Trainer):
         rate = inputs.pop("mask_rate")
         inputs.pop("mask_time")
         # One unit per row, or per block (noisy half only): each unit's masked tokens weighted by its own time.
-        logits, labels = blocks.unit_logits(model, inputs["input_ids"], inputs["attention_mask"], labels, self.block_size)
+        # The LM head only at the masked positions (the loss reads no others).
+        logits, targets, unit, _ = blocks.masked_logits(model, inputs["input_ids"], inputs["attention_mask"], labels, self.block_size)
         outputs = MaskedLMOutput(logits=logits)
-        loss, ce_sum, count = diffusion_loss(logits, labels, weight, num_maskable, self.loss_weighting, self.banned_ids)
+        loss, ce_sum, count = masked_diffusion_loss(logits, targets, unit, weight, num_maskable, self.loss_weighting, self.banned_ids)
         # The logged bound weights a row by m'(t) / (share masked), exactly as likelihood.elbo_bound does.
         self._accumulate(model.training, rate, ce_sum, count, weight.to(ce_sum.dtype) * ce_sum, num_maskable)
         return (loss, outputs) if return_outputs else loss

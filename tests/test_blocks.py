@@ -12,7 +12,7 @@ import sampling
 import train
 from cli import UsageError
 from data_collator import DiffusionCollator
-from diffusion import SamplerConfig, build_inputs, diffusion_loss, sample
+from diffusion import SamplerConfig, build_inputs, diffusion_loss, masked_diffusion_loss, sample
 from tokenization import end_token_id
 
 # Rows of 8 tokens in blocks of 2 (L = 8, B = 2) would be too big to write out; L = 4, B = 2 is the hand-checked case:
@@ -79,6 +79,49 @@ def test_one_block_per_row_masks_exactly_as_the_plain_collator(story_tokenizer):
     assert torch.equal(whole["input_ids"][:, :16], plain["input_ids"])
     for key in ("labels", "mask_time", "mask_rate", "loss_weight", "num_maskable"):
         assert torch.equal(whole[key], plain[key]), key
+
+
+@pytest.mark.parametrize(("architecture", "block_size"), [
+    *[(architecture, None) for architecture in models.ARCHITECTURES],
+    *[(architecture, 4) for architecture in ("roberta", "roberta-prelayernorm", "modernbert")],  # block diffusion's
+])
+def test_the_head_only_at_masked_positions_gives_the_full_heads_loss_and_gradients(story_tokenizer, architecture, block_size):
+    torch.manual_seed(0)
+    model = models.build_model("diffusion", "tiny", story_tokenizer, 16, architecture=architecture)
+    batch = _collator(story_tokenizer, block_size)(_rows(story_tokenizer))
+    args = (model, batch["input_ids"], batch["attention_mask"], batch["labels"], block_size)
+    banned = torch.tensor([story_tokenizer.mask_token_id, story_tokenizer.pad_token_id])
+    results = []
+    for sparse in (False, True):
+        model.zero_grad()
+        if sparse:
+            logits, targets, unit, units = blocks.masked_logits(*args)
+            loss, ce_sum, count = masked_diffusion_loss(logits, targets, unit, batch["loss_weight"], batch["num_maskable"], "elbo", banned)
+        else:
+            logits, labels = blocks.unit_logits(*args)
+            loss, ce_sum, count = diffusion_loss(logits, labels, batch["loss_weight"], batch["num_maskable"], "elbo", banned)
+            units = labels.size(0)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((loss.detach(), ce_sum.detach(), count, units, grads))
+    (dense_loss, dense_ce, dense_count, dense_units, dense_grads), (loss, ce, count, units, grads) = results
+    assert units == dense_units == (24 if block_size else 6) and torch.equal(count, dense_count) and count.sum() > 0
+    torch.testing.assert_close(loss, dense_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ce, dense_ce, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads, dense_grads, rtol=1e-4, atol=1e-6)
+
+
+def test_a_model_whose_head_is_unknown_gets_its_masked_rows_from_the_full_logits(story_tokenizer, monkeypatch):
+    torch.manual_seed(0)
+    model = models.build_model("diffusion", "tiny", story_tokenizer, 16, architecture="roberta").eval()
+    batch = _collator(story_tokenizer, None)(_rows(story_tokenizer))
+    monkeypatch.setattr(blocks, "prediction_head", lambda model: None)
+    with torch.no_grad():
+        logits, targets, unit, units = blocks.masked_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"], None)
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    masked = batch["labels"] != -100
+    assert torch.equal(logits, full[masked]) and torch.equal(targets, batch["labels"][masked])
+    assert torch.equal(unit, masked.nonzero(as_tuple=True)[0]) and units == 6
 
 
 def test_loss_is_taken_on_the_noisy_half_only(story_tokenizer):

@@ -184,3 +184,17 @@ def test_cfg_adherence_refuses_a_judge_with_another_tokenizer_and_negative_scale
         cfg_adherence.main(["--checkpoint", tiny_checkpoint, "--judge", str(other), "--output-dir", str(tmp_path / "o")])
     with pytest.raises(cli.UsageError, match="every scale must be >= 0"):
         cfg_adherence.main(["--checkpoint", tiny_checkpoint, "--judge", str(other), "--cfg-scales", "-1", "--output-dir", str(tmp_path / "o")])
+
+
+def test_bench_training_times_both_collators_and_both_heads(tmp_path):
+    from experiments import bench_training
+
+    bench_training.main(["--batch-size", "4", "--max-length", "16", "--steps", "1", "--vocab-size", "200",
+                         "--output-dir", str(tmp_path)])
+    rows = (tmp_path / "bench_training.csv").read_text().splitlines()
+    assert rows[0].split(",")[:2] == ["collator", "lm_head"]
+    assert [row.split(",")[:2] for row in rows[1:]] == [
+        ["naive (seed)", "every position"], ["vectorised", "every position"], ["vectorised", "masked positions"]]
+    with pytest.raises(cli.UsageError, match="--vocab-size"):
+        bench_training.main(["--vocab-size", "10", "--output-dir", str(tmp_path / "no")])
+    assert not (tmp_path / "no").exists()
