@@ -21,6 +21,7 @@ import torch
 import blocks
 import cli
 import corpus
+import documents
 import models
 import tables
 import tokenization
@@ -72,6 +73,7 @@ class BenchTrainingArguments:
     max_length: int = field(default=128, metadata={"help": "Tokens per row (rows are cut to between half and all of it)."})
     steps: int = field(default=20, metadata={"help": "Training steps timed (after 3 warm-up steps)."})
     vocab_size: int = field(default=1000, metadata={"help": "BPE vocabulary of the tokenizer (the LM head's width)."})
+    text_file: str | None = field(default=None, metadata={"help": "Train on this text (e.g. ../shared/data/tinyshakespeare/input.txt) instead of the built-in stories, whose few hundred words cap the vocabulary."})
     architecture: Literal[models.ARCHITECTURES] = field(default="roberta", metadata={"help": "Masked-LM architecture."})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)."})
     output_dir: str = field(default="results/bench_training", metadata={"help": "Where bench_training.csv is written."})
@@ -86,7 +88,9 @@ def main(argv=None):
     random.seed(0)
     torch.manual_seed(0)
 
-    docs = corpus.generate_corpus(4000)
+    if args.text_file and not Path(args.text_file).is_file():
+        raise cli.UsageError(f"--text-file {args.text_file}: no such file")
+    docs = documents.read_documents(args.text_file, line_by_line=True) if args.text_file else corpus.generate_corpus(4000)
     tokenizer = tokenization.train_tokenizer(docs, "bpe", args.vocab_size)
     data = tokenization.tokenize_documents(tokenizer, docs, args.max_length, line_by_line=False)
     # Rows of varied length (as in line-by-line data before padding) so padding work is part of the cost.

@@ -197,4 +197,6 @@ def test_bench_training_times_both_collators_and_both_heads(tmp_path):
         ["naive (seed)", "every position"], ["vectorised", "every position"], ["vectorised", "masked positions"]]
     with pytest.raises(cli.UsageError, match="--vocab-size"):
         bench_training.main(["--vocab-size", "10", "--output-dir", str(tmp_path / "no")])
+    with pytest.raises(cli.UsageError, match="no-such.txt"):
+        bench_training.main(["--text-file", str(tmp_path / "no-such.txt"), "--output-dir", str(tmp_path / "no")])
     assert not (tmp_path / "no").exists()
