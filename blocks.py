@@ -18,6 +18,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+import diffusion
 from cli import UsageError
 from models import PADDING_OFFSET_POSITIONS, prediction_head
 
@@ -103,25 +104,21 @@ def unit_logits(model, input_ids, attention_mask, labels, block_size: int | None
 def masked_logits(model, input_ids, attention_mask, labels, block_size: int | None):
     """The logits of a collator batch at its masked positions only (labels != -100), for the loss.
 
-    Returns (logits (N, vocab), targets (N,), unit (N,), units): `unit` numbers the masking unit each position
-    belongs to, as `unit_logits` lays them out (a row, or a row's block with block diffusion). The encoder runs on
-    every position; the LM head only on the masked ones (about half of them in training, and none of the clean
-    half of block diffusion's doubled input): the same values as the full head's at those positions. A model
-    whose head is not known (`models.prediction_head`), or one wrapped for several processes, runs its own head
-    everywhere and the masked rows are picked from it."""
-    length = labels.size(1)
-    kwargs = (doubled_inputs(model, input_ids, attention_mask, block_size) if block_size
-              else dict(input_ids=input_ids, attention_mask=attention_mask))
+    Returns (logits (N, vocab), targets (N,), unit (N,)): `unit` numbers the masking unit each position belongs
+    to, as `unit_logits` lays them out (a row, or a row's block with block diffusion) and as the collator's
+    per-unit loss_weight and num_maskable are ordered. The encoder runs on every position, the LM head only on the
+    masked ones (`diffusion.masked_logits`, the sampler's: none of the clean half of block diffusion's doubled
+    input); a model whose head is not known, or one wrapped for several processes, runs its own head everywhere."""
     masked = labels != -100
-    head = prediction_head(model)
-    if head is None:
-        logits = model(**kwargs).logits[:, :length][masked]
+    if block_size:
+        inputs = doubled_inputs(model, input_ids, attention_mask, block_size)
+        where = torch.cat([masked, torch.zeros_like(masked)], dim=1)  # the noisy half only
     else:
-        logits = head(model.base_model(**kwargs).last_hidden_state[:, :length][masked])
+        inputs, where = dict(input_ids=input_ids, attention_mask=attention_mask), masked
+    logits = diffusion.masked_logits(model, prediction_head(model), where=where, ids=inputs.pop("input_ids"), **inputs)
     rows, columns = masked.nonzero(as_tuple=True)
-    per_row = length // block_size if block_size else 1
-    unit = rows * per_row + (columns // block_size if block_size else 0)
-    return logits, labels[masked], unit, labels.size(0) * per_row
+    unit = rows * (labels.size(1) // block_size) + columns // block_size if block_size else rows
+    return logits, labels[masked], unit
 
 
 # ----------------------------------------------------------------------------- the key/value cache

@@ -556,14 +556,15 @@ def guided_by(guide, ids, attention_mask, where, rows: torch.Tensor, banned: tor
     return product_of_experts(rows, after, weight)
 
 
-def masked_logits(model, head, ids: torch.Tensor, attention_mask: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+def masked_logits(model, head, ids: torch.Tensor, attention_mask: torch.Tensor, where: torch.Tensor, **forward) -> torch.Tensor:
     """(where.sum(), vocab) logits at the `where` positions of one forward pass: with `head`
-    (models.prediction_head) the encoder runs once and the head only at those positions; without, the whole model."""
+    (models.prediction_head) the encoder runs once and the head only at those positions; without, the whole model.
+    `forward`: more arguments of the forward pass (block diffusion's position_ids)."""
     if hasattr(model, "logits_at"):  # a blocks.BlockModel: the current block over the cached prefix
         return model.logits_at(head, ids, where)
     if head is None:
-        return model(input_ids=ids, attention_mask=attention_mask).logits[where]
-    hidden = model.base_model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+        return model(input_ids=ids, attention_mask=attention_mask, **forward).logits[where]
+    hidden = model.base_model(input_ids=ids, attention_mask=attention_mask, **forward).last_hidden_state
     return head(hidden[where])
 
 

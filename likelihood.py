@@ -129,7 +129,7 @@ def elbo_bound(
         batch = collator([{"input_ids": row} for row in chunk])
         with torch.no_grad():
             ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            logits, targets, unit, _ = blocks.masked_logits(model, ids, attention, batch["labels"].to(device), block_size)
+            logits, targets, unit = blocks.masked_logits(model, ids, attention, batch["labels"].to(device), block_size)
             # The training loss's cross-entropy: <mask>, <pad> and <s> get no probability, as in train.py.
             _, ce, _ = masked_diffusion_loss(logits, targets, unit, batch["loss_weight"], batch["num_maskable"], banned_ids=banned)
         weight = bound_weight(schedule, batch["mask_time"], batch["mask_rate"])

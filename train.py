@@ -216,8 +216,8 @@ class DiffusionTrainer(Trainer):
         inputs.pop("mask_time")
         # One unit per row, or per block (noisy half only): each unit's masked tokens weighted by its own time.
         # The LM head only at the masked positions (the loss reads no others).
-        logits, targets, unit, _ = blocks.masked_logits(model, inputs["input_ids"], inputs["attention_mask"], labels, self.block_size)
-        outputs = MaskedLMOutput(logits=logits)
+        logits, targets, unit = blocks.masked_logits(model, inputs["input_ids"], inputs["attention_mask"], labels, self.block_size)
+        outputs = MaskedLMOutput(logits=logits)  # (masked positions, vocab): evaluation reads only the loss
         loss, ce_sum, count = masked_diffusion_loss(logits, targets, unit, weight, num_maskable, self.loss_weighting, self.banned_ids)
         # The logged bound weights a row by m'(t) / (share masked), exactly as likelihood.elbo_bound does.
         self._accumulate(model.training, rate, ce_sum, count, weight.to(ce_sum.dtype) * ce_sum, num_maskable)

@@ -113,7 +113,7 @@ def main(argv=None):
             batch = collator(batch_rows)
             ones = torch.ones(len(batch_rows))
             if sparse:
-                logits, targets, unit, _ = blocks.masked_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"], None)
+                logits, targets, unit = blocks.masked_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"], None)
                 loss, _, count = masked_diffusion_loss(logits, targets, unit, ones, ones, "uniform")
             else:
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
