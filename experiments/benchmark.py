@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,10 @@ class BenchmarkArguments:
         default=False, metadata={"help": "Only train (e.g. two datasets at once); measure later, alone on the machine, without it."}
     )
     threads: int | None = field(default=None, metadata={"help": "torch intra-op threads for the measurements (training too)."})
+    parallel_training: bool = field(
+        default=False, metadata={"help": "Train the diffusion model and GPT-2 at the same time, two processes of --threads "
+                                 "threads each (on 2 cores with --threads 1: the cell's training in about the time of the slower model)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of training, the bound and sampling."})
     guide_weights: list[float] = field(
         default_factory=list, metadata={"help": "Also sample the diffusion model guided by the GPT-2 at each of these weights "
@@ -296,8 +301,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.output_root) / args.dataset / args.name
     train_file, test_file = real_corpora.split_files(args.dataset, args.data_dir, out)
     check_recipe(args, out)
-    seconds = {"diffusion": train(args, "diffusion", train_file, test_file, out / "diffusion"),
-               "ar": train(args, "ar", train_file, test_file, ar_directory(args))}
+    directories = {"diffusion": out / "diffusion", "ar": ar_directory(args)}
+    if args.parallel_training:  # train() waits on a subprocess, so two threads run the two trainings side by side
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {objective: pool.submit(train, args, objective, train_file, test_file, folder)
+                       for objective, folder in directories.items()}
+            seconds = {objective: future.result() for objective, future in futures.items()}
+    else:
+        seconds = {objective: train(args, objective, train_file, test_file, folder) for objective, folder in directories.items()}
     if args.train_only:
         return {"train_seconds": seconds}
     result = measure(args, out, test_file)

@@ -44,6 +44,9 @@ class GapArguments:
     num_samples: int = field(default=64, metadata={"help": "Samples per model (and held-out blocks) for judge perplexity and entropy."})
     remeasure: bool = field(default=False, metadata={"help": "Measure every cell again (its checkpoints are still reused)."})
     threads: int | None = field(default=None, metadata={"help": "torch threads of each benchmark run, training included."})
+    parallel_training: bool = field(
+        default=False, metadata={"help": "Train each cell's two models at the same time (benchmark --parallel-training)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of every run."})
 
 
@@ -69,6 +72,7 @@ def benchmark_argv(args, dataset: str, steps: int) -> list[str]:
     argv = ["--dataset", dataset, "--max-steps", str(steps), "--name", f"{steps}-steps",
             "--data-dir", str(Path(args.data_dir).resolve()), "--output-root", str(Path(args.output_dir).resolve()),
             "--num-samples", str(args.num_samples), "--latency-repeats", "1", "--seed", str(args.seed)]
+    argv += ["--parallel-training"] if args.parallel_training else []
     return argv + (["--threads", str(args.threads)] if args.threads else [])
 
 
