@@ -12,7 +12,9 @@ per token (per character for the character-level corpora), their ratio, GPT-2's 
 reference where one exists: nanoGPT's 1.88 on shakespeare-char at 2000 steps), and the judge perplexity (under
 the cell's GPT-2) and unigram entropy of --num-samples samples of each model (diffusion: threshold decoding) and of
 as many held-out blocks. Writes gap_over_steps.csv and gap_over_steps.png (the ratio against steps, one line per
-corpus) into --output-dir, and prints the table.
+corpus) into --output-dir, and prints the table. The table holds the cells asked for and every cell an earlier
+command measured under --output-dir with the same --seed and --num-samples, so cells measured one at a time (a
+5000-step pair in the background, say) end up in one table and one plot.
 """
 
 import json
@@ -95,6 +97,20 @@ def measured(args, dataset: str, steps: int) -> dict:
     return json.loads(path.read_text())
 
 
+def recorded_cells(args) -> list[tuple[str, int]]:
+    """Every (dataset, steps) cell under --output-dir that an earlier command measured with this seed and sample count."""
+    cells = []
+    for path in Path(args.output_dir).glob("*/*-steps/benchmark.json"):
+        dataset, steps = path.parent.parent.name, path.parent.name.removesuffix("-steps")
+        if dataset not in real_corpora.DATASETS or not steps.isdigit():
+            continue
+        saved = json.loads(path.read_text())["arguments"]
+        wanted = {"dataset": dataset, "max_steps": int(steps), "num_samples": args.num_samples, "seed": args.seed}
+        if all(saved.get(key) == value for key, value in wanted.items()):
+            cells.append((dataset, int(steps)))
+    return cells
+
+
 def gap_row(dataset: str, steps: int, result: dict) -> dict:
     """One cell of the table from a benchmark.json."""
     rows = result["rows"]  # threshold sampler, fixed-step sampler, GPT-2, (more samplers,) held-out text
@@ -165,7 +181,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise UsageError(f"--num-samples {args.num_samples} must be at least 1")
     for dataset in datasets:
         real_corpora.source_files(dataset, args.data_dir)  # a missing corpus stops the command before any training
-    rows = [gap_row(dataset, n, measured(args, dataset, n)) for dataset in datasets for n in steps]
+    results = {(dataset, n): measured(args, dataset, n) for dataset in datasets for n in steps}
+    for recorded in recorded_cells(args):  # the table keeps the cells earlier commands measured with these settings
+        if recorded not in results:
+            results[recorded] = measured(args, *recorded)
+    order = list(real_corpora.DATASETS)
+    rows = [gap_row(dataset, n, results[dataset, n]) for dataset, n in sorted(results, key=lambda c: (order.index(c[0]), c[1]))]
     out = Path(args.output_dir)
     tables.write_csv(out / "gap_over_steps.csv", rows, COLUMNS)
     plot(rows, out / "gap_over_steps.png")

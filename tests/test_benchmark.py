@@ -5,6 +5,7 @@ import json
 import math
 import runpy
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,27 @@ def test_train_py_gets_the_datasets_tokenizer_and_gpt2_folders_differ_by_tokeniz
     assert given == ["char", "32", "12", "100"]
     bpe = benchmark.BenchmarkArguments(dataset="shakespeare-char", output_root=str(tmp_path), max_length=32, tokenizer_type="bpe")
     assert benchmark.ar_directory(args) != benchmark.ar_directory(bpe)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_parallel_training_runs_the_two_trainings_at_the_same_time(data_dir, tmp_path, monkeypatch, parallel):
+    both_running, started = threading.Barrier(2, timeout=2), []
+
+    def call(command, **kwargs):  # returns only once the other training has started too
+        started.append(command[command.index("--objective") + 1])
+        both_running.wait()
+        return 0
+
+    monkeypatch.setattr(benchmark.subprocess, "call", call)
+    argv = ["--data-dir", str(data_dir), "--output-root", str(tmp_path / "runs"), "--train-only"]
+    if parallel:
+        assert set(benchmark.main([*argv, "--parallel-training"])["train_seconds"]) == {"diffusion", "ar"}
+        assert sorted(started) == ["ar", "diffusion"]
+    else:  # one after the other: the first training waits alone and fails
+        with pytest.raises(threading.BrokenBarrierError):
+            benchmark.main(argv)
+        assert started == ["diffusion"]
+    assert not list((tmp_path / "runs").rglob("training.lock"))  # both locks released
 
 
 @pytest.mark.slow

@@ -78,6 +78,12 @@ def test_the_table_has_one_row_per_dataset_and_steps_with_the_ratio_of_the_two_p
     assert all(math.isnan(row["diffusion_train_s"]) and math.isnan(row["ar_train_s"]) for row in more)
     assert [row["bound_ppl"] for row in more] == pytest.approx([row["bound_ppl"] for row in rows])
 
+    one = [*argv[:3], "1", *argv[4:-1], "3"]  # one length asked for: the other cell measured with these settings stays
+    assert [row["steps"] for row in gap_over_steps.main(one)] == [1, 2] and len(benchmark_runs) == 4
+    with open(out / "gap_over_steps.csv") as f:
+        assert [row["steps"] for row in csv.DictReader(f)] == ["1", "2"]
+    assert [row["steps"] for row in gap_over_steps.main(one[:-1] + ["2"])] == [1]  # cell 2 holds 3 samples: left out
+
 
 def test_the_nanogpt_reference_stands_next_to_the_matching_cell_only():
     result = {
