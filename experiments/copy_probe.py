@@ -11,6 +11,12 @@ the story: the same position is scored again with the earlier mentions swapped f
 a model that copies follows the swap. A model that has learned grammar but not the long-range rule sits at
 chance with no reaction to the swap. `embedding_cosine` is the mean cosine similarity of the kind's input
 embeddings: near 1, the model has collapsed the words into one vector and cannot copy them.
+
+A last row probes the one rule that is not a copy: the second person (B) must differ from the first. Every
+mention of B is masked, everything else visible; `first_person_share` is the share of the names' probability the
+model gives the first person at B's first mention: 0 in the corpus, 1/12 (`chance`) for a model that knows a name
+goes there but not which one it must not be; `top1_right`: the most likely token is a name other than the first
+person's.
 """
 
 import logging
@@ -86,7 +92,33 @@ def probe(checkpoint: models.Checkpoint, num_stories: int, seed: int) -> list[di
         rows.append({"slot": slot, "stories": probed, "top1_right": hits / max(probed, 1),
                      "top1_follows_swap": follows / max(probed, 1), "chance": 1 / len(words),
                      "embedding_cosine": embedding_cosine(model, tokenizer, words)})
+    rows.append(second_person(model, tokenizer, stories, checkpoint.max_positions, checkpoint.device))
     return rows
+
+
+@torch.no_grad()
+def second_person(model, tokenizer, stories: list[str], max_positions: int, device="cpu") -> dict:
+    """The B row: every mention of the second person masked; how much of the names' probability goes to the first."""
+    name_ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1] for w in corpus.NAMES]
+    share = right = probed = 0
+    for story in stories:
+        ids = tokenizer(story)["input_ids"][:max_positions]
+        first = next(w for w in story.split() if w in corpus.NAMES)
+        second = next(w for w in story.split() if w in corpus.NAMES and w != first)
+        where = mentions(tokenizer, ids, second)
+        if not where:  # cut off by max_positions
+            continue
+        masked = torch.tensor([ids])
+        masked[0, where] = tokenizer.mask_token_id
+        probs = model(input_ids=masked.to(device)).logits[0, where[0]].float().cpu().softmax(-1)
+        first_id = name_ids[corpus.NAMES.index(first)]
+        share += float(probs[first_id] / probs[name_ids].sum())
+        top = int(probs.argmax())
+        right += top in name_ids and top != first_id
+        probed += 1
+    return {"slot": "B", "stories": probed, "top1_right": right / max(probed, 1), "top1_follows_swap": None,
+            "chance": 1 / len(corpus.NAMES), "embedding_cosine": embedding_cosine(model, tokenizer, corpus.NAMES),
+            "first_person_share": share / max(probed, 1)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -98,8 +130,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = probe(checkpoint, args.num_stories, args.seed)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables.write_csv(out / "copy_probe.csv", rows)
-    print(tables.markdown_table(rows, list(rows[0]), lambda c, v: f"{v:.3f}" if isinstance(v, float) else str(v)))
+    columns = [*rows[0], "first_person_share"]
+    tables.write_csv(out / "copy_probe.csv", rows, columns)
+    print(tables.markdown_table(rows, columns, lambda c, v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)))
     return rows
 
 

@@ -57,7 +57,8 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     steps = [r["step"] for r in rows]
     for key, label in (("valid_rate", "valid"), ("well_formed_rate", "well-formed"), ("broken_A", "person differs"),
-                       ("broken_C", "colour differs"), ("broken_O", "object differs"),
+                       ("broken_B", "second person is the first"), ("broken_C", "colour differs"), ("broken_O", "object differs"),
+                       ("broken_P", "place differs"),
                        ("ancestral_valid_rate", "valid, own distribution"), ("ancestral_well_formed_rate", "well-formed, own distribution")):
         if all(key in r for r in rows):
             ax.plot(steps, [r[key] for r in rows], marker="o", label=label, linestyle="--" if key.startswith("ancestral") else "-")
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = measure(run, args)
     tables.write_csv(run / "learning_curve.csv", rows)
     plot(run / "learning_curve.png", rows, f"{args.objective}, seed {args.seed}: built-in stories over training")
-    columns = ["step", "valid_rate", "well_formed_rate", "opening_distance", "broken_A", "broken_C", "broken_O", "nfe",
-               "ancestral_valid_rate", "ancestral_well_formed_rate"]
+    columns = ["step", "valid_rate", "well_formed_rate", "opening_distance", "broken_A", "broken_B", "broken_C", "broken_O",
+               "broken_P", "nfe", "ancestral_valid_rate", "ancestral_well_formed_rate"]
     print(tables.markdown_table(rows, [c for c in columns if all(c in r for r in rows)],
                                 lambda c, v: f"{v:.3f}" if isinstance(v, float) else str(v)))
     return rows

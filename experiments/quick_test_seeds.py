@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             row["valid_over_sample_seeds"] = " ".join(f"{rate:.3f}" for rate in rates)
             row["valid_mean_over_sample_seeds"] = sum(rates) / len(rates)
     columns = ["seed", "train_seconds", "eval_loss", "eval_elbo", "valid_rate", "well_formed_rate", "shape_distance", "opening_distance", "broken_A",
-               "broken_B", "broken_C", "broken_O", "nfe", "ancestral_valid_rate", "ancestral_well_formed_rate", "ancestral_shape_distance",
+               "broken_B", "broken_C", "broken_O", "broken_P", "nfe", "ancestral_valid_rate", "ancestral_well_formed_rate", "ancestral_shape_distance",
                "ancestral_opening_distance"] + (["valid_over_sample_seeds", "valid_mean_over_sample_seeds"] if args.sample_seeds else [])
     tables.write_csv(out / "quick_test_seeds.csv", [{c: row.get(c) for c in columns} for row in rows], columns)
     print(tables.markdown_table(rows, columns, lambda c, v: f"{v:.3f}" if isinstance(v, float) else str(v)))

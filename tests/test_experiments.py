@@ -43,9 +43,10 @@ def test_copy_probe_scores_the_last_mention_of_each_slot(tiny_checkpoint):
 
     checkpoint = models.load_checkpoint(tiny_checkpoint)
     rows = copy_probe.probe(checkpoint, 40, seed=0)
-    assert [r["slot"] for r in rows] == ["A", "C", "O"]
+    assert [r["slot"] for r in rows] == ["A", "C", "O", "B"]
     assert rows[0]["chance"] == 1 / len(corpus.NAMES) and rows[1]["chance"] == 1 / len(corpus.COLOURS)
-    for row in rows:
+    assert 10 < rows[3]["stories"] <= 40 and 0 <= rows[3]["first_person_share"] <= 1 and rows[3]["top1_follows_swap"] is None
+    for row in rows[:3]:
         assert row["stories"] > 10 and 0 <= row["top1_right"] <= 1 and 0 <= row["top1_follows_swap"] <= 1
         assert -1 <= row["embedding_cosine"] <= 1
     story = "the day tom found a red ball in the park . then tom gave the red ball to anna ."
@@ -54,6 +55,35 @@ def test_copy_probe_scores_the_last_mention_of_each_slot(tiny_checkpoint):
     assert len(where) == 2
     swapped = copy_probe.swapped(checkpoint.tokenizer, ids, where[:1], "ben")
     assert checkpoint.tokenizer.decode(swapped, skip_special_tokens=True).split()[:3] == ["the", "day", "ben"]
+
+
+def test_second_person_probe_is_chance_for_a_blind_model_and_one_for_a_model_that_repeats_the_first(tiny_checkpoint):
+    from experiments import copy_probe
+
+    checkpoint = models.load_checkpoint(tiny_checkpoint)
+    tokenizer, vocab = checkpoint.tokenizer, len(checkpoint.tokenizer)
+    name_ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1] for w in corpus.NAMES]
+    stories = corpus.generate_corpus(30, seed=2)
+
+    class Fake(torch.nn.Module):  # logits for every position: 0 everywhere, or +20 on the first name in the input
+        def __init__(self, repeat_first):
+            super().__init__()
+            self.repeat_first, self.embedding = repeat_first, checkpoint.model.get_input_embeddings()
+
+        def get_input_embeddings(self):
+            return self.embedding
+
+        def forward(self, input_ids):
+            logits = torch.zeros(*input_ids.shape, vocab)
+            if self.repeat_first:
+                first = next(int(t) for t in input_ids[0] if int(t) in name_ids)
+                logits[..., first] = 20.0
+            return type("Output", (), {"logits": logits})
+
+    blind = copy_probe.second_person(Fake(False), tokenizer, stories, 64)
+    assert blind["stories"] == 30 and blind["first_person_share"] == pytest.approx(1 / len(corpus.NAMES))
+    repeating = copy_probe.second_person(Fake(True), tokenizer, stories, 64)
+    assert repeating["first_person_share"] > 0.99 and repeating["top1_right"] == 0
 
 
 def test_embedding_cosine_is_one_for_collapsed_words_and_low_for_distinct_ones(tiny_checkpoint):
