@@ -223,6 +223,13 @@ def ar_directory(args) -> Path:
             f"-s{args.max_steps}-w{args.warmup_steps}-lr{lr:g}-seed{args.seed}")
 
 
+def held_out_texts(tokenizer, test_file: Path, max_length: int, count: int) -> list[str]:
+    """The first `count` held-out blocks as text: what the samples are compared with."""
+    text = documents.read_documents(str(test_file), line_by_line=False)
+    blocks = evaluation.evaluation_rows(tokenizer, text, max_length, False)[:count].tolist()
+    return [tokenizer.decode(block, skip_special_tokens=True) for block in blocks]
+
+
 def measure(args, out: Path, test_file: Path) -> dict:
     diff_dir, ar_dir = out / "diffusion" / "final-model", ar_directory(args) / "final-model"
     checkpoint = models.load_checkpoint(str(diff_dir))
@@ -252,9 +259,7 @@ def measure(args, out: Path, test_file: Path) -> dict:
            **measure_sampler(args, diffusion_run(args, checkpoint, "threshold", None, str(ar_dir), weight), judge)}
           for weight in args.guide_weights),
     ]
-    text = documents.read_documents(str(test_file), line_by_line=False)
-    blocks = evaluation.evaluation_rows(tokenizer, text, args.max_length, False)[: args.num_samples].tolist()
-    held_out = [tokenizer.decode(block, skip_special_tokens=True) for block in blocks]
+    held_out = held_out_texts(tokenizer, test_file, args.max_length, args.num_samples)
     rows.append({"model": "held-out text", **text_metrics.sample_metrics(held_out, judge)})
     parameters = {"diffusion": sum(p.numel() for p in model.parameters()), "ar": sum(p.numel() for p in ar.parameters())}
     return {"bound_tokens": bound["tokens"], "same_tokens": bound.get("same_tokens"), "parameters": parameters, "rows": rows}

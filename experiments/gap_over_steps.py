@@ -15,6 +15,12 @@ as many held-out blocks. Writes gap_over_steps.csv and gap_over_steps.png (the r
 corpus) into --output-dir, and prints the table. The table holds the cells asked for and every cell an earlier
 command measured under --output-dir with the same --seed and --num-samples, so cells measured one at a time (a
 5000-step pair in the background, say) end up in one table and one plot.
+
+A GPT-2 trained for many epochs of a small text overfits it: its held-out perplexity rises, and as the cell's
+judge it scores held-out text as badly. So each cell is also set against the corpus's best GPT-2 (the cell whose
+GPT-2 has the lowest held-out perplexity, the early-stopped baseline among the lengths measured): the bound over
+its perplexity (`ratio_to_best_ar_*`, dashed in the plot) and every cell's samples and held-out text judged by it
+(`*_judge_ppl_best_ar`).
 """
 
 import json
@@ -24,10 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cli
+import likelihood
+import models
 import real_corpora
 import tables
+import tokenization
 import training_runs
 from cli import UsageError
+from experiments import benchmark
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +149,42 @@ def gap_row(dataset: str, steps: int, result: dict) -> dict:
     }
 
 
+def best_ar(results: dict, dataset: str) -> int:
+    """The step count of the corpus's cell whose GPT-2 has the lowest held-out perplexity."""
+    return min((n for d, n in results if d == dataset), key=lambda n: results[dataset, n]["rows"][2]["ppl"])
+
+
+def ar_folder(args, dataset: str, result: dict) -> Path:
+    fields = benchmark.BenchmarkArguments.__dataclass_fields__
+    saved = {key: value for key, value in result["arguments"].items() if key in fields}
+    return benchmark.ar_directory(benchmark.BenchmarkArguments(**{**saved, "output_root": args.output_dir})) / "final-model"
+
+
+def fixed_judge_row(args, dataset: str, steps: int, result: dict, judge_steps: int, judge) -> dict:
+    """The cell against the corpus's best GPT-2: its bound over that GPT-2's perplexity, and the samples judged by it
+    (a GPT-2 trained past its best judges held-out text as badly as it predicts it, so its own cell's judge can mislead)."""
+    folder = Path(args.output_dir) / dataset / f"{steps}-steps"
+    threshold, ar = result["rows"][0], result["rows"][2]
+    tokenizer = tokenization.load_tokenizer(str(folder / "diffusion" / "final-model"))
+    _, test_file = real_corpora.split_files(dataset, args.data_dir, folder)
+    held_out = benchmark.held_out_texts(tokenizer, test_file, result["arguments"]["max_length"], args.num_samples)
+    model, judge_tokenizer, best_ppl = judge
+    return {
+        "best_ar_steps": judge_steps,
+        "best_ar_ppl": best_ppl,
+        "ratio_to_best_ar_ppl": threshold["ppl"] / best_ppl,
+        "ratio_to_best_ar_bits": threshold["nats_per_token"] / math.log(best_ppl),  # the same ratio in bits or nats
+        "diffusion_judge_ppl_best_ar": likelihood.judge_perplexity(model, judge_tokenizer, threshold["samples"]).ppl,
+        "ar_judge_ppl_best_ar": likelihood.judge_perplexity(model, judge_tokenizer, ar["samples"]).ppl,
+        "held_out_judge_ppl_best_ar": likelihood.judge_perplexity(model, judge_tokenizer, held_out).ppl,
+    }
+
+
 COLUMNS = [
     "dataset", "steps", "unit", "bound_ppl", "ar_ppl", "ratio_ppl", "bound_bits", "ar_bits", "ratio_bits", "ar_nats",
     "reference_ar_nats", "diffusion_judge_ppl", "ar_judge_ppl", "held_out_judge_ppl", "diffusion_entropy", "ar_entropy",
-    "held_out_entropy", "diffusion_train_s", "ar_train_s",
+    "held_out_entropy", "best_ar_steps", "best_ar_ppl", "ratio_to_best_ar_ppl", "ratio_to_best_ar_bits",
+    "diffusion_judge_ppl_best_ar", "ar_judge_ppl_best_ar", "held_out_judge_ppl_best_ar", "diffusion_train_s", "ar_train_s",
 ]
 
 
@@ -159,10 +201,14 @@ def plot(rows: list[dict], path: Path) -> None:
 
     steps = sorted({row["steps"] for row in rows})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, title in ((axes[0], "ratio_ppl", "in perplexity"), (axes[1], "ratio_bits", "in bits per token / char")):
+    panels = ((axes[0], "ratio_ppl", "ratio_to_best_ar_ppl", "in perplexity"),
+              (axes[1], "ratio_bits", "ratio_to_best_ar_bits", "in bits per token / char"))
+    for ax, key, best_key, title in panels:
         for dataset in dict.fromkeys(row["dataset"] for row in rows):
             points = [(row["steps"], row[key]) for row in rows if row["dataset"] == dataset]
-            ax.plot(*zip(*points), marker="o", label=dataset)
+            (line,) = ax.plot(*zip(*points), marker="o", label=f"{dataset}: GPT-2 of the same steps")
+            points = [(row["steps"], row[best_key]) for row in rows if row["dataset"] == dataset]
+            ax.plot(*zip(*points), marker="x", linestyle="--", color=line.get_color(), label=f"{dataset}: its best GPT-2")
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
         ax.set(title=f"Diffusion bound / GPT-2, {title}", xlabel="training steps (both models)", ylabel="bound / AR", xscale="log")
         ax.set_xticks(steps, [str(n) for n in steps], minor=False)
@@ -186,7 +232,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if recorded not in results:
             results[recorded] = measured(args, *recorded)
     order = list(real_corpora.DATASETS)
-    rows = [gap_row(dataset, n, results[dataset, n]) for dataset, n in sorted(results, key=lambda c: (order.index(c[0]), c[1]))]
+    rows = []
+    for dataset in sorted({d for d, _ in results}, key=order.index):
+        judge_steps = best_ar(results, dataset)
+        model, tokenizer = models.load_causal_lm(str(ar_folder(args, dataset, results[dataset, judge_steps])))
+        judge = (model.eval(), tokenizer, results[dataset, judge_steps]["rows"][2]["ppl"])
+        for n in sorted(n for d, n in results if d == dataset):
+            rows.append({**gap_row(dataset, n, results[dataset, n]),
+                         **fixed_judge_row(args, dataset, n, results[dataset, n], judge_steps, judge)})
     out = Path(args.output_dir)
     tables.write_csv(out / "gap_over_steps.csv", rows, COLUMNS)
     plot(rows, out / "gap_over_steps.png")

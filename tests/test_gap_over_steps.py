@@ -60,6 +60,16 @@ def test_the_table_has_one_row_per_dataset_and_steps_with_the_ratio_of_the_two_p
         assert value["bound_bits"] == pytest.approx(math.log2(value["bound_ppl"]))
         assert value["ratio_bits"] == pytest.approx(value["bound_bits"] / value["ar_bits"])
         assert float(row["held_out_judge_ppl"]) > 1 and float(row["diffusion_entropy"]) > 0
+    # against the corpus's best GPT-2 (lowest held-out perplexity of any length), which also judges every cell
+    best = min(saved, key=lambda row: float(row["ar_ppl"]))
+    for row in saved:
+        assert row["best_ar_steps"] == best["steps"] and float(row["best_ar_ppl"]) == pytest.approx(float(best["ar_ppl"]))
+        assert float(row["ratio_to_best_ar_ppl"]) == pytest.approx(float(row["bound_ppl"]) / float(best["ar_ppl"]))
+        assert float(row["ratio_to_best_ar_ppl"]) >= float(row["ratio_ppl"]) - 1e-9
+        assert float(row["ratio_to_best_ar_bits"]) == pytest.approx(float(row["bound_bits"]) / float(best["ar_bits"]))
+        assert float(row["held_out_judge_ppl_best_ar"]) == pytest.approx(float(best["held_out_judge_ppl"]), rel=1e-4)
+    for key in ("diffusion", "ar", "held_out"):  # the best cell's own judge is the best GPT-2: the same figures
+        assert float(best[f"{key}_judge_ppl_best_ar"]) == pytest.approx(float(best[f"{key}_judge_ppl"]), rel=1e-4)
     cell = out / "shakespeare-char" / "1-steps"
     tokenizer = tokenization.load_tokenizer(str(cell / "diffusion" / "final-model"))
     assert all(len(token) == 1 for token in tokenizer.get_vocab() if token not in tokenization.SPECIAL_TOKENS)  # characters
