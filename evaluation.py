@@ -22,6 +22,12 @@ def evaluation_rows(tokenizer, docs: list[str], max_length: int, line_by_line: b
     return likelihood.as_rows(tokenization.tokenize_documents(tokenizer, docs, max_length, line_by_line, "tokenize evaluation text"))
 
 
+def held_out_texts(tokenizer, text_file, max_length: int, count: int) -> list[str]:
+    """The first `count` packed blocks of a held-out text file, decoded: what a model's samples are compared with."""
+    docs = documents.read_documents(str(text_file), line_by_line=False)
+    return [tokenizer.decode(block, skip_special_tokens=True) for block in evaluation_rows(tokenizer, docs, max_length, False)[:count].tolist()]
+
+
 def report(
     checkpoint: Checkpoint,
     ar=None,

@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 
 import cli
-import documents
 import evaluation
 import models
 import real_corpora
 import sampling
 import tables
 import text_metrics
+import training_runs
 from cli import UsageError
 
 logger = logging.getLogger(__name__)
@@ -217,17 +217,7 @@ def ar_run(args, model, tokenizer):
 
 def ar_directory(args) -> Path:
     """GPT-2's run folder: shared by every recipe --name with the same AR settings, so it is trained once."""
-    lr = args.ar_learning_rate or args.learning_rate
-    return (Path(args.output_root) / args.dataset /
-            f"ar-{args.tokenizer_type}-{args.model_size}-L{args.max_length}-v{args.vocab_size}-b{args.batch_size}"
-            f"-s{args.max_steps}-w{args.warmup_steps}-lr{lr:g}-seed{args.seed}")
-
-
-def held_out_texts(tokenizer, test_file: Path, max_length: int, count: int) -> list[str]:
-    """The first `count` held-out blocks as text: what the samples are compared with."""
-    text = documents.read_documents(str(test_file), line_by_line=False)
-    blocks = evaluation.evaluation_rows(tokenizer, text, max_length, False)[:count].tolist()
-    return [tokenizer.decode(block, skip_special_tokens=True) for block in blocks]
+    return training_runs.ar_run_folder(args.output_root, asdict(args))
 
 
 def measure(args, out: Path, test_file: Path) -> dict:
@@ -259,7 +249,7 @@ def measure(args, out: Path, test_file: Path) -> dict:
            **measure_sampler(args, diffusion_run(args, checkpoint, "threshold", None, str(ar_dir), weight), judge)}
           for weight in args.guide_weights),
     ]
-    held_out = held_out_texts(tokenizer, test_file, args.max_length, args.num_samples)
+    held_out = evaluation.held_out_texts(tokenizer, test_file, args.max_length, args.num_samples)
     rows.append({"model": "held-out text", **text_metrics.sample_metrics(held_out, judge)})
     parameters = {"diffusion": sum(p.numel() for p in model.parameters()), "ar": sum(p.numel() for p in ar.parameters())}
     return {"bound_tokens": bound["tokens"], "same_tokens": bound.get("same_tokens"), "parameters": parameters, "rows": rows}

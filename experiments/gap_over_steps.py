@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cli
+import evaluation
 import likelihood
 import models
 import real_corpora
@@ -37,7 +38,6 @@ import tables
 import tokenization
 import training_runs
 from cli import UsageError
-from experiments import benchmark
 
 logger = logging.getLogger(__name__)
 
@@ -154,12 +154,6 @@ def best_ar(results: dict, dataset: str) -> int:
     return min((n for d, n in results if d == dataset), key=lambda n: results[dataset, n]["rows"][2]["ppl"])
 
 
-def ar_folder(args, dataset: str, result: dict) -> Path:
-    fields = benchmark.BenchmarkArguments.__dataclass_fields__
-    saved = {key: value for key, value in result["arguments"].items() if key in fields}
-    return benchmark.ar_directory(benchmark.BenchmarkArguments(**{**saved, "output_root": args.output_dir})) / "final-model"
-
-
 def fixed_judge_row(args, dataset: str, steps: int, result: dict, judge_steps: int, judge) -> dict:
     """The cell against the corpus's best GPT-2: its bound over that GPT-2's perplexity, and the samples judged by it
     (a GPT-2 trained past its best judges held-out text as badly as it predicts it, so its own cell's judge can mislead)."""
@@ -167,7 +161,7 @@ def fixed_judge_row(args, dataset: str, steps: int, result: dict, judge_steps: i
     threshold, ar = result["rows"][0], result["rows"][2]
     tokenizer = tokenization.load_tokenizer(str(folder / "diffusion" / "final-model"))
     _, test_file = real_corpora.split_files(dataset, args.data_dir, folder)
-    held_out = benchmark.held_out_texts(tokenizer, test_file, result["arguments"]["max_length"], args.num_samples)
+    held_out = evaluation.held_out_texts(tokenizer, test_file, result["arguments"]["max_length"], args.num_samples)
     model, judge_tokenizer, best_ppl = judge
     return {
         "best_ar_steps": judge_steps,
@@ -235,7 +229,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for dataset in sorted({d for d, _ in results}, key=order.index):
         judge_steps = best_ar(results, dataset)
-        model, tokenizer = models.load_causal_lm(str(ar_folder(args, dataset, results[dataset, judge_steps])))
+        model, tokenizer = models.load_causal_lm(str(training_runs.ar_run_folder(args.output_dir, results[dataset, judge_steps]["arguments"]) / "final-model"))
         judge = (model.eval(), tokenizer, results[dataset, judge_steps]["rows"][2]["ppl"])
         for n in sorted(n for d, n in results if d == dataset):
             rows.append({**gap_row(dataset, n, results[dataset, n]),
