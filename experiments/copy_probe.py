@@ -45,11 +45,16 @@ class ProbeArguments:
     output_dir: str = field(default="results/experiments/copy_probe", metadata={"help": "Where copy_probe.csv is written."})
 
 
+def word_token(tokenizer, word: str) -> int:
+    """The token of `word` inside a sentence (one token in the built-in tokenizers)."""
+    return tokenizer(" " + word, add_special_tokens=False)["input_ids"][-1]
+
+
 def embedding_cosine(model, tokenizer, words) -> float:
     """Mean cosine similarity between the input embeddings of `words` (centred on the vocabulary's mean): near 1
     when the model has collapsed them into one vector and cannot tell them apart, near 0 for random vectors."""
     table = model.get_input_embeddings().weight.detach().float()
-    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1] for w in words]
+    ids = [word_token(tokenizer, w) for w in words]
     vectors = torch.nn.functional.normalize(table[ids] - table.mean(0), dim=-1)
     similarity = vectors @ vectors.T
     return float(similarity[~torch.eye(len(ids), dtype=torch.bool)].mean())
@@ -61,7 +66,7 @@ def mentions(tokenizer, ids: list[int], word: str) -> list[int]:
 
 def swapped(tokenizer, ids: list[int], positions: list[int], word: str) -> list[int]:
     """`ids` with the token at each of `positions` replaced by `word`'s (one token in the built-in tokenizers)."""
-    (token,) = tokenizer(" " + word, add_special_tokens=False)["input_ids"][-1:]
+    token = word_token(tokenizer, word)
     return [token if i in positions else t for i, t in enumerate(ids)]
 
 
@@ -84,8 +89,7 @@ def probe(checkpoint: models.Checkpoint, num_stories: int, seed: int) -> list[di
             pair = torch.tensor([ids, swapped(tokenizer, ids, where[:-1], other)])
             pair[:, target] = tokenizer.mask_token_id
             logits = model(input_ids=pair.to(checkpoint.device)).logits[:, target].float().cpu()
-            right = tokenizer(" " + word, add_special_tokens=False)["input_ids"][-1]
-            swap = tokenizer(" " + other, add_special_tokens=False)["input_ids"][-1]
+            right, swap = word_token(tokenizer, word), word_token(tokenizer, other)
             hits += int(logits[0].argmax()) == right
             follows += int(logits[1].argmax()) == swap
             probed += 1
@@ -99,7 +103,7 @@ def probe(checkpoint: models.Checkpoint, num_stories: int, seed: int) -> list[di
 @torch.no_grad()
 def second_person(model, tokenizer, stories: list[str], max_positions: int, device="cpu") -> dict:
     """The B row: every mention of the second person masked; how much of the names' probability goes to the first."""
-    name_ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1] for w in corpus.NAMES]
+    name_ids = [word_token(tokenizer, w) for w in corpus.NAMES]
     share = right = probed = 0
     for story in stories:
         ids = tokenizer(story)["input_ids"][:max_positions]

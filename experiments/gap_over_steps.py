@@ -88,14 +88,18 @@ def benchmark_argv(args, dataset: str, steps: int) -> list[str]:
     return argv + (["--threads", str(args.threads)] if args.threads else [])
 
 
+def measured_with_these_settings(args, dataset: str, steps: int, saved: dict) -> bool:
+    wanted = {"dataset": dataset, "max_steps": steps, "num_samples": args.num_samples, "seed": args.seed}
+    return all(saved["arguments"].get(key) == value for key, value in wanted.items())
+
+
 def measured(args, dataset: str, steps: int) -> dict:
     """The cell's benchmark.json, read back when it was measured with these settings, else measured now."""
     folder = Path(args.output_dir) / dataset / f"{steps}-steps"
     path = folder / "benchmark.json"
-    wanted = {"dataset": dataset, "max_steps": steps, "num_samples": args.num_samples, "seed": args.seed}
     if path.is_file() and not args.remeasure:
         saved = json.loads(path.read_text())
-        if all(saved["arguments"].get(key) == value for key, value in wanted.items()):
+        if measured_with_these_settings(args, dataset, steps, saved):
             logger.info("reusing %s", path)
             return saved
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,9 +118,7 @@ def recorded_cells(args) -> list[tuple[str, int]]:
         dataset, steps = path.parent.parent.name, path.parent.name.removesuffix("-steps")
         if dataset not in real_corpora.DATASETS or not steps.isdigit():
             continue
-        saved = json.loads(path.read_text())["arguments"]
-        wanted = {"dataset": dataset, "max_steps": int(steps), "num_samples": args.num_samples, "seed": args.seed}
-        if all(saved.get(key) == value for key, value in wanted.items()):
+        if measured_with_these_settings(args, dataset, int(steps), json.loads(path.read_text())):
             cells.append((dataset, int(steps)))
     return cells
 
