@@ -54,7 +54,7 @@ SCHEDULES = {
     "linear": _linear, "cosine": _cosine, "exponential": _exponential, "logarithmic": _logarithmic, "log-linear": _linear,
     "geometric": _geometric,
 }
-STRATEGIES = ("remask", "random", "confidence", "threshold", "entropy-bounded", "remdm")
+STRATEGIES = ("remask", "random", "confidence", "threshold", "entropy-bounded", "remdm", "adaptive")
 # How certain a proposal is, for the strategies that reveal the most certain positions first (confidence,
 # threshold, entropy-bounded's order): all in [0, 1], 1 = certain.
 CONFIDENCE_MEASURES = ("prob", "margin", "entropy")
@@ -410,7 +410,7 @@ def sample(
         for step in range(1, block_steps + 1):
             masked = ids == mask_token_id
             block_masked = masked & block
-            if config.strategy in ("threshold", "entropy-bounded") and not block_masked.any():
+            if config.strategy in ("threshold", "entropy-bounded", "adaptive") and not block_masked.any():
                 break
             rows, passes = step_logits(model, head, ids, attention_mask, block_masked, prompt, mask_token_id, config.cfg_scale)
             nfe += passes
@@ -482,6 +482,17 @@ def sample(
                     reveal = open_ & (score >= config.threshold)
                     best = _reveal_top(score, first, torch.ones_like(span))
                     reveal |= best
+                elif config.strategy == "adaptive":
+                    # Every position at least `threshold` sure (the text's structure, in few passes), then as many
+                    # randomly chosen others as the schedule still asks for, at least one: the uncertain positions
+                    # are drawn in random order, as the model's own distribution would, not most-certain first.
+                    reveal = open_ & (score >= config.threshold)
+                    count = (block_masked.sum(-1) - keep_masked - reveal.sum(-1)).clamp_min(0)
+                    count = count.maximum((~reveal.any(-1)).long())
+                    pool = open_ & ~reveal
+                    reveal |= _reveal_top(_uniform(ids.shape, generator, device), pool, count)
+                    stuck = block_masked.any(-1) & ~reveal.any(-1)
+                    reveal |= _reveal_top(_uniform(ids.shape, generator, device), first, torch.ones_like(span)) & stuck.unsqueeze(-1)
                 elif config.strategy == "entropy-bounded":
                     count = entropy_bounded_count(spread, score, open_, config.entropy_budget)
                     reveal = _reveal_top(score, open_, count)

@@ -22,9 +22,10 @@ def ar_run_folder(output_root, settings: dict) -> Path:
     benchmark.json): named by everything that shapes its training, so every diffusion recipe with the same AR
     settings shares it."""
     lr = settings.get("ar_learning_rate") or settings["learning_rate"]
+    steps = settings.get("ar_steps") or settings["max_steps"]
     return (Path(output_root) / settings["dataset"] /
             f"ar-{settings['tokenizer_type']}-{settings['model_size']}-L{settings['max_length']}-v{settings['vocab_size']}"
-            f"-b{settings['batch_size']}-s{settings['max_steps']}-w{settings['warmup_steps']}-lr{lr:g}-seed{settings['seed']}")
+            f"-b{settings['batch_size']}-s{steps}-w{settings['warmup_steps']}-lr{lr:g}-seed{settings['seed']}")
 
 
 def train_and_measure(flags: list[str], directory: Path, threads: int | None = None, num_samples: int = 0, resample: bool = False) -> dict:

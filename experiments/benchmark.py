@@ -71,6 +71,10 @@ class BenchmarkArguments:
     vocab_size: int = field(default=4000, metadata={"help": "Largest vocabulary of the shared tokenizer."})
     batch_size: int | None = field(default=None, metadata={"help": "Training batch (both models). " + real_corpora.default_help("batch_size")})
     max_steps: int | None = field(default=None, metadata={"help": "Training steps (both models). " + real_corpora.default_help("max_steps")})
+    ar_steps: int | None = field(
+        default=None, metadata={"help": "GPT-2's training steps, when they differ from the diffusion model's --max-steps: a GPT-2 "
+                                "that overfits a small text trained shorter, the early-stopped baseline (RESULTS.md, 'BPE over training length')."}
+    )
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the diffusion model."})
     ar_learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of GPT-2. Default: --learning-rate."})
     warmup_steps: int | None = field(
@@ -88,8 +92,9 @@ class BenchmarkArguments:
                                         "GPT-2's row). Default: a quarter of the tokens."}
     )
     fixed_strategy: str = field(
-        default="random", metadata={"choices": ("random", "confidence", "remdm", "entropy-bounded", "remask"),
-                                    "help": "Strategy of the fixed-step rows (generate.py --strategy)."}
+        default="adaptive", metadata={"choices": ("adaptive", "random", "confidence", "remdm", "entropy-bounded", "remask"),
+                                      "help": "Strategy of the fixed-step rows (generate.py --strategy; adaptive is its default "
+                                      "for a model of running text)."}
     )
     num_t_samples: int = field(default=8, metadata={"help": "Times t per held-out block in the ELBO bound."})
     num_samples: int = field(default=16, metadata={"help": "Samples per model for the sample metrics (one batch)."})
@@ -141,14 +146,15 @@ def train(args, objective: str, train_file: Path, test_file: Path, directory: Pa
         logger.info("reusing %s", directory / "final-model")
         return float("nan")
     lr = args.learning_rate if objective == "diffusion" else (args.ar_learning_rate or args.learning_rate)
+    steps = args.max_steps if objective == "diffusion" else (args.ar_steps or args.max_steps)
     command = [
         sys.executable, "train.py", "--objective", objective, "--from-scratch", "--model-size", args.model_size,
         "--train-file", str(train_file), "--validation-file", str(test_file),
         "--tokenizer-type", args.tokenizer_type, "--max-length", str(args.max_length), "--vocab-size", str(args.vocab_size),
         "--dropout", "0",
-        "--batch-size", str(args.batch_size), "--max-steps", str(args.max_steps), "--learning-rate", str(lr),
+        "--batch-size", str(args.batch_size), "--max-steps", str(steps), "--learning-rate", str(lr),
         "--warmup-steps", str(args.warmup_steps), "--lr-scheduler-type", "cosine", "--seed", str(args.seed),
-        "--eval-steps", str(10 * args.max_steps), "--save-steps", str(10 * args.max_steps),
+        "--eval-steps", str(10 * steps), "--save-steps", str(10 * steps),
         "--output-dir", str(directory), "--overwrite-output-dir",
     ]
     if objective == "diffusion":
@@ -285,6 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
     cli.log_to_stderr()
     if args.max_steps < 1 or args.num_samples < 1 or args.latency_repeats < 1:
         raise UsageError("--max-steps, --num-samples and --latency-repeats must be at least 1")
+    if args.ar_steps is not None and args.ar_steps < 1:
+        raise UsageError(f"--ar-steps {args.ar_steps} must be at least 1 (or left out: GPT-2 trains for --max-steps)")
     if args.block_size is not None and not (1 <= args.block_size <= args.max_length and args.max_length % args.block_size == 0):
         raise UsageError(f"--block-size {args.block_size} must be between 1 and --max-length {args.max_length} and divide it")
     if any(steps < 1 for steps in args.fixed_steps):
@@ -310,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     result.update(arguments=asdict(args), train_seconds=seconds, summary=summary(result["rows"]))
     (out / "benchmark.json").write_text(json.dumps(result, indent=2))
     tables.write_csv(out / "benchmark.csv", [{c: row.get(c) for c in COLUMNS} for row in result["rows"]], COLUMNS)
-    print(f"{args.dataset} / {args.name}: {args.model_size}, {args.tokenizer_type}, {args.max_steps} steps x {args.batch_size} x {args.max_length} tokens, "
+    print(f"{args.dataset} / {args.name}: {args.model_size}, {args.tokenizer_type}, {args.max_steps} steps (GPT-2: {args.ar_steps or args.max_steps}) x {args.batch_size} x {args.max_length} tokens, "
           f"lr {args.learning_rate}, {args.architecture}, {args.loss_weighting} weighting, {args.mask_rates} rates, "
           f"{'blocks of ' + str(args.block_size) if args.block_size else 'no blocks'}; "
           f"{result['bound_tokens']} held-out tokens (same tokens for both: {result['same_tokens']}); "

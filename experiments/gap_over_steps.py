@@ -60,6 +60,10 @@ class GapArguments:
         default=False, metadata={"help": "Train each cell's two models at the same time (benchmark --parallel-training)."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of every run."})
+    ar_max_steps: int | None = field(
+        default=None, metadata={"help": "GPT-2 trains for at most this many steps: a longer cell sets its diffusion model against "
+                                "this shorter GPT-2 (benchmark --ar-steps), the early-stopped baseline, and skips training one that overfits."}
+    )
 
 
 def parse_list(flag: str, text: str, allowed=None) -> list[str]:
@@ -85,11 +89,18 @@ def benchmark_argv(args, dataset: str, steps: int) -> list[str]:
             "--data-dir", str(Path(args.data_dir).resolve()), "--output-root", str(Path(args.output_dir).resolve()),
             "--num-samples", str(args.num_samples), "--latency-repeats", "1", "--seed", str(args.seed)]
     argv += ["--parallel-training"] if args.parallel_training else []
+    argv += ["--ar-steps", str(ar_steps(args, steps))] if ar_steps(args, steps) else []
     return argv + (["--threads", str(args.threads)] if args.threads else [])
 
 
+def ar_steps(args, steps: int) -> int | None:
+    """GPT-2's steps in a cell of `steps`, when --ar-max-steps shortens them (None: the cell's own)."""
+    return args.ar_max_steps if args.ar_max_steps and steps > args.ar_max_steps else None
+
+
 def measured_with_these_settings(args, dataset: str, steps: int, saved: dict) -> bool:
-    wanted = {"dataset": dataset, "max_steps": steps, "num_samples": args.num_samples, "seed": args.seed}
+    wanted = {"dataset": dataset, "max_steps": steps, "num_samples": args.num_samples, "seed": args.seed,
+              "ar_steps": ar_steps(args, steps)}
     return all(saved["arguments"].get(key) == value for key, value in wanted.items())
 
 
@@ -126,11 +137,12 @@ def recorded_cells(args) -> list[tuple[str, int]]:
 def gap_row(dataset: str, steps: int, result: dict) -> dict:
     """One cell of the table from a benchmark.json."""
     rows = result["rows"]  # threshold sampler, fixed-step sampler, GPT-2, (more samplers,) held-out text
-    threshold, ar, held_out = rows[0], rows[2], rows[-1]
+    threshold, fixed, ar, held_out = rows[0], rows[1], rows[2], rows[-1]
     bound_bits, ar_bits = threshold["nats_per_token"] / math.log(2), ar["nats_per_token"] / math.log(2)
     return {
         "dataset": dataset,
         "steps": steps,
+        "ar_steps": result["arguments"].get("ar_steps") or steps,
         "unit": "char" if result["arguments"]["tokenizer_type"] == "char" else "token",
         "bound_ppl": threshold["ppl"],
         "ar_ppl": ar["ppl"],
@@ -146,6 +158,9 @@ def gap_row(dataset: str, steps: int, result: dict) -> dict:
         "diffusion_entropy": threshold["entropy"],
         "ar_entropy": ar["entropy"],
         "held_out_entropy": held_out["entropy"],
+        "fixed_sampler": fixed["model"],  # diffusion at a quarter of a pass per token (adaptive: generate.py's default here)
+        "fixed_judge_ppl": fixed["gen_ppl"],
+        "fixed_entropy": fixed["entropy"],
         "diffusion_train_s": result["train_seconds"]["diffusion"],  # NaN where an earlier run's checkpoint was reused
         "ar_train_s": result["train_seconds"]["ar"],
     }
@@ -160,7 +175,7 @@ def fixed_judge_row(args, dataset: str, steps: int, result: dict, judge_steps: i
     """The cell against the corpus's best GPT-2: its bound over that GPT-2's perplexity, and the samples judged by it
     (a GPT-2 trained past its best judges held-out text as badly as it predicts it, so its own cell's judge can mislead)."""
     folder = Path(args.output_dir) / dataset / f"{steps}-steps"
-    threshold, ar = result["rows"][0], result["rows"][2]
+    threshold, fixed, ar = result["rows"][0], result["rows"][1], result["rows"][2]
     tokenizer = tokenization.load_tokenizer(str(folder / "diffusion" / "final-model"))
     _, test_file = real_corpora.split_files(dataset, args.data_dir, folder)
     held_out = evaluation.held_out_texts(tokenizer, test_file, result["arguments"]["max_length"], args.num_samples)
@@ -171,16 +186,17 @@ def fixed_judge_row(args, dataset: str, steps: int, result: dict, judge_steps: i
         "ratio_to_best_ar_ppl": threshold["ppl"] / best_ppl,
         "ratio_to_best_ar_bits": threshold["nats_per_token"] / math.log(best_ppl),  # the same ratio in bits or nats
         "diffusion_judge_ppl_best_ar": likelihood.judge_perplexity(model, judge_tokenizer, threshold["samples"]).ppl,
+        "fixed_judge_ppl_best_ar": likelihood.judge_perplexity(model, judge_tokenizer, fixed["samples"]).ppl,
         "ar_judge_ppl_best_ar": likelihood.judge_perplexity(model, judge_tokenizer, ar["samples"]).ppl,
         "held_out_judge_ppl_best_ar": likelihood.judge_perplexity(model, judge_tokenizer, held_out).ppl,
     }
 
 
 COLUMNS = [
-    "dataset", "steps", "unit", "bound_ppl", "ar_ppl", "ratio_ppl", "bound_bits", "ar_bits", "ratio_bits", "ar_nats",
+    "dataset", "steps", "ar_steps", "unit", "bound_ppl", "ar_ppl", "ratio_ppl", "bound_bits", "ar_bits", "ratio_bits", "ar_nats",
     "reference_ar_nats", "diffusion_judge_ppl", "ar_judge_ppl", "held_out_judge_ppl", "diffusion_entropy", "ar_entropy",
-    "held_out_entropy", "best_ar_steps", "best_ar_ppl", "ratio_to_best_ar_ppl", "ratio_to_best_ar_bits",
-    "diffusion_judge_ppl_best_ar", "ar_judge_ppl_best_ar", "held_out_judge_ppl_best_ar", "diffusion_train_s", "ar_train_s",
+    "held_out_entropy", "fixed_sampler", "fixed_judge_ppl", "fixed_entropy", "best_ar_steps", "best_ar_ppl",
+    "ratio_to_best_ar_ppl", "ratio_to_best_ar_bits", "diffusion_judge_ppl_best_ar", "fixed_judge_ppl_best_ar", "ar_judge_ppl_best_ar", "held_out_judge_ppl_best_ar", "diffusion_train_s", "ar_train_s",
 ]
 
 

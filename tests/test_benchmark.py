@@ -157,3 +157,17 @@ def test_a_run_folder_is_only_reused_with_the_settings_it_was_trained_with(tmp_p
     other.retrain = True  # retraining replaces the run, so its settings become the folder's
     benchmark.check_recipe(other, out)
     assert json.loads((out / "recipe.json").read_text())["learning_rate"] == 3e-3
+
+
+def test_ar_steps_train_gpt2_shorter_in_its_own_folder_and_leave_the_diffusion_model_alone(monkeypatch, tmp_path):
+    commands = []
+    monkeypatch.setattr(benchmark.subprocess, "call", lambda command, **kwargs: commands.append(command) or 0)
+    args = benchmark.BenchmarkArguments(dataset="shakespeare", output_root=str(tmp_path), max_steps=50, ar_steps=20)
+    for objective in ("diffusion", "ar"):
+        benchmark.train(args, objective, tmp_path / "train.txt", tmp_path / "test.txt", tmp_path / objective)
+    steps = [command[command.index("--max-steps") + 1] for command in commands]
+    assert steps == ["50", "20"]
+    short = benchmark.BenchmarkArguments(dataset="shakespeare", output_root=str(tmp_path), max_steps=20)
+    assert benchmark.ar_directory(args) == benchmark.ar_directory(short)  # the 20-step cell's GPT-2 is reused
+    with pytest.raises(benchmark.UsageError, match="--ar-steps 0 must be at least 1"):
+        benchmark.main(["--dataset", "shakespeare", "--ar-steps", "0", "--output-root", str(tmp_path)])

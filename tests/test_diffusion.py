@@ -159,11 +159,11 @@ def test_schedule_is_one_at_t1_and_zero_at_t0(schedule):
 
 def test_cli_choices_equal_the_sampler_tables():
     assert typing.get_args(sampling.SCHEDULE_CHOICES) == tuple(diffusion.SCHEDULES)
-    assert typing.get_args(sampling.STRATEGY_CHOICES) == diffusion.STRATEGIES
+    assert typing.get_args(sampling.STRATEGY_CHOICES) == ("auto", *diffusion.STRATEGIES)
     assert typing.get_args(sampling.SAMPLING_CHOICES) == diffusion.SAMPLING_METHODS
     actions = HfArgumentParser(config.SamplingArguments)._option_string_actions
     assert tuple(actions["--schedule"].choices) == tuple(diffusion.SCHEDULES)
-    assert tuple(actions["--strategy"].choices) == diffusion.STRATEGIES
+    assert tuple(actions["--strategy"].choices) == ("auto", *diffusion.STRATEGIES)
     assert tuple(actions["--sampling"].choices) == diffusion.SAMPLING_METHODS
 
 
@@ -438,3 +438,58 @@ def test_geometric_schedule_is_sedds_noise_rescaled_to_its_ends():
     raw = 1 - torch.exp(-(1e-4 ** (1 - t)) * 20.0**t)
     low, high = 1 - math.exp(-1e-4), 1 - math.exp(-20.0)
     assert torch.allclose(diffusion.mask_fraction("geometric", t), (raw - low) / (high - low))
+
+
+class CertainAtFirst(torch.nn.Module):
+    """Logits for every position: +30 on token 5 at the first `certain` positions, flat elsewhere."""
+
+    def __init__(self, certain: int, vocab: int = 20):
+        super().__init__()
+        self.certain, self.vocab = certain, vocab
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # the sampler reads the device off a parameter
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[:, : self.certain, 5] = 30.0
+        return type("Output", (), {"logits": logits})
+
+
+def test_adaptive_reveals_every_certain_position_at_once_then_the_rest_in_random_order_on_schedule():
+    mask, length, certain = 19, 12, 6
+    ids = torch.full((1, length), mask)
+    config = diffusion.SamplerConfig(strategy="adaptive", steps=4, schedule="linear", sparse_logits=False, top_k=50)
+
+    def run(seed):
+        return diffusion.sample(CertainAtFirst(certain), ids, mask, config, [mask], torch.Generator().manual_seed(seed))
+
+    result = run(0)
+    first = result.trajectory[1].revealed[0]
+    assert first.nonzero().flatten().tolist() == list(range(certain))  # all six certain ones, nothing else (schedule: 3)
+    assert result.nfe == 4 and not (result.ids == mask).any()
+    masked_after = [int((step.ids == mask).sum()) for step in result.trajectory]
+    # the linear schedule keeps 9, 6, 3, 0 masked after steps 1-4; the certain ones went early, then one at least per step
+    assert masked_after == [12, 6, 5, 3, 0]
+    # the uncertain positions are taken in random order: another seed reveals another one at step 2
+    second = {tuple(run(seed).trajectory[2].revealed[0].nonzero().flatten().tolist()) for seed in range(6)}
+    assert len(second) > 1
+
+
+def test_auto_strategy_is_threshold_for_line_by_line_models_and_adaptive_for_packed_text():
+    for line_by_line, expected in ((True, "threshold"), (False, "adaptive")):
+        settings = sampling.GenerationSettings()
+        settings.resolve_strategy(line_by_line)
+        assert settings.strategy == expected
+    chosen = sampling.GenerationSettings(strategy="threshold")
+    chosen.resolve_strategy(False)
+    assert chosen.strategy == "threshold"  # a strategy the user names is kept
+    assert sampling.GenerationSettings(strategy="adaptive").resolved_steps == 48 // 4
+    sampling.GenerationSettings(confidence="margin").check()  # auto orders by certainty either way
+    with pytest.raises(sampling.UsageError, match="--remask-eta 0.5 has no meaning with --strategy auto"):
+        sampling.GenerationSettings(remask_eta=0.5).check()
+
+
+def test_generate_resolves_auto_from_the_checkpoint(tiny_checkpoint):
+    checkpoint = models.load_checkpoint(tiny_checkpoint)
+    settings = sampling.GenerationSettings(num_samples=1, max_length=16)
+    sampling.generate(checkpoint, settings, progress=False)
+    assert settings.strategy == ("threshold" if checkpoint.line_by_line else "adaptive")

@@ -98,13 +98,16 @@ def test_the_table_has_one_row_per_dataset_and_steps_with_the_ratio_of_the_two_p
 def test_the_nanogpt_reference_stands_next_to_the_matching_cell_only():
     result = {
         "arguments": {"tokenizer_type": "char"},
-        "rows": [{"ppl": 7.0, "nats_per_token": math.log(7.0), "gen_ppl": 5.0, "entropy": 3.0}, {},
+        "rows": [{"ppl": 7.0, "nats_per_token": math.log(7.0), "gen_ppl": 5.0, "entropy": 3.0},
+                 {"model": "diffusion, adaptive, 16 steps", "gen_ppl": 9.0, "entropy": 3.3},
                  {"ppl": 6.0, "nats_per_token": math.log(6.0), "gen_ppl": 4.0, "entropy": 3.1},
                  {"gen_ppl": 4.5, "entropy": 3.2}],
         "summary": {"bound_over_ar_ppl": 7 / 6, "bound_over_ar_nats": math.log(7) / math.log(6)},
         "train_seconds": {"diffusion": 10.0, "ar": 8.0},
     }
-    assert gap_over_steps.gap_row("shakespeare-char", 2000, result)["reference_ar_nats"] == 1.88
+    row = gap_over_steps.gap_row("shakespeare-char", 2000, result)
+    assert row["reference_ar_nats"] == 1.88 and row["ar_steps"] == 2000  # GPT-2 trained as long as the cell
+    assert (row["fixed_sampler"], row["fixed_judge_ppl"], row["fixed_entropy"]) == ("diffusion, adaptive, 16 steps", 9.0, 3.3)
     assert gap_over_steps.gap_row("shakespeare-char", 1000, result)["reference_ar_nats"] is None
     assert gap_over_steps.gap_row("warandpeace-char", 2000, result)["reference_ar_nats"] is None
 
@@ -142,3 +145,13 @@ def test_a_missing_corpus_is_one_line_and_exit_2_and_help_exits_0(tmp_path, monk
     assert code == 2
     assert err.strip().count("\n") == 0 and "warandpeace/input.txt not found" in err
     assert run("--help")[0] == 0
+
+
+def test_ar_max_steps_shortens_gpt2_only_in_the_longer_cells():
+    args = gap_over_steps.GapArguments(ar_max_steps=2000)
+    assert "--ar-steps" not in gap_over_steps.benchmark_argv(args, "shakespeare", 2000)
+    argv = gap_over_steps.benchmark_argv(args, "shakespeare", 5000)
+    assert argv[argv.index("--ar-steps") + 1] == "2000"
+    saved = {"arguments": {"dataset": "shakespeare", "max_steps": 5000, "num_samples": 64, "seed": 0, "ar_steps": None}}
+    assert not gap_over_steps.measured_with_these_settings(args, "shakespeare", 5000, saved)  # GPT-2 of 5000 steps there
+    assert gap_over_steps.measured_with_these_settings(gap_over_steps.GapArguments(), "shakespeare", 5000, saved)

@@ -123,7 +123,7 @@ BAD_SAMPLING = [
     (["--strategy", "remdm", "--remask-eta", "1.5"], r"--remask-eta 1.5 must be in \[0, 1\]"),
     (["--strategy", "entropy-bounded", "--entropy-budget", "0"], r"--entropy-budget 0.0 must be > 0"),
     (["--strategy", "random", "--confidence", "margin"], r"--confidence margin has no meaning with --strategy random; it applies to"),
-    (["--remask-eta", "0.2"], r"--remask-eta 0.2 has no meaning with --strategy threshold; it applies to --strategy remdm"),
+    (["--remask-eta", "0.2"], r"--remask-eta 0.2 has no meaning with --strategy auto; it applies to --strategy remdm"),
     (["--strategy", "remdm", "--entropy-budget", "2"], r"--entropy-budget 2.0 has no meaning with --strategy remdm"),
     (["--strategy", "remdm", "--remask-schedule", "loop", "--loop-on", "0.1", "--loop-off", "0.2"], r"must satisfy 0 < off < on < 1"),
     (["--strategy", "remdm", "--loop-on", "0.7"], r"--loop-on, --loop-off and --loop-alpha apply to --remask-schedule loop only"),
