@@ -20,7 +20,8 @@ A GPT-2 trained for many epochs of a small text overfits it: its held-out perple
 judge it scores held-out text as badly. So each cell is also set against the corpus's best GPT-2 (the cell whose
 GPT-2 has the lowest held-out perplexity, the early-stopped baseline among the lengths measured): the bound over
 its perplexity (`ratio_to_best_ar_*`, dashed in the plot) and every cell's samples and held-out text judged by it
-(`*_judge_ppl_best_ar`).
+(`*_judge_ppl_best_ar`). With --ar-max-steps N, GPT-2 is trained for at most N steps: a longer cell's diffusion
+model is set against that shorter GPT-2 directly, and no hour goes into a GPT-2 that would overfit.
 """
 
 import json
