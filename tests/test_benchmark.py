@@ -103,7 +103,7 @@ def test_a_tiny_run_reports_both_models_on_the_same_tokens_and_reuses_its_checkp
     assert json.loads((out / "diffusion" / "final-model" / "config.json").read_text())["model_type"] == "modernbert"
     assert result["same_tokens"] is True
     models = [row["model"] for row in result["rows"]]
-    assert models == ["diffusion, threshold 0.9", "diffusion, random, 8 steps", "GPT-2, KV cache", "held-out text"]
+    assert models == ["diffusion, threshold 0.9", "diffusion, adaptive, 8 steps", "GPT-2, KV cache", "held-out text"]
     threshold, fixed, ar, _ = result["rows"]
     assert threshold["ppl"] == fixed["ppl"] > 1 and ar["ppl"] > 1
     assert fixed["batch1_passes"] == 8 and fixed["batch2_passes"] == 8  # L/4 steps
