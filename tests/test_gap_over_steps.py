@@ -68,7 +68,7 @@ def test_the_table_has_one_row_per_dataset_and_steps_with_the_ratio_of_the_two_p
         assert float(row["ratio_to_best_ar_ppl"]) >= float(row["ratio_ppl"]) - 1e-9
         assert float(row["ratio_to_best_ar_bits"]) == pytest.approx(float(row["bound_bits"]) / float(best["ar_bits"]))
         assert float(row["held_out_judge_ppl_best_ar"]) == pytest.approx(float(best["held_out_judge_ppl"]), rel=1e-4)
-    for key in ("diffusion", "ar", "held_out"):  # the best cell's own judge is the best GPT-2: the same figures
+    for key in ("diffusion", "fixed", "ar", "held_out"):  # the best cell's own judge is the best GPT-2: the same figures
         assert float(best[f"{key}_judge_ppl_best_ar"]) == pytest.approx(float(best[f"{key}_judge_ppl"]), rel=1e-4)
     cell = out / "shakespeare-char" / "1-steps"
     tokenizer = tokenization.load_tokenizer(str(cell / "diffusion" / "final-model"))
@@ -77,7 +77,7 @@ def test_the_table_has_one_row_per_dataset_and_steps_with_the_ratio_of_the_two_p
     block = 16 - 1  # a block is <s> and 15 characters; the text is cut into whole blocks
     assert json.loads((cell / "benchmark.json").read_text())["bound_tokens"] == (len(held_out) + 1) // block * block
     assert Image.open(out / "gap_over_steps.png").size == (1210, 440)
-    assert "| shakespeare-char | 1 | char |" in capsys.readouterr().out
+    assert "| shakespeare-char | 1 | 1 | char |" in capsys.readouterr().out  # GPT-2 trained as long as the cell
 
     again = gap_over_steps.main(argv)  # every cell was measured with these settings: read back, nothing run
     assert len(benchmark_runs) == 2
