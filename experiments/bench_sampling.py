@@ -65,7 +65,7 @@ def naive_sample(model, input_ids, mask_id, config: diffusion.SamplerConfig, ban
     nfe = 0
     for step in range(1, config.steps + 1):
         masked = (ids[0] == mask_id).nonzero().flatten().tolist()
-        if config.strategy == "threshold" and not masked:
+        if config.strategy in ("threshold", "adaptive") and not masked:
             break
         logits = model(input_ids=ids).logits[0].float()  # (seq, vocab)
         nfe += 1
@@ -91,6 +91,11 @@ def naive_sample(model, input_ids, mask_id, config: diffusion.SamplerConfig, ban
         elif config.strategy == "random":
             order = torch.randperm(len(masked), generator=generator, device=generator.device).tolist()
             chosen = [masked[i] for i in order[: max(len(masked) - keep, 0)]]
+        elif config.strategy == "adaptive":
+            chosen = [p for p in masked if proposals[p][1] >= config.threshold]
+            rest = [p for p in masked if p not in chosen]
+            order = torch.randperm(len(rest), generator=generator, device=generator.device).tolist()
+            chosen += [rest[i] for i in order[: max(len(masked) - keep - len(chosen), int(not chosen))]]
         else:
             chosen = sorted(masked, key=lambda p: -proposals[p][1])[: max(len(masked) - keep, 0)]
         for pos in chosen:
