@@ -247,9 +247,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     order = list(real_corpora.DATASETS)
     rows = []
     for dataset in sorted({d for d, _ in results}, key=order.index):
-        judge_steps = best_ar(results, dataset)
-        model, tokenizer = models.load_causal_lm(str(training_runs.ar_run_folder(args.output_dir, results[dataset, judge_steps]["arguments"]) / "final-model"))
-        judge = (model.eval(), tokenizer, results[dataset, judge_steps]["rows"][2]["ppl"])
+        judge_cell = best_ar(results, dataset)
+        judge_steps = results[dataset, judge_cell]["arguments"].get("ar_steps") or judge_cell  # that GPT-2's own steps
+        model, tokenizer = models.load_causal_lm(str(training_runs.ar_run_folder(args.output_dir, results[dataset, judge_cell]["arguments"]) / "final-model"))
+        judge = (model.eval(), tokenizer, results[dataset, judge_cell]["rows"][2]["ppl"])
         for n in sorted(n for d, n in results if d == dataset):
             rows.append({**gap_row(dataset, n, results[dataset, n]),
                          **fixed_judge_row(args, dataset, n, results[dataset, n], judge_steps, judge)})
