@@ -17,12 +17,17 @@ from cli import UsageError
 ROOT = Path(__file__).resolve().parent
 
 
+def ar_training_steps(settings: dict) -> int:
+    """GPT-2's training steps in a real-text benchmark's settings: --ar-steps where given, else --max-steps."""
+    return settings.get("ar_steps") or settings["max_steps"]
+
+
 def ar_run_folder(output_root, settings: dict) -> Path:
     """GPT-2's run folder of a real-text benchmark (experiments/benchmark.py's settings, as saved in its
     benchmark.json): named by everything that shapes its training, so every diffusion recipe with the same AR
     settings shares it."""
     lr = settings.get("ar_learning_rate") or settings["learning_rate"]
-    steps = settings.get("ar_steps") or settings["max_steps"]
+    steps = ar_training_steps(settings)
     return (Path(output_root) / settings["dataset"] /
             f"ar-{settings['tokenizer_type']}-{settings['model_size']}-L{settings['max_length']}-v{settings['vocab_size']}"
             f"-b{settings['batch_size']}-s{steps}-w{settings['warmup_steps']}-lr{lr:g}-seed{settings['seed']}")

@@ -146,7 +146,7 @@ def train(args, objective: str, train_file: Path, test_file: Path, directory: Pa
         logger.info("reusing %s", directory / "final-model")
         return float("nan")
     lr = args.learning_rate if objective == "diffusion" else (args.ar_learning_rate or args.learning_rate)
-    steps = args.max_steps if objective == "diffusion" else (args.ar_steps or args.max_steps)
+    steps = args.max_steps if objective == "diffusion" else training_runs.ar_training_steps(asdict(args))
     command = [
         sys.executable, "train.py", "--objective", objective, "--from-scratch", "--model-size", args.model_size,
         "--train-file", str(train_file), "--validation-file", str(test_file),
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     result.update(arguments=asdict(args), train_seconds=seconds, summary=summary(result["rows"]))
     (out / "benchmark.json").write_text(json.dumps(result, indent=2))
     tables.write_csv(out / "benchmark.csv", [{c: row.get(c) for c in COLUMNS} for row in result["rows"]], COLUMNS)
-    print(f"{args.dataset} / {args.name}: {args.model_size}, {args.tokenizer_type}, {args.max_steps} steps (GPT-2: {args.ar_steps or args.max_steps}) x {args.batch_size} x {args.max_length} tokens, "
+    print(f"{args.dataset} / {args.name}: {args.model_size}, {args.tokenizer_type}, {args.max_steps} steps (GPT-2: {training_runs.ar_training_steps(asdict(args))}) x {args.batch_size} x {args.max_length} tokens, "
           f"lr {args.learning_rate}, {args.architecture}, {args.loss_weighting} weighting, {args.mask_rates} rates, "
           f"{'blocks of ' + str(args.block_size) if args.block_size else 'no blocks'}; "
           f"{result['bound_tokens']} held-out tokens (same tokens for both: {result['same_tokens']}); "

@@ -143,7 +143,7 @@ def gap_row(dataset: str, steps: int, result: dict) -> dict:
     return {
         "dataset": dataset,
         "steps": steps,
-        "ar_steps": result["arguments"].get("ar_steps") or steps,
+        "ar_steps": training_runs.ar_training_steps({"max_steps": steps, **result["arguments"]}),
         "unit": "char" if result["arguments"]["tokenizer_type"] == "char" else "token",
         "bound_ppl": threshold["ppl"],
         "ar_ppl": ar["ppl"],
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for dataset in sorted({d for d, _ in results}, key=order.index):
         judge_cell = best_ar(results, dataset)
-        judge_steps = results[dataset, judge_cell]["arguments"].get("ar_steps") or judge_cell  # that GPT-2's own steps
+        judge_steps = training_runs.ar_training_steps(results[dataset, judge_cell]["arguments"])  # that GPT-2's own steps
         model, tokenizer = models.load_causal_lm(str(training_runs.ar_run_folder(args.output_dir, results[dataset, judge_cell]["arguments"]) / "final-model"))
         judge = (model.eval(), tokenizer, results[dataset, judge_cell]["rows"][2]["ppl"])
         for n in sorted(n for d, n in results if d == dataset):
