@@ -230,3 +230,27 @@ def test_bench_training_times_both_collators_and_both_heads(tmp_path):
     with pytest.raises(cli.UsageError, match="no-such.txt"):
         bench_training.main(["--text-file", str(tmp_path / "no-such.txt"), "--output-dir", str(tmp_path / "no")])
     assert not (tmp_path / "no").exists()
+
+
+def test_seed_spread_groups_cells_over_seed_tables_and_takes_ratios_per_row(tmp_path):
+    from experiments import seed_spread
+
+    def table(name, rows):
+        path = tmp_path / name
+        path.write_text("dataset,steps,bound,held\n" + "".join(f"{d},{s},{b},{h}\n" for d, s, b, h in rows))
+        return str(path)
+
+    files = [table("s0.csv", [("a", 1000, 2.0, 1.0), ("a", 5000, 1.2, 1.0)]),
+             table("s1.csv", [("a", 1000, 3.0, 2.0), ("a", 5000, 1.1, 1.0)]),
+             table("s2.csv", [("a", 1000, 9.0, 3.0)])]  # a seed that never measured the 5000-step cell
+    out = tmp_path / "spread.csv"
+    rows = seed_spread.main(["--files", *files, "--by", "dataset,steps", "--columns", "bound,bound/held", "--output", str(out)])
+    assert [(row["steps"], row["n"]) for row in rows] == [("1000", 3), ("5000", 2)]
+    assert (rows[0]["bound_min"], rows[0]["bound_median"], rows[0]["bound_max"]) == (2.0, 3.0, 9.0)
+    assert (rows[0]["bound/held_min"], rows[0]["bound/held_median"], rows[0]["bound/held_max"]) == (1.5, 2.0, 3.0)
+    assert (rows[1]["bound_min"], rows[1]["bound_median"], rows[1]["bound_max"]) == pytest.approx((1.1, 1.15, 1.2))
+    assert out.read_text().splitlines()[0].startswith("dataset,steps,n,bound_min")
+    with pytest.raises(cli.UsageError, match="has no column 'ratio'"):
+        seed_spread.main(["--files", files[0], "--columns", "ratio", "--by", "dataset,steps"])
+    with pytest.raises(cli.UsageError, match="no such file"):
+        seed_spread.main(["--files", str(tmp_path / "missing.csv")])
