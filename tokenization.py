@@ -65,6 +65,13 @@ def special_token_ids(tokenizer) -> list[int]:
     return sorted({i for i in tokenizer.all_special_ids if i is not None})
 
 
+def is_character_level(tokenizer) -> bool:
+    """Whether every token other than the special ones is one character (`--tokenizer-type char`)."""
+    special = set(tokenizer.all_special_tokens)
+    text_tokens = [token for token in tokenizer.get_vocab() if token not in special]
+    return bool(text_tokens) and all(len(token) == 1 for token in text_tokens)
+
+
 def load_tokenizer(name_or_path: str, need_mask: bool = True, trust_remote_code: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)

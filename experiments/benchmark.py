@@ -94,7 +94,7 @@ class BenchmarkArguments:
     fixed_strategy: str = field(
         default="adaptive", metadata={"choices": ("adaptive", "random", "confidence", "remdm", "entropy-bounded", "remask"),
                                       "help": "Strategy of the fixed-step rows (generate.py --strategy; adaptive is its default "
-                                      "for a model of running text)."}
+                                      "for a model of running text in BPE tokens, confidence for one of characters)."}
     )
     num_t_samples: int = field(default=8, metadata={"help": "Times t per held-out block in the ELBO bound."})
     num_samples: int = field(default=16, metadata={"help": "Samples per model for the sample metrics (one batch)."})

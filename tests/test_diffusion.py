@@ -474,10 +474,11 @@ def test_adaptive_reveals_every_certain_position_at_once_then_the_rest_in_random
     assert len(second) > 1
 
 
-def test_auto_strategy_is_threshold_for_line_by_line_models_and_adaptive_for_packed_text():
-    for line_by_line, expected in ((True, "threshold"), (False, "adaptive")):
+def test_auto_strategy_is_threshold_for_line_by_line_models_and_adaptive_or_confidence_for_packed_text():
+    for line_by_line, characters, expected in ((True, False, "threshold"), (False, False, "adaptive"),
+                                               (False, True, "confidence"), (True, True, "threshold")):
         settings = sampling.GenerationSettings()
-        settings.resolve_strategy(line_by_line)
+        settings.resolve_strategy(line_by_line, characters)
         assert settings.strategy == expected
     chosen = sampling.GenerationSettings(strategy="threshold")
     chosen.resolve_strategy(False)
@@ -493,3 +494,16 @@ def test_generate_resolves_auto_from_the_checkpoint(tiny_checkpoint):
     settings = sampling.GenerationSettings(num_samples=1, max_length=16)
     sampling.generate(checkpoint, settings, progress=False)
     assert settings.strategy == ("threshold" if checkpoint.line_by_line else "adaptive")
+
+
+def test_generate_resolves_auto_to_confidence_for_a_packed_character_model():
+    text = ["To be, or not to be, that is the question:", "Whether 'tis nobler in the mind to suffer"]
+    characters = tokenization.train_tokenizer(text, "char", 100)
+    assert tokenization.is_character_level(characters)
+    assert not tokenization.is_character_level(tokenization.train_tokenizer(text, "bpe", 300))
+    assert not tokenization.is_character_level(tokenization.train_tokenizer(text, "word", 100))
+    checkpoint = models.Checkpoint("", models.build_model("diffusion", "tiny", characters, 16).eval(), characters,
+                                   {"line_by_line": False, "max_length": 16})
+    settings = sampling.GenerationSettings(num_samples=2, max_length=16)
+    out = sampling.generate(checkpoint, settings, progress=False)
+    assert settings.strategy == "confidence" and settings.resolved_steps == 4 and out.nfe == 4
