@@ -46,10 +46,16 @@ def write_csv(path, rows: list[dict], fieldnames: list[str] | None = None) -> No
         writer.writerows(rows)
 
 
-def spread(values) -> str:
-    """'min A, median B, max C' of measurements over seeds (the project's way of quoting a trained figure)."""
+def min_median_max(values) -> tuple[float, float, float]:
+    """(min, median, max) of measurements over seeds (the project's way of quoting a trained figure)."""
     values = sorted(values)
-    return f"min {values[0]:.3f}, median {statistics.median(values):.3f}, max {values[-1]:.3f}"
+    return values[0], statistics.median(values), values[-1]
+
+
+def spread(values) -> str:
+    """'min A, median B, max C' of measurements over seeds."""
+    low, median, high = min_median_max(values)
+    return f"min {low:.3f}, median {median:.3f}, max {high:.3f}"
 
 
 def markdown_table(rows: list[dict], columns: list[str], cell=None) -> str:

@@ -12,7 +12,6 @@ judge perplexity over the held-out text's, say), taken before the spread. Prints
 
 import csv
 import math
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,10 +47,10 @@ def number(text: str) -> float:
 
 def value(row: dict, column: str) -> float:
     """The column's number in this row; `a/b` is the ratio of two columns (NaN where either is missing)."""
-    if "/" in column:
-        top, bottom = column.split("/", 1)
-        return number(row[top]) / number(row[bottom]) if number(row[bottom]) else math.nan
-    return number(row[column])
+    if "/" not in column:
+        return number(row[column])
+    top, bottom = (number(row[name]) for name in column.split("/", 1))
+    return top / bottom if bottom else math.nan
 
 
 def check_columns(path: str, rows: list[dict], wanted: list[str]) -> None:
@@ -71,8 +70,8 @@ def spread_rows(tables_by_file: list[list[dict]], by: list[str], columns: list[s
     for key, rows in groups.items():
         result = {**dict(zip(by, key)), "n": len(rows)}
         for column in columns:
-            values = sorted(v for v in (value(row, column) for row in rows) if not math.isnan(v))
-            stats = (values[0], statistics.median(values), values[-1]) if values else (math.nan,) * 3
+            values = [v for v in (value(row, column) for row in rows) if not math.isnan(v)]
+            stats = tables.min_median_max(values) if values else (math.nan,) * 3
             result.update({f"{column}_min": stats[0], f"{column}_median": stats[1], f"{column}_max": stats[2]})
         out.append(result)
     return out
