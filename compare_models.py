@@ -18,15 +18,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-import cli
-import evaluation
-import models
-import rendering
-import sampling
-import tables
-import tokenization
-from cli import UsageError
 from config import CompareArguments, SamplingArguments
+from textdiffusion import cli, models, rendering, sampling
+from textdiffusion.cli import UsageError
+from textdiffusion.data import tokenization
+from textdiffusion.metrics import evaluation, tables
 
 logger = logging.getLogger(__name__)
 

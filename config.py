@@ -8,7 +8,7 @@ arguments, so they are applied in exactly one place and anything the user types 
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sampling import SCHEDULE_CHOICES, GenerationSettings
+from textdiffusion.sampling.settings import SCHEDULE_CHOICES, GenerationSettings
 
 
 @dataclass

@@ -11,14 +11,11 @@ import logging
 from dataclasses import asdict, fields
 from pathlib import Path
 
-import cli
-import corpus
-import documents
-import evaluation
-import models
-import tables
-from cli import UsageError
 from config import EvaluationArguments, SamplingArguments
+from textdiffusion import cli, models
+from textdiffusion.cli import UsageError
+from textdiffusion.data import corpus, documents
+from textdiffusion.metrics import evaluation, tables
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,8 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-import cli
-import diffusion
-import models
-import sampling
 from config import SamplingArguments
+from textdiffusion import cli, models, sampling
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> SamplingArguments:
     return cli.parse_args(SamplingArguments, argv, description=__doc__.splitlines()[0])
 
 
-def print_steps(tokenizer, result: diffusion.SampleResult, stop_at_end: bool, row: int = 0) -> None:
+def print_steps(tokenizer, result: sampling.SampleResult, stop_at_end: bool, row: int = 0) -> None:
     """The text of sample `row` after each step of the trajectory (step 0: all masked)."""
     last = len(result.trajectory) - 1
     width = len(str(last))

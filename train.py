@@ -29,13 +29,6 @@ from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 from transformers.modeling_outputs import MaskedLMOutput
 from transformers.trainer_utils import get_last_checkpoint
 
-import blocks
-import cli
-import documents
-import models
-import tables
-import tokenization
-from cli import UsageError
 from config import (
     PRESET_HELP,
     PRESETS,
@@ -47,8 +40,12 @@ from config import (
     ModelArguments,
     RunArguments,
 )
-from data_collator import EVAL_TIMES, DiffusionCollator
-from diffusion import masked_diffusion_loss
+from textdiffusion import blocks, cli, models
+from textdiffusion.cli import UsageError
+from textdiffusion.data import documents, tokenization
+from textdiffusion.masking.collator import EVAL_TIMES, DiffusionCollator
+from textdiffusion.masking.loss import masked_diffusion_loss
+from textdiffusion.metrics import tables
 
 logger = logging.getLogger(__name__)
 

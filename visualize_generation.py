@@ -17,12 +17,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-import cli
-import models
-import rendering
-import sampling
-from cli import UsageError
 from config import SamplingArguments, VisualizationArguments
+from textdiffusion import cli, models, rendering, sampling
+from textdiffusion.cli import UsageError
 
 logger = logging.getLogger(__name__)
 

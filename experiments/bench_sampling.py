@@ -1,4 +1,4 @@
-"""Sampling speed: samples/second and forward passes of `diffusion.sample` per strategy, against a naive loop.
+"""Sampling speed: samples/second and forward passes of `sampling.sample` per strategy, against a naive loop.
 
     python -m experiments.bench_sampling                                  # tiny from-scratch model, 128 tokens
     python -m experiments.bench_sampling --checkpoint results/final-model --length 48
@@ -19,16 +19,10 @@ from pathlib import Path
 
 import torch
 
-import blocks
-import cli
-import corpus
-import diffusion
-import documents
-import models
-import sampling
-import tables
-import tokenization
-from cli import UsageError
+from experiments.helpers import tables
+from textdiffusion import blocks, cli, masking, models, sampling
+from textdiffusion.cli import UsageError
+from textdiffusion.data import corpus, documents, tokenization
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +34,8 @@ class BenchArguments:
     vocab_size: int = field(default=1000, metadata={"help": "Without --checkpoint: the tokenizer's vocabulary size (the LM head's width)."})
     length: int = field(default=128, metadata={"help": "Tokens per sample (all generated except the start token)."})
     steps: int | None = field(default=None, metadata={"help": "Denoising steps for both loops. Default: length // 4."})
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 16], metadata={"help": "Batch sizes for diffusion.sample."})
-    strategies: list[str] = field(default_factory=lambda: list(diffusion.STRATEGIES), metadata={"help": "Strategies to time."})
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 16], metadata={"help": "Batch sizes for sampling.sample."})
+    strategies: list[str] = field(default_factory=lambda: list(sampling.STRATEGIES), metadata={"help": "Strategies to time."})
     schedule: str = field(default="cosine", metadata={"help": "Noise schedule of both loops."})
     sampling: str = field(default="topk", metadata={"help": "greedy, topk or nucleus, for both loops."})
     top_k: int = field(default=50, metadata={"help": "k for topk."})
@@ -57,7 +51,7 @@ class BenchArguments:
 # ----------------------------------------------------------------------------- the naive reference loop
 
 
-def naive_sample(model, input_ids, mask_id, config: diffusion.SamplerConfig, banned, generator):
+def naive_sample(model, input_ids, mask_id, config: sampling.SamplerConfig, banned, generator):
     """The seed project's loop: batch 1, one position at a time in Python. Returns (ids, nfe)."""
     ids = input_ids.clone()  # (1, seq)
     span = int((ids == mask_id).sum())
@@ -75,7 +69,7 @@ def naive_sample(model, input_ids, mask_id, config: diffusion.SamplerConfig, ban
             row[banned] = float("-inf")
             proposals[pos] = _draw_one(row, config, generator)
         t_next = torch.tensor(1.0 - step / config.steps, dtype=torch.float64)
-        keep = int(torch.round(diffusion.mask_fraction(config.schedule, t_next) * span))
+        keep = int(torch.round(masking.mask_fraction(config.schedule, t_next) * span))
         if config.strategy == "remask":
             for pos in masked:
                 ids[0, pos] = proposals[pos][0]
@@ -166,17 +160,17 @@ def bench(args) -> list[dict]:
     mask_id = tokenizer.mask_token_id
     model_only = {}  # batch -> seconds of `steps` bare forward passes: the most any sampler could reach
     for batch in sorted({1, *args.batch_sizes}):
-        inputs = diffusion.build_inputs(tokenizer, "", args.length, batch).to(device)
+        inputs = sampling.build_inputs(tokenizer, "", args.length, batch).to(device)
         with torch.no_grad():
             model_only[batch], _ = timed(lambda: [model(input_ids=inputs) for _ in range(steps)], args.repeats, device)
     rows = []
     for strategy in args.strategies:
-        config = diffusion.SamplerConfig(
+        config = sampling.SamplerConfig(
             steps=steps, schedule=args.schedule, strategy=strategy, sampling=args.sampling, top_k=args.top_k,
             top_p=args.top_p, threshold=args.threshold,
         )
         generator = torch.Generator(device=device).manual_seed(args.seed)
-        one = diffusion.build_inputs(tokenizer, "", args.length, 1).to(device)
+        one = sampling.build_inputs(tokenizer, "", args.length, 1).to(device)
         with torch.no_grad():
             seconds, (_, nfe) = timed(lambda: naive_sample(model, one, mask_id, config, banned, generator), args.repeats, device)
         naive = 1 / seconds
@@ -185,15 +179,15 @@ def bench(args) -> list[dict]:
             model_only_s=model_only[1], samples_per_s=naive, speedup=1.0, ceiling=seconds / model_only[1],
         ))
         for batch in args.batch_sizes:
-            inputs = diffusion.build_inputs(tokenizer, "", args.length, batch)
+            inputs = sampling.build_inputs(tokenizer, "", args.length, batch)
             seconds, result = timed(
-                lambda: diffusion.sample(sampler_model, inputs, mask_id, config, banned, generator), args.repeats, device
+                lambda: sampling.sample(sampler_model, inputs, mask_id, config, banned, generator), args.repeats, device
             )
             assert not (result.ids == mask_id).any()
             full = replace(config, sparse_logits=False)  # before: the LM head at every position of every pass
-            full_seconds, _ = timed(lambda: diffusion.sample(sampler_model, inputs, mask_id, full, banned, generator), args.repeats, device)
+            full_seconds, _ = timed(lambda: sampling.sample(sampler_model, inputs, mask_id, full, banned, generator), args.repeats, device)
             rows.append(dict(
-                loop="diffusion.sample" + (f", blocks of {block_size}, cached" if block_size else ""), strategy=strategy,
+                loop="sampling.sample" + (f", blocks of {block_size}, cached" if block_size else ""), strategy=strategy,
                 batch=batch, steps=steps, nfe=result.nfe, seconds=seconds,
                 ms_per_pass=1000 * seconds / result.nfe, full_head_ms_per_pass=1000 * full_seconds / result.nfe,
                 model_only_s=model_only[batch], samples_per_s=batch / seconds, speedup=batch / seconds / naive,

@@ -18,15 +18,11 @@ from typing import Literal
 
 import torch
 
-import blocks
-import cli
-import corpus
-import documents
-import models
-import tables
-import tokenization
-from data_collator import DiffusionCollator
-from diffusion import diffusion_loss, masked_diffusion_loss
+from experiments.helpers import tables
+from textdiffusion import blocks, cli, models
+from textdiffusion.data import corpus, documents, tokenization
+from textdiffusion.masking.collator import DiffusionCollator
+from textdiffusion.masking.loss import diffusion_loss, masked_diffusion_loss
 
 
 class NaiveCollator:

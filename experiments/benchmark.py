@@ -30,15 +30,10 @@ from pathlib import Path
 
 import torch
 
-import cli
-import evaluation
-import models
-import real_corpora
-import sampling
-import tables
-import text_metrics
-import training_runs
-from cli import UsageError
+from experiments.helpers import real_corpora, tables, training_runs
+from textdiffusion import cli, models, sampling
+from textdiffusion.cli import UsageError
+from textdiffusion.metrics import evaluation, text_metrics
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent

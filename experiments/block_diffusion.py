@@ -23,11 +23,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cli
-import real_corpora
-import tables
-import training_runs
-from cli import UsageError
+from experiments.helpers import real_corpora, tables, training_runs
+from textdiffusion import cli
+from textdiffusion.cli import UsageError
 
 logger = logging.getLogger(__name__)
 

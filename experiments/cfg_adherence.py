@@ -29,15 +29,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-import cli
-import corpus
-import likelihood
-import models
-import sampling
-import tables
-import text_metrics
-from cli import UsageError
-from tokenization import end_token_id, start_token_id
+from experiments.helpers import tables
+from textdiffusion import cli, models, sampling
+from textdiffusion.cli import UsageError
+from textdiffusion.data import corpus, tokenization
+from textdiffusion.data.tokenization import end_token_id, start_token_id
+from textdiffusion.metrics import likelihood, text_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +124,7 @@ def adherence(args) -> list[dict]:
         raise UsageError(f"--cfg-scales {args.cfg_scales}: every scale must be >= 0")
     judge, judge_tokenizer = models.load_causal_lm(args.judge)
     tokenizer = checkpoint.tokenizer
-    if not likelihood.same_tokenizer(tokenizer, judge_tokenizer):
+    if not tokenization.same_tokenizer(tokenizer, judge_tokenizer):
         raise UsageError(f"--judge {args.judge} has another tokenizer than {args.checkpoint}; use the matched GPT-2")
     length = checkpoint.max_length
     builtin = args.text_file is None

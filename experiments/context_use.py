@@ -16,12 +16,11 @@ from pathlib import Path
 
 import torch
 
-import cli
-import evaluation
-import models
-import tables
-from cli import UsageError
-from data_collator import DiffusionCollator
+from experiments.helpers import tables
+from textdiffusion import cli, models
+from textdiffusion.cli import UsageError
+from textdiffusion.masking.collator import DiffusionCollator
+from textdiffusion.metrics import evaluation
 
 logger = logging.getLogger(__name__)
 

@@ -26,11 +26,9 @@ from pathlib import Path
 
 import torch
 
-import cli
-import corpus
-import documents
-import models
-import tables
+from experiments.helpers import tables
+from textdiffusion import cli, models
+from textdiffusion.data import corpus, documents
 
 logger = logging.getLogger(__name__)
 

@@ -30,15 +30,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cli
-import evaluation
-import likelihood
-import models
-import real_corpora
-import tables
-import tokenization
-import training_runs
-from cli import UsageError
+from experiments.helpers import real_corpora, tables, training_runs
+from textdiffusion import cli, models
+from textdiffusion.cli import UsageError
+from textdiffusion.data import tokenization
+from textdiffusion.metrics import evaluation, likelihood
 
 logger = logging.getLogger(__name__)
 

@@ -17,13 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import cli
-import corpus
-import documents
-import models
-import tables
-import tokenization
-from data_collator import DiffusionCollator
+from experiments.helpers import tables
+from textdiffusion import cli, models
+from textdiffusion.data import corpus, documents, tokenization
+from textdiffusion.masking.collator import DiffusionCollator
 
 logger = logging.getLogger(__name__)
 LEVELS = [round(0.1 * i, 1) for i in range(1, 11)]

@@ -16,11 +16,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cli
-import tables
-import text_metrics
-import training_runs
-from cli import UsageError
+from experiments.helpers import tables, training_runs
+from textdiffusion import cli
+from textdiffusion.cli import UsageError
+from textdiffusion.metrics import text_metrics
 
 logger = logging.getLogger(__name__)
 

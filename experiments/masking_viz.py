@@ -4,7 +4,7 @@
     python -m experiments.masking_viz --checkpoint results/final-model
 
 The top panel is the collator's real output (data_collator.DiffusionCollator at fixed times, linear schedule so
-the level equals t); the bottom panels plot m(t) for every schedule in diffusion.SCHEDULES with the share the
+the level equals t); the bottom panels plot m(t) for every schedule in masking.SCHEDULES with the share the
 collator actually masks over many rows, and the points where an 8-step sampler lands on the same curve.
 Writes masking_viz.png, schedules.csv and masked_sequences.csv into --output-dir.
 """
@@ -16,14 +16,10 @@ from pathlib import Path
 
 import torch
 
-import cli
-import corpus
-import diffusion
-import documents
-import models
-import tables
-import tokenization
-from data_collator import DiffusionCollator
+from experiments.helpers import tables
+from textdiffusion import cli, masking, models
+from textdiffusion.data import corpus, documents, tokenization
+from textdiffusion.masking.collator import DiffusionCollator
 
 logger = logging.getLogger(__name__)
 LEVELS = [round(0.1 * i, 1) for i in range(1, 11)]
@@ -67,13 +63,13 @@ def measured_shares(tokenizer, rows: torch.Tensor, line_by_line: bool, seed: int
     """Per schedule, (times, m(t), the collator's mean masked share at t)."""
     times = torch.linspace(0.02, 1.0, 50)
     result = {}
-    for schedule in diffusion.SCHEDULES:
+    for schedule in masking.SCHEDULES:
         collator = DiffusionCollator(tokenizer, schedule=schedule, line_by_line=line_by_line, seed=seed)
         shares = []
         for t in times:
             collator.eval_times = t.expand(len(rows))
             shares.append(float(collator([{"input_ids": r} for r in rows])["mask_rate"].mean()))
-        result[schedule] = (times, diffusion.mask_fraction(schedule, times), torch.tensor(shares))
+        result[schedule] = (times, masking.mask_fraction(schedule, times), torch.tensor(shares))
     return result
 
 
@@ -100,14 +96,14 @@ def plot(path: Path, labels, grid, fixed, shares, sampler_steps: int, title: str
     top.axis("off")
     top.set_title(f"{title}: dark = <mask>, grey = never masked (start token), level (masked count)", fontsize=10)
 
-    colours = {schedule: f"C{i}" for i, schedule in enumerate(diffusion.SCHEDULES)}
+    colours = {schedule: f"C{i}" for i, schedule in enumerate(masking.SCHEDULES)}
     left = fig.add_axes([0.06, 0.06, 0.42, 0.33])
     right = fig.add_axes([0.56, 0.06, 0.42, 0.33])
     for schedule, (times, m, measured) in shares.items():
         left.plot(times, m, color=colours[schedule], label=f"{schedule} m(t)")
         left.plot(times, measured, "o", markersize=2.5, color=colours[schedule], alpha=0.6)
         steps = torch.arange(sampler_steps + 1, dtype=torch.float64) / sampler_steps
-        right.step(1 - steps, diffusion.mask_fraction(schedule, 1 - steps), where="post", marker="o", markersize=3,
+        right.step(1 - steps, masking.mask_fraction(schedule, 1 - steps), where="post", marker="o", markersize=3,
                    color=colours[schedule], label=schedule)
     left.set(xlabel="t", ylabel="masked share", title="m(t) (lines) and the collator's masked share (dots)")
     right.set(xlabel="t (the sampler walks from 1 to 0)", ylabel="share still masked",
@@ -140,7 +136,7 @@ def main(argv: list[str] | None = None) -> Path:
         writer = csv.writer(f)
         writer.writerow(["schedule", "t", "m_t", "collator_masked_share", "elbo_weight"])
         for schedule, (times, m, measured) in shares.items():
-            weights = diffusion.elbo_weight(schedule, times)
+            weights = masking.elbo_weight(schedule, times)
             for values in zip(times.tolist(), m.tolist(), measured.tolist(), weights.tolist()):
                 writer.writerow([schedule] + [f"{v:.5f}" for v in values])
     with open(out / "masked_sequences.csv", "w", newline="") as f:

@@ -23,13 +23,10 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cli
-import corpus
-import models
-import sampling
-import tables
-import training_runs
-from cli import UsageError
+from experiments.helpers import tables, training_runs
+from textdiffusion import cli, models, sampling
+from textdiffusion.cli import UsageError
+from textdiffusion.data import corpus
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cli
-import tables
-from cli import UsageError
+from experiments.helpers import tables
+from textdiffusion import cli
+from textdiffusion.cli import UsageError
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent

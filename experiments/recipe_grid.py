@@ -20,10 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cli
-import tables
-import training_runs
-from cli import UsageError
+from experiments.helpers import tables, training_runs
+from textdiffusion import cli
+from textdiffusion.cli import UsageError
 
 logger = logging.getLogger(__name__)
 

@@ -19,15 +19,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-import cli
-import corpus
-import diffusion
-import documents
-import models
-import sampling
-import tables
-import text_metrics
-from cli import UsageError
+from experiments.helpers import tables
+from textdiffusion import cli, masking, models, sampling
+from textdiffusion.cli import UsageError
+from textdiffusion.data import corpus, documents
+from textdiffusion.metrics import text_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +31,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class QualityArguments:
     checkpoint: str = field(default="results/final-model", metadata={"help": "Diffusion checkpoint trained on the built-in corpus."})
-    strategies: list[str] = field(default_factory=lambda: list(diffusion.STRATEGIES), metadata={"help": "Strategies to compare."})
-    schedules: list[str] = field(default_factory=lambda: list(diffusion.SCHEDULES), metadata={"help": "Schedules to compare."})
+    strategies: list[str] = field(default_factory=lambda: list(sampling.STRATEGIES), metadata={"help": "Strategies to compare."})
+    schedules: list[str] = field(default_factory=lambda: list(masking.SCHEDULES), metadata={"help": "Schedules to compare."})
     steps: list[str] = field(default_factory=lambda: ["4", "8", "16", "L"], metadata={"help": "Step counts; L = the generated length."})
     num_samples: int = field(default=64, metadata={"help": "Documents per setting (one batch)."})
     max_length: int | None = field(default=None, metadata={"help": "Tokens per sample. Default: the checkpoint's training length."})
@@ -72,7 +68,7 @@ def training_story_count(args) -> int:
 
 
 def step_counts(args, tokenizer, max_length: int) -> list[int]:
-    generated = int((diffusion.build_inputs(tokenizer, args.prefix, max_length) == tokenizer.mask_token_id).sum())
+    generated = int((sampling.build_inputs(tokenizer, args.prefix, max_length) == tokenizer.mask_token_id).sum())
     counts = []
     for value in args.steps:
         if value == "L":
@@ -85,7 +81,7 @@ def step_counts(args, tokenizer, max_length: int) -> list[int]:
 
 
 def evaluate(args) -> list[dict]:
-    for flag, values, table in (("--strategies", args.strategies, diffusion.STRATEGIES), ("--schedules", args.schedules, diffusion.SCHEDULES)):
+    for flag, values, table in (("--strategies", args.strategies, sampling.STRATEGIES), ("--schedules", args.schedules, masking.SCHEDULES)):
         for value in values:
             if value not in table:
                 raise UsageError(f"{flag} {value!r} is unknown; choose from {', '.join(table)}")

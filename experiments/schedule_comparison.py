@@ -17,15 +17,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-import cli
-import corpus
-import diffusion
-import likelihood
-import models
-import sampling
-import tables
-import text_metrics
-from cli import UsageError
+from experiments.helpers import tables
+from textdiffusion import cli, masking, models, sampling
+from textdiffusion.cli import UsageError
+from textdiffusion.data import corpus
+from textdiffusion.metrics import likelihood, text_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +30,8 @@ logger = logging.getLogger(__name__)
 class ComparisonArguments:
     checkpoint: str = field(default="results/final-model", metadata={"help": "Diffusion checkpoint (trained on the built-in corpus for the validity rate)."})
     judge: str = field(default="results-ar/final-model", metadata={"help": "Causal LM that scores the samples; 'none' or a missing default skips it."})
-    schedules: list[str] = field(default_factory=lambda: list(diffusion.SCHEDULES), metadata={"help": "Schedules to compare."})
-    strategies: list[str] = field(default_factory=lambda: list(diffusion.STRATEGIES), metadata={"help": "Strategies to compare."})
+    schedules: list[str] = field(default_factory=lambda: list(masking.SCHEDULES), metadata={"help": "Schedules to compare."})
+    strategies: list[str] = field(default_factory=lambda: list(sampling.STRATEGIES), metadata={"help": "Strategies to compare."})
     steps: list[int] = field(default_factory=lambda: [4, 8, 16], metadata={"help": "Sampler step counts."})
     num_samples: int = field(default=32, metadata={"help": "Documents per setting (one batch)."})
     seed: int = field(default=0, metadata={"help": "Random seed, the same for every setting."})
@@ -54,7 +50,7 @@ def load_judge(name: str):
 
 
 def compare(args) -> list[dict]:
-    for flag, values, table in (("--strategies", args.strategies, diffusion.STRATEGIES), ("--schedules", args.schedules, diffusion.SCHEDULES)):
+    for flag, values, table in (("--strategies", args.strategies, sampling.STRATEGIES), ("--schedules", args.schedules, masking.SCHEDULES)):
         for value in values:
             if value not in table:
                 raise UsageError(f"{flag} {value!r} is unknown; choose from {', '.join(table)}")
@@ -84,8 +80,8 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
               ("entropy", "unigram entropy per sample (nats)"), ("seconds", "seconds per batch")]
     panels = [p for p in panels if p[0] in rows[0]]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6))
-    colours = {strategy: f"C{i}" for i, strategy in enumerate(diffusion.STRATEGIES)}
-    styles = {schedule: ["-", "--", ":", "-."][i % 4] for i, schedule in enumerate(diffusion.SCHEDULES)}
+    colours = {strategy: f"C{i}" for i, strategy in enumerate(sampling.STRATEGIES)}
+    styles = {schedule: ["-", "--", ":", "-."][i % 4] for i, schedule in enumerate(masking.SCHEDULES)}
     for ax, (key, name) in zip(axes, panels):
         for (schedule, strategy), group in itertools.groupby(sorted(rows, key=lambda r: (r["schedule"], r["strategy"], r["steps"])),
                                                              key=lambda r: (r["schedule"], r["strategy"])):

@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cli
-import tables
-from cli import UsageError
+from experiments.helpers import tables
+from textdiffusion import cli
+from textdiffusion.cli import UsageError
 
 
 @dataclass

@@ -30,13 +30,10 @@ from pathlib import Path
 
 import torch
 
-import cli
-import evaluation
-import models
-import sampling
-import tables
-import training_runs
-from cli import UsageError
+from experiments.helpers import tables, training_runs
+from textdiffusion import cli, models, sampling
+from textdiffusion.cli import UsageError
+from textdiffusion.metrics import evaluation
 
 logger = logging.getLogger(__name__)
 CORPORA = {"simple": ("simple-train.txt", "simple-test.txt", 12), "greetings": ("greetings-train.txt", "greetings-test.txt", 20)}

@@ -9,9 +9,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-import corpus  # noqa: E402
-import models  # noqa: E402
-import tokenization  # noqa: E402
+from textdiffusion import models
+from textdiffusion.data import corpus, tokenization
 
 # Tiny models gain nothing from intra-op threads, and when other processes share the 2 cores OpenMP's
 # spin-waiting made a forward pass about 40x slower (700 ms instead of 16 ms).

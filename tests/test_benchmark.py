@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from transformers import HfArgumentParser
 
-import corpus
-import real_corpora
 from experiments import benchmark
+from experiments.helpers import real_corpora
+from textdiffusion.data import corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,9 +4,9 @@ import csv
 
 import pytest
 
-import corpus
-from cli import UsageError
 from experiments import benchmark, block_diffusion
+from textdiffusion.data import corpus
+from textdiffusion.errors import SettingsError
 
 TINY = ["--batch-size", "4", "--max-steps", "2", "--warmup-steps", "0", "--num-t-samples", "1", "--num-samples", "2",
         "--latency-repeats", "1", "--threads", "1"]
@@ -60,7 +60,7 @@ def test_one_cell_per_block_size_and_seed_and_the_table_over_seeds(data_dir, tmp
     (["--seeds", "-1"], "--seeds"),
 ])
 def test_bad_input_is_refused_before_anything_runs(data_dir, tmp_path, flags, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(SettingsError, match=message):
         block_diffusion.main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"),
                               "--output-root", str(tmp_path / "runs"), *flags])
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()

@@ -5,15 +5,15 @@ import json
 import pytest
 import torch
 
-import blocks
-import likelihood
-import models
-import sampling
 import train
-from cli import UsageError
-from data_collator import DiffusionCollator
-from diffusion import SamplerConfig, build_inputs, diffusion_loss, masked_diffusion_loss, sample
-from tokenization import end_token_id
+from textdiffusion import blocks, models, sampling
+from textdiffusion.data.tokenization import end_token_id
+from textdiffusion.errors import SettingsError
+from textdiffusion.masking.collator import DiffusionCollator
+from textdiffusion.masking.loss import diffusion_loss, masked_diffusion_loss
+from textdiffusion.metrics import likelihood
+from textdiffusion.sampling.prompts import build_inputs
+from textdiffusion.sampling.sampler import SamplerConfig, sample
 
 # Rows of 8 tokens in blocks of 2 (L = 8, B = 2) would be too big to write out; L = 4, B = 2 is the hand-checked case:
 # noisy x0 x1 | x2 x3, clean c0 c1 | c2 c3. 1 = may attend.
@@ -114,7 +114,7 @@ def test_a_model_whose_head_is_unknown_gets_its_masked_rows_from_the_full_logits
     torch.manual_seed(0)
     model = models.build_model("diffusion", "tiny", story_tokenizer, 16, architecture="roberta").eval()
     batch = _collator(story_tokenizer, None)(_rows(story_tokenizer))
-    monkeypatch.setattr(blocks, "prediction_head", lambda model: None)
+    monkeypatch.setattr(blocks.training, "prediction_head", lambda model: None)
     with torch.no_grad():
         logits, targets, unit = blocks.masked_logits(model, batch["input_ids"], batch["attention_mask"], batch["labels"], None)
         full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -257,15 +257,15 @@ def test_block_bound_equals_the_masked_diffusion_bound_when_the_block_is_the_who
     (["--block-size", "8", "--architecture", "deberta"], "deberta-v2 is not one of them"),
 ])
 def test_bad_block_sizes_are_refused_in_one_line(tmp_path, flags, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(SettingsError, match=message):
         train.main(["--quick-test", "--max-steps", "1", "--max-train-samples", "32", "--output-dir", str(tmp_path), *flags])
 
 
 def test_a_block_checkpoint_refuses_another_block_size_and_cfg(block_checkpoint):
     checkpoint = models.load_checkpoint(block_checkpoint)
-    with pytest.raises(UsageError, match="trained with blocks of 8"):
+    with pytest.raises(SettingsError, match="trained with blocks of 8"):
         sampling.generate(checkpoint, sampling.GenerationSettings(block_size=4), progress=False)
-    with pytest.raises(UsageError, match="classifier-free guidance"):
+    with pytest.raises(SettingsError, match="classifier-free guidance"):
         sampling.generate(checkpoint, sampling.GenerationSettings(prefix="the", cfg_scale=1.0), progress=False)
 
 
@@ -276,7 +276,7 @@ def test_a_pretrained_masked_lm_is_fine_tuned_block_by_block(tiny_checkpoint, tm
     assert metrics["eval_elbo"] > 0
     checkpoint = models.load_checkpoint(str(tmp_path / "final-model"))
     assert checkpoint.block_size == 8 and checkpoint.model.config.model_type == "roberta"
-    with pytest.raises(UsageError, match="--max-length 40 is larger than"):
+    with pytest.raises(SettingsError, match="--max-length 40 is larger than"):
         train.main(["--model-name-or-path", tiny_checkpoint, "--dataset-name", "builtin", "--max-length", "40",
                     "--block-size", "8", "--output-dir", str(tmp_path / "too-long")])
 

@@ -3,10 +3,9 @@ import math
 import pytest
 import torch
 
-import corpus
-import tokenization
-from data_collator import EVAL_TIMES, DiffusionCollator
-from diffusion import SCHEDULES, elbo_weight, mask_fraction
+from textdiffusion.data import corpus, tokenization
+from textdiffusion.masking.collator import EVAL_TIMES, DiffusionCollator
+from textdiffusion.masking.schedules import SCHEDULES, elbo_weight, mask_fraction
 
 
 @pytest.fixture(scope="module")

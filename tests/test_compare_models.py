@@ -10,10 +10,9 @@ import torch
 from PIL import Image, ImageSequence
 
 import compare_models
-import models
-import rendering
-import tokenization
-from cli import UsageError
+from textdiffusion import models, rendering
+from textdiffusion.data import tokenization
+from textdiffusion.errors import SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,22 +83,22 @@ def test_kv_cache_decoding_matches_full_recompute(tiny_gpt2_checkpoint):
 
 
 def test_gpt2_passed_as_diffusion_model_is_refused(tiny_gpt2_checkpoint, tmp_path):
-    with pytest.raises(UsageError, match="not a masked LM"):
+    with pytest.raises(SettingsError, match="not a masked LM"):
         compare_models.main(_argv(tiny_gpt2_checkpoint, tiny_gpt2_checkpoint, tmp_path / "c.gif"))
     assert not (tmp_path / "c.gif").exists()
 
 
 def test_masked_lm_passed_as_gpt2_is_refused(tiny_checkpoint, tmp_path):
-    with pytest.raises(UsageError, match="not an autoregressive"):
+    with pytest.raises(SettingsError, match="not an autoregressive"):
         compare_models.main(_argv(tiny_checkpoint, tiny_checkpoint, tmp_path / "c.gif"))
 
 
 def test_output_inside_a_file_is_refused(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(UsageError, match="is a file"):
+    with pytest.raises(SettingsError, match="is a file"):
         compare_models.main(_argv(tiny_checkpoint, tiny_gpt2_checkpoint, blocker / "c.gif"))
-    with pytest.raises(UsageError, match="is a directory"):
+    with pytest.raises(SettingsError, match="is a directory"):
         compare_models.main(_argv(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path))
 
 
@@ -115,7 +114,7 @@ def test_missing_gpt2_checkpoint_is_named_and_exits_2(tiny_checkpoint, tmp_path,
 
 
 def test_missing_roberta_checkpoint_is_named(tiny_gpt2_checkpoint, tmp_path):
-    with pytest.raises(UsageError, match="no-roberta"):
+    with pytest.raises(SettingsError, match="no-roberta"):
         compare_models.main(_argv(str(tmp_path / "no-roberta"), tiny_gpt2_checkpoint, tmp_path / "c.gif"))
 
 

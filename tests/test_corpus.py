@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-import corpus
+from textdiffusion.data import corpus
 
 
 @pytest.mark.parametrize("layout", corpus.LAYOUTS)

@@ -1,4 +1,4 @@
-"""diffusion.py: schedules, the training loss, and the sampler (diffusion.sample) with its banned tokens."""
+"""diffusion.py: schedules, the training loss, and the sampler (sampling.sample) with its banned tokens."""
 
 import copy
 import math
@@ -9,25 +9,24 @@ import torch
 from transformers import HfArgumentParser
 
 import config
-import diffusion
-import models
-import sampling
-import tokenization
-from diffusion import diffusion_loss
+from textdiffusion import masking, models, sampling
+from textdiffusion.data import tokenization
+from textdiffusion.errors import SettingsError
+from textdiffusion.masking.loss import diffusion_loss
 
 LENGTH = 24  # tokens per sample in these tests: short keeps the suite fast
 
 
 def sample(model, tokenizer, *, prefix="", infill=None, batch=2, seed=0, allow_end=True, **settings):
     settings = {"steps": 4, **settings}
-    ids = diffusion.build_inputs(tokenizer, prefix, LENGTH, batch, infill, end_token=infill is not None)
+    ids = sampling.build_inputs(tokenizer, prefix, LENGTH, batch, infill, end_token=infill is not None)
     generator = torch.Generator().manual_seed(seed)
     banned = sampling.banned_token_ids(tokenizer, allow_end=allow_end)
-    result = diffusion.sample(model, ids, tokenizer.mask_token_id, diffusion.SamplerConfig(**settings), banned, generator)
+    result = sampling.sample(model, ids, tokenizer.mask_token_id, sampling.SamplerConfig(**settings), banned, generator)
     return ids, result
 
 
-@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+@pytest.mark.parametrize("strategy", sampling.STRATEGIES)
 def test_sampler_leaves_no_mask_tokens(tiny_mlm, story_tokenizer, strategy):
     _, result = sample(tiny_mlm, story_tokenizer, prefix="tom found", strategy=strategy, steps=3)
     assert not (result.ids == story_tokenizer.mask_token_id).any()
@@ -53,7 +52,7 @@ def test_end_token_is_banned_unless_the_model_learned_to_end_documents(story_tok
     assert always | {end} <= set(sampling.banned_token_ids(tok, allow_end=False))
 
 
-@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+@pytest.mark.parametrize("strategy", sampling.STRATEGIES)
 def test_prefix_tokens_never_change_in_any_step(tiny_mlm, story_tokenizer, strategy):
     ids, result = sample(tiny_mlm, story_tokenizer, prefix="tom found a red ball", strategy=strategy)
     fixed = ids != story_tokenizer.mask_token_id
@@ -62,7 +61,7 @@ def test_prefix_tokens_never_change_in_any_step(tiny_mlm, story_tokenizer, strat
         assert torch.equal(step.ids[fixed], ids[fixed])
 
 
-@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+@pytest.mark.parametrize("strategy", sampling.STRATEGIES)
 def test_infill_context_never_changes_in_any_step(tiny_mlm, story_tokenizer, strategy):
     ids, result = sample(tiny_mlm, story_tokenizer, infill="tom found a [MASK]*2 in the [MASK] .", strategy=strategy)
     fixed = ids != story_tokenizer.mask_token_id
@@ -73,11 +72,11 @@ def test_infill_context_never_changes_in_any_step(tiny_mlm, story_tokenizer, str
 
 def test_infill_template_ends_with_a_fixed_end_token_for_line_by_line_models(story_tokenizer):
     end = tokenization.end_token_id(story_tokenizer)
-    with_end = diffusion.build_inputs(story_tokenizer, max_length=LENGTH, infill="tom [MASK]*2 .", end_token=True)
-    without = diffusion.build_inputs(story_tokenizer, max_length=LENGTH, infill="tom [MASK]*2 .")
+    with_end = sampling.build_inputs(story_tokenizer, max_length=LENGTH, infill="tom [MASK]*2 .", end_token=True)
+    without = sampling.build_inputs(story_tokenizer, max_length=LENGTH, infill="tom [MASK]*2 .")
     assert with_end[0, -1] == end and torch.equal(with_end[:, :-1], without)
     # A template that fills every position leaves no room: no end token, no error.
-    full = diffusion.build_inputs(story_tokenizer, max_length=5, infill="[MASK]*4", end_token=True)
+    full = sampling.build_inputs(story_tokenizer, max_length=5, infill="[MASK]*4", end_token=True)
     assert full.shape[1] == 5 and end not in full[0].tolist()
 
 
@@ -109,7 +108,7 @@ def test_threshold_never_drops_a_mask_at_the_step_cap(tiny_mlm, story_tokenizer)
     assert not (result.ids == story_tokenizer.mask_token_id).any()
 
 
-@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+@pytest.mark.parametrize("strategy", sampling.STRATEGIES)
 def test_same_seed_gives_same_ids(tiny_mlm, story_tokenizer, strategy):
     _, first = sample(tiny_mlm, story_tokenizer, strategy=strategy, seed=7)
     _, again = sample(tiny_mlm, story_tokenizer, strategy=strategy, seed=7)
@@ -122,7 +121,7 @@ def test_nucleus_keeps_the_token_that_crosses_p():
     logits = torch.tensor([0.05, 0.5, 0.15, 0.3]).log()
 
     def kept(p):  # the tokens 4000 draws ever pick
-        ids, _ = diffusion.draw_tokens(logits.expand(4000, 4), "nucleus", top_p=p, generator=torch.Generator().manual_seed(0))
+        ids, _ = sampling.draw_tokens(logits.expand(4000, 4), "nucleus", top_p=p, generator=torch.Generator().manual_seed(0))
         return sorted(set(ids.tolist()))
 
     assert kept(0.6) == [1, 3]  # 0.5 < 0.6: the 0.3 token crosses p and stays
@@ -131,11 +130,11 @@ def test_nucleus_keeps_the_token_that_crosses_p():
     assert kept(1.0) == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("sampling, settings", [("nucleus", {"top_p": 0.6}), ("topk", {"top_k": 2})])
-def test_draws_follow_the_filtered_distribution(sampling, settings):
+@pytest.mark.parametrize("method, settings", [("nucleus", {"top_p": 0.6}), ("topk", {"top_k": 2})])
+def test_draws_follow_the_filtered_distribution(method, settings):
     logits = torch.tensor([0.05, 0.5, 0.15, 0.3]).log().expand(20000, 4)
     generator = torch.Generator().manual_seed(0)
-    ids, confidence = diffusion.draw_tokens(logits, sampling, generator=generator, **settings)
+    ids, confidence = sampling.draw_tokens(logits, method, generator=generator, **settings)
     expected = {1: 0.5 / 0.8, 3: 0.3 / 0.8}  # the kept tokens, renormalised
     assert set(ids.tolist()) == set(expected)
     for token, p in expected.items():
@@ -145,29 +144,29 @@ def test_draws_follow_the_filtered_distribution(sampling, settings):
 
 def test_topk_keeps_exactly_k_tokens():
     logits = torch.tensor([[0.1, 3.0, 2.0, -1.0, 0.5]])
-    ids, _ = diffusion.draw_tokens(logits.expand(4000, 5), "topk", top_k=2, generator=torch.Generator().manual_seed(0))
+    ids, _ = sampling.draw_tokens(logits.expand(4000, 5), "topk", top_k=2, generator=torch.Generator().manual_seed(0))
     assert sorted(set(ids.tolist())) == [1, 2]
 
 
-@pytest.mark.parametrize("schedule", sorted(diffusion.SCHEDULES))
+@pytest.mark.parametrize("schedule", sorted(masking.SCHEDULES))
 def test_schedule_is_one_at_t1_and_zero_at_t0(schedule):
-    ends = diffusion.mask_fraction(schedule, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    ends = masking.mask_fraction(schedule, torch.tensor([1.0, 0.0], dtype=torch.float64))
     assert ends.tolist() == pytest.approx([1.0, 0.0], abs=1e-9)
-    inside = diffusion.mask_fraction(schedule, torch.linspace(0, 1, 101, dtype=torch.float64))
+    inside = masking.mask_fraction(schedule, torch.linspace(0, 1, 101, dtype=torch.float64))
     assert (inside.diff() >= 0).all()  # more time, never fewer masks
 
 
 def test_cli_choices_equal_the_sampler_tables():
-    assert typing.get_args(sampling.SCHEDULE_CHOICES) == tuple(diffusion.SCHEDULES)
-    assert typing.get_args(sampling.STRATEGY_CHOICES) == ("auto", *diffusion.STRATEGIES)
-    assert typing.get_args(sampling.SAMPLING_CHOICES) == diffusion.SAMPLING_METHODS
+    assert typing.get_args(sampling.SCHEDULE_CHOICES) == tuple(masking.SCHEDULES)
+    assert typing.get_args(sampling.STRATEGY_CHOICES) == ("auto", *sampling.STRATEGIES)
+    assert typing.get_args(sampling.SAMPLING_CHOICES) == sampling.SAMPLING_METHODS
     actions = HfArgumentParser(config.SamplingArguments)._option_string_actions
-    assert tuple(actions["--schedule"].choices) == tuple(diffusion.SCHEDULES)
-    assert tuple(actions["--strategy"].choices) == ("auto", *diffusion.STRATEGIES)
-    assert tuple(actions["--sampling"].choices) == diffusion.SAMPLING_METHODS
+    assert tuple(actions["--schedule"].choices) == tuple(masking.SCHEDULES)
+    assert tuple(actions["--strategy"].choices) == ("auto", *sampling.STRATEGIES)
+    assert tuple(actions["--sampling"].choices) == sampling.SAMPLING_METHODS
 
 
-@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+@pytest.mark.parametrize("strategy", sampling.STRATEGIES)
 def test_trajectory_has_the_start_plus_one_entry_per_step(tiny_mlm, story_tokenizer, strategy):
     ids, result = sample(tiny_mlm, story_tokenizer, prefix="tom", strategy=strategy, steps=5, threshold=1.0)
     assert len(result.trajectory) == 5 + 1 == result.nfe + 1
@@ -175,7 +174,7 @@ def test_trajectory_has_the_start_plus_one_entry_per_step(tiny_mlm, story_tokeni
     assert torch.equal(result.trajectory[-1].ids, result.ids)
 
 
-@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+@pytest.mark.parametrize("strategy", sampling.STRATEGIES)
 def test_revealed_marks_exactly_the_positions_whose_mask_went_away(tiny_mlm, story_tokenizer, strategy):
     _, result = sample(tiny_mlm, story_tokenizer, strategy=strategy, steps=6, schedule="linear")
     mask = story_tokenizer.mask_token_id
@@ -186,7 +185,7 @@ def test_revealed_marks_exactly_the_positions_whose_mask_went_away(tiny_mlm, sto
         assert ((after.confidence > 0) == (after.ids != mask) & ~result.fixed).all()
 
 
-@pytest.mark.parametrize("strategy", diffusion.STRATEGIES)
+@pytest.mark.parametrize("strategy", sampling.STRATEGIES)
 def test_block_decoding_fills_blocks_left_to_right(tiny_mlm, story_tokenizer, strategy):
     block = 8
     ids, result = sample(tiny_mlm, story_tokenizer, strategy=strategy, steps=6, block_size=block, schedule="linear")
@@ -209,9 +208,9 @@ def test_block_decoding_fills_blocks_left_to_right(tiny_mlm, story_tokenizer, st
 def test_log_linear_is_mdlm_and_sedds_linear_masking_schedule():
     # MDLM/SEDD "log-linear noise": sigma(t) = -log(1 - t), so the kept share alpha_t = exp(-sigma) = 1 - t.
     t = torch.linspace(0, 1, 11, dtype=torch.float64)
-    assert torch.allclose(diffusion.mask_fraction("log-linear", t), 1 - torch.exp(torch.log1p(-t.clamp(max=1 - 1e-12))), atol=1e-9)
-    assert torch.equal(diffusion.mask_fraction("log-linear", t), diffusion.mask_fraction("linear", t))
-    assert (diffusion.mask_fraction("logarithmic", t[1:-1]) > t[1:-1]).all()  # the other curve: more masked early
+    assert torch.allclose(masking.mask_fraction("log-linear", t), 1 - torch.exp(torch.log1p(-t.clamp(max=1 - 1e-12))), atol=1e-9)
+    assert torch.equal(masking.mask_fraction("log-linear", t), masking.mask_fraction("linear", t))
+    assert (masking.mask_fraction("logarithmic", t[1:-1]) > t[1:-1]).all()  # the other curve: more masked early
 
 
 # ----------------------------------------------------------------------------- the training loss
@@ -255,20 +254,20 @@ def test_margin_and_entropy_order_positions_differently_from_top_probability():
     probs = torch.tensor([[0.50, 0.49, 0.01, 0.0, 0.0], [0.40, 0.15, 0.15, 0.15, 0.15]])
     logits = probs.log()
     top = probs.max(-1).values
-    margin = diffusion.certainty(logits, "margin", top)
+    margin = sampling.certainty(logits, "margin", top)
     assert margin.tolist() == pytest.approx([0.01, 0.25])
-    assert diffusion.certainty(logits, "prob", top).tolist() == pytest.approx([0.50, 0.40])
+    assert sampling.certainty(logits, "prob", top).tolist() == pytest.approx([0.50, 0.40])
     h = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
     kept = torch.tensor([3.0, 5.0])  # -inf logits are not choices
-    assert diffusion.certainty(logits, "entropy", top).tolist() == pytest.approx((1 - h / kept.log()).tolist(), abs=1e-6)
-    assert diffusion.entropy(logits).tolist() == pytest.approx(h.tolist(), abs=1e-6)
+    assert sampling.certainty(logits, "entropy", top).tolist() == pytest.approx((1 - h / kept.log()).tolist(), abs=1e-6)
+    assert sampling.entropy(logits).tolist() == pytest.approx(h.tolist(), abs=1e-6)
 
 
 def test_entropy_bounded_reveals_the_longest_prefix_within_the_budget():
     entropies = torch.tensor([[2.0, 0.1, 0.5, 0.2, 9.0]])
     scores = -entropies  # most certain = lowest entropy first: 0.1, 0.2, 0.5, 2.0, 9.0
     candidates = torch.tensor([[True, True, True, True, False]])  # the 9.0 position is not masked
-    count = lambda budget: int(diffusion.entropy_bounded_count(entropies, scores, candidates, budget))  # noqa: E731
+    count = lambda budget: int(sampling.entropy_bounded_count(entropies, scores, candidates, budget))  # noqa: E731
     # prefix sums less their largest: 0, 0.1, 0.3, 0.8
     assert [count(b) for b in (0.05, 0.15, 0.35, 0.75, 0.85, 100.0)] == [1, 2, 3, 3, 4, 4]
 
@@ -286,10 +285,10 @@ def test_entropy_bounded_reveals_more_per_pass_with_a_larger_budget(tiny_mlm, st
 def test_remdm_sigma_caps_or_rescales_the_largest_possible_remasking():
     alpha_t, alpha_s = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.75, dtype=torch.float64)
     # sigma_max = (1 - 0.75) / 0.5 = 0.5
-    assert float(diffusion.remdm_sigma("cap", 0.2, alpha_t, alpha_s)) == pytest.approx(0.2)
-    assert float(diffusion.remdm_sigma("cap", 0.9, alpha_t, alpha_s)) == pytest.approx(0.5)
-    assert float(diffusion.remdm_sigma("rescale", 0.5, alpha_t, alpha_s)) == pytest.approx(0.25)
-    assert float(diffusion.remdm_sigma("cap", 1.0, torch.tensor(0.5), torch.tensor(1.0))) == 0.0  # the last step
+    assert float(sampling.remdm_sigma("cap", 0.2, alpha_t, alpha_s)) == pytest.approx(0.2)
+    assert float(sampling.remdm_sigma("cap", 0.9, alpha_t, alpha_s)) == pytest.approx(0.5)
+    assert float(sampling.remdm_sigma("rescale", 0.5, alpha_t, alpha_s)) == pytest.approx(0.25)
+    assert float(sampling.remdm_sigma("cap", 1.0, torch.tensor(0.5), torch.tensor(1.0))) == 0.0  # the last step
 
 
 @pytest.mark.parametrize("remask_schedule", ["cap", "rescale", "conf"])
@@ -316,15 +315,15 @@ def test_logits_only_where_needed_give_the_same_tokens_as_the_full_head(architec
     torch.manual_seed(0)
     model = models.build_model("diffusion", "tiny", story_tokenizer, 32, 0.0, architecture).eval()
     assert models.prediction_head(model) is not None
-    ids = diffusion.build_inputs(story_tokenizer, "tom found", 24, 3)
+    ids = sampling.build_inputs(story_tokenizer, "tom found", 24, 3)
     with torch.no_grad():
         full = model(input_ids=ids).logits
         where = ids == story_tokenizer.mask_token_id
-        sparse = diffusion.masked_logits(model, models.prediction_head(model), ids, torch.ones_like(ids), where)
+        sparse = models.masked_logits(model, models.prediction_head(model), ids, torch.ones_like(ids), where)
     assert torch.allclose(sparse, full[where], atol=1e-5)
     for strategy in ("confidence", "remdm"):
-        runs = [diffusion.sample(model, ids, story_tokenizer.mask_token_id,
-                                 diffusion.SamplerConfig(steps=6, strategy=strategy, sparse_logits=sparse_logits),
+        runs = [sampling.sample(model, ids, story_tokenizer.mask_token_id,
+                                 sampling.SamplerConfig(steps=6, strategy=strategy, sparse_logits=sparse_logits),
                                  sampling.banned_token_ids(story_tokenizer, True), torch.Generator().manual_seed(5))
                 for sparse_logits in (True, False)]
         assert torch.equal(runs[0].ids, runs[1].ids)
@@ -335,8 +334,8 @@ def test_logits_only_where_needed_give_the_same_tokens_as_the_full_head(architec
 
 def test_guidance_moves_the_logits_away_from_the_unconditional_ones():
     cond, uncond = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[1.0, 1.0, -1.0]])
-    assert torch.equal(diffusion.guided(cond, uncond, 0.0), cond)
-    assert torch.equal(diffusion.guided(cond, uncond, 1.0), torch.tensor([[3.0, -1.0, -1.0]]))
+    assert torch.equal(sampling.guided(cond, uncond, 0.0), cond)
+    assert torch.equal(sampling.guided(cond, uncond, 1.0), torch.tensor([[3.0, -1.0, -1.0]]))
 
 
 def test_cfg_scale_zero_is_unguided_and_a_positive_scale_costs_two_passes(tiny_mlm, story_tokenizer):
@@ -355,11 +354,11 @@ def test_cfg_scale_zero_is_unguided_and_a_positive_scale_costs_two_passes(tiny_m
 
 def test_product_of_experts_is_the_weighted_geometric_mixture():
     p, q = torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([[0.1, 0.3, 0.6]])
-    mixed = diffusion.product_of_experts(p.log() + 5.0, q.log() - 2.0, 0.25).softmax(-1)  # shifts do not matter
+    mixed = sampling.product_of_experts(p.log() + 5.0, q.log() - 2.0, 0.25).softmax(-1)  # shifts do not matter
     expected = p ** 0.75 * q ** 0.25
     assert torch.allclose(mixed, expected / expected.sum(), atol=1e-6)
-    assert torch.allclose(diffusion.product_of_experts(p.log(), q.log(), 0.0).exp(), p, atol=1e-6)
-    banned = diffusion.product_of_experts(torch.tensor([[0.0, float("-inf")]]), torch.tensor([[0.0, 0.0]]), 0.5)
+    assert torch.allclose(sampling.product_of_experts(p.log(), q.log(), 0.0).exp(), p, atol=1e-6)
+    banned = sampling.product_of_experts(torch.tensor([[0.0, float("-inf")]]), torch.tensor([[0.0, 0.0]]), 0.5)
     assert banned[0, 1] == float("-inf")
 
 
@@ -385,20 +384,20 @@ def test_remdm_loop_holds_the_decoded_share_while_it_remasks_and_finishes_unmask
     span = int((ids[0] == mask).sum())
     for k, step in enumerate(result.trajectory):
         t = 1 - k / steps
-        assert int((step.ids[0] == mask).sum()) == round(diffusion.loop_masked_share(t, on, off, alpha) * span)
+        assert int((step.ids[0] == mask).sum()) == round(sampling.loop_masked_share(t, on, off, alpha) * span)
         t_before = 1 - (k - 1) / steps
         if k and step.remasked.any():  # re-masking happens inside the loop only
             assert t_before <= on + 1e-9 and t >= off - 1e-9
     assert any(step.remasked.any() for step in result.trajectory)
     assert not (result.ids == mask).any()
-    assert diffusion.loop_masked_share(1.0, on, off, alpha) == 1.0 and diffusion.loop_masked_share(0.0, on, off, alpha) == 0.0
+    assert sampling.loop_masked_share(1.0, on, off, alpha) == 1.0 and sampling.loop_masked_share(0.0, on, off, alpha) == 0.0
 
 
 def test_ends_after_text_lets_an_end_run_grow_only_from_revealed_text():
     E = 9
     masked = torch.tensor([[False, True, True, True, True], [False, False, True, True, True], [False, True, True, True, False]])
     proposal = torch.tensor([[5, 3, E, E, E], [5, 3, E, E, E], [5, E, 4, E, E]])
-    assert diffusion.ends_after_text(masked, proposal, E).tolist() == [
+    assert sampling.ends_after_text(masked, proposal, E).tolist() == [
         [False, False, False, False, False],  # the run 2-4 follows a masked word: held
         [False, False, True, True, True],  # it follows revealed text: the whole run may go
         [False, True, False, False, False],  # right after the start; the end at 3 follows a masked word
@@ -417,12 +416,12 @@ def _end_biased(model, end: int, bias: float = 4.0):
 def test_end_tokens_are_revealed_only_right_after_revealed_text(tiny_mlm, story_tokenizer, strategy):
     end = tokenization.end_token_id(story_tokenizer)
     model = _end_biased(tiny_mlm, end)
-    ids = diffusion.build_inputs(story_tokenizer, "", LENGTH, 4, None, end_token=False)
+    ids = sampling.build_inputs(story_tokenizer, "", LENGTH, 4, None, end_token=False)
     banned = sampling.banned_token_ids(story_tokenizer, allow_end=True)
 
     def early_ends(end_after_text: bool) -> int:
-        config = diffusion.SamplerConfig(steps=LENGTH, strategy=strategy, end_after_text=end_after_text)
-        result = diffusion.sample(model, ids, story_tokenizer.mask_token_id, config, banned, torch.Generator().manual_seed(0),
+        config = sampling.SamplerConfig(steps=LENGTH, strategy=strategy, end_after_text=end_after_text)
+        result = sampling.sample(model, ids, story_tokenizer.mask_token_id, config, banned, torch.Generator().manual_seed(0),
                                   end_token_id=end)
         assert not (result.ids == story_tokenizer.mask_token_id).any()
         mask = story_tokenizer.mask_token_id
@@ -437,7 +436,7 @@ def test_geometric_schedule_is_sedds_noise_rescaled_to_its_ends():
     t = torch.tensor([0.25, 0.5, 0.9], dtype=torch.float64)
     raw = 1 - torch.exp(-(1e-4 ** (1 - t)) * 20.0**t)
     low, high = 1 - math.exp(-1e-4), 1 - math.exp(-20.0)
-    assert torch.allclose(diffusion.mask_fraction("geometric", t), (raw - low) / (high - low))
+    assert torch.allclose(masking.mask_fraction("geometric", t), (raw - low) / (high - low))
 
 
 class CertainAtFirst(torch.nn.Module):
@@ -457,10 +456,10 @@ class CertainAtFirst(torch.nn.Module):
 def test_adaptive_reveals_every_certain_position_at_once_then_the_rest_in_random_order_on_schedule():
     mask, length, certain = 19, 12, 6
     ids = torch.full((1, length), mask)
-    config = diffusion.SamplerConfig(strategy="adaptive", steps=4, schedule="linear", sparse_logits=False, top_k=50)
+    config = sampling.SamplerConfig(strategy="adaptive", steps=4, schedule="linear", sparse_logits=False, top_k=50)
 
     def run(seed):
-        return diffusion.sample(CertainAtFirst(certain), ids, mask, config, [mask], torch.Generator().manual_seed(seed))
+        return sampling.sample(CertainAtFirst(certain), ids, mask, config, [mask], torch.Generator().manual_seed(seed))
 
     result = run(0)
     first = result.trajectory[1].revealed[0]
@@ -485,7 +484,7 @@ def test_auto_strategy_is_threshold_for_line_by_line_models_and_adaptive_or_conf
     assert chosen.strategy == "threshold"  # a strategy the user names is kept
     assert sampling.GenerationSettings(strategy="adaptive").resolved_steps == 48 // 4
     sampling.GenerationSettings(confidence="margin").check()  # auto orders by certainty either way
-    with pytest.raises(sampling.UsageError, match="--remask-eta 0.5 has no meaning with --strategy auto"):
+    with pytest.raises(SettingsError, match="remask_eta 0.5 has no meaning with strategy auto"):
         sampling.GenerationSettings(remask_eta=0.5).check()
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-import cli
 import evaluate
+from textdiffusion import cli
 
 
 def test_evaluate_reports_bound_exact_perplexity_and_sample_metrics(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path, capsys):

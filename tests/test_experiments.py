@@ -6,11 +6,9 @@ import shutil
 import pytest
 import torch
 
-import cli
-import corpus
-import evaluation
-import models
-import tokenization
+from textdiffusion import cli, models
+from textdiffusion.data import corpus, tokenization
+from textdiffusion.metrics import evaluation
 
 
 def test_logit_lens_of_the_last_layer_is_the_model_prediction(story_tokenizer, tiny_mlm):
@@ -171,7 +169,7 @@ def test_schedule_comparison_checks_stories_only_for_a_model_of_the_built_in_cor
 
 
 def test_spread_quotes_min_median_max_in_any_order():
-    import tables
+    from experiments.helpers import tables
 
     assert tables.spread([0.3, 0.1, 0.2, 0.4]) == "min 0.100, median 0.250, max 0.400"
 

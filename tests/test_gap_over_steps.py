@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import corpus
-import tokenization
-from cli import UsageError
 from experiments import benchmark, gap_over_steps
+from textdiffusion.data import corpus, tokenization
+from textdiffusion.errors import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--max-length", "16", "--batch-size", "4", "--warmup-steps", "0", "--num-t-samples", "1", "--threads", "1"]
@@ -118,7 +117,7 @@ def test_a_failed_cell_stops_the_command_with_the_benchmarks_own_error(data_dir,
         return 2
 
     monkeypatch.setattr(gap_over_steps.training_runs, "run_benchmark", fail)
-    with pytest.raises(UsageError, match="shakespeare-char at 1000 steps failed .*another run is training"):
+    with pytest.raises(SettingsError, match="shakespeare-char at 1000 steps failed .*another run is training"):
         gap_over_steps.main(["--datasets", "shakespeare-char", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "gap")])
     assert not (tmp_path / "gap" / "gap_over_steps.csv").exists()
 
@@ -129,7 +128,7 @@ def test_a_failed_cell_stops_the_command_with_the_benchmarks_own_error(data_dir,
     (["--num-samples", "0"], "--num-samples 0"),
 ])
 def test_bad_input_is_refused_before_anything_runs(data_dir, tmp_path, flags, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(SettingsError, match=message):
         gap_over_steps.main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "gap"), *flags])
     assert not (tmp_path / "gap").exists()
 

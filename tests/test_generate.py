@@ -8,12 +8,11 @@ import sys
 import pytest
 import torch
 
-import diffusion
 import generate
-import models
-import sampling
-import tokenization
-from cli import UsageError
+from textdiffusion import models, sampling
+from textdiffusion.data import tokenization
+from textdiffusion.errors import SettingsError
+from textdiffusion.sampling import generation
 
 FAST = ["--steps", "2", "--max-length", "12", "--num-samples", "2"]
 
@@ -57,7 +56,7 @@ def test_steps_are_shown_from_all_masked_to_the_final_text(tiny_checkpoint, caps
 
 
 def test_render_state_shows_each_mask_as_an_underscore(story_tokenizer):
-    ids = diffusion.build_inputs(story_tokenizer, "the day", max_length=6)[0]
+    ids = sampling.build_inputs(story_tokenizer, "the day", max_length=6)[0]
     assert sampling.render_state(story_tokenizer, ids) == "the day _ _ _"
 
 
@@ -109,32 +108,32 @@ def maskless_checkpoint(tmp_path_factory, story_tokenizer):
 
 
 BAD_SAMPLING = [
-    (["--prefix", "tom found a red ball in the park", "--max-length", "6"], r"prefix is \d+ tokens.*--max-length 6"),
-    (["--steps", "0"], r"--steps 0 must be at least 1"),
-    (["--p", "0"], r"--p 0.0 must be in \(0, 1\]"),
-    (["--p", "1.5"], r"--p 1.5 must be in \(0, 1\]"),
-    (["--k", "0"], r"--k 0 must be at least 1"),
-    (["--temperature", "0", "--sampling", "topk"], r"--temperature 0.0 must be > 0 with --sampling topk"),
-    (["--temperature", "-1", "--sampling", "nucleus"], r"--temperature -1.0 must be > 0 with --sampling nucleus"),
-    (["--threshold", "0"], r"--threshold 0.0 must be in \(0, 1\]"),
-    (["--threshold", "1.01"], r"--threshold 1.01 must be in \(0, 1\]"),
+    (["--prefix", "tom found a red ball in the park", "--max-length", "6"], r"prefix is \d+ tokens.*max_length 6"),
+    (["--steps", "0"], r"steps 0 must be at least 1"),
+    (["--p", "0"], r"p 0.0 must be in \(0, 1\]"),
+    (["--p", "1.5"], r"p 1.5 must be in \(0, 1\]"),
+    (["--k", "0"], r"k 0 must be at least 1"),
+    (["--temperature", "0", "--sampling", "topk"], r"temperature 0.0 must be > 0 with sampling topk"),
+    (["--temperature", "-1", "--sampling", "nucleus"], r"temperature -1.0 must be > 0 with sampling nucleus"),
+    (["--threshold", "0"], r"threshold 0.0 must be in \(0, 1\]"),
+    (["--threshold", "1.01"], r"threshold 1.01 must be in \(0, 1\]"),
     (["--infill", "tom found a red ball"], r"infill template 'tom found a red ball' has no \[MASK\]"),
-    (["--num-samples", "0"], r"--num-samples 0 must be at least 1"),
-    (["--strategy", "remdm", "--remask-eta", "1.5"], r"--remask-eta 1.5 must be in \[0, 1\]"),
-    (["--strategy", "entropy-bounded", "--entropy-budget", "0"], r"--entropy-budget 0.0 must be > 0"),
-    (["--strategy", "random", "--confidence", "margin"], r"--confidence margin has no meaning with --strategy random; it applies to"),
-    (["--remask-eta", "0.2"], r"--remask-eta 0.2 has no meaning with --strategy auto; it applies to --strategy remdm"),
-    (["--strategy", "remdm", "--entropy-budget", "2"], r"--entropy-budget 2.0 has no meaning with --strategy remdm"),
+    (["--num-samples", "0"], r"num_samples 0 must be at least 1"),
+    (["--strategy", "remdm", "--remask-eta", "1.5"], r"remask_eta 1.5 must be in \[0, 1\]"),
+    (["--strategy", "entropy-bounded", "--entropy-budget", "0"], r"entropy_budget 0.0 must be > 0"),
+    (["--strategy", "random", "--confidence", "margin"], r"confidence margin has no meaning with strategy random; it applies to"),
+    (["--remask-eta", "0.2"], r"remask_eta 0.2 has no meaning with strategy auto; it applies to strategy remdm"),
+    (["--strategy", "remdm", "--entropy-budget", "2"], r"entropy_budget 2.0 has no meaning with strategy remdm"),
     (["--strategy", "remdm", "--remask-schedule", "loop", "--loop-on", "0.1", "--loop-off", "0.2"], r"must satisfy 0 < off < on < 1"),
-    (["--strategy", "remdm", "--loop-on", "0.7"], r"--loop-on, --loop-off and --loop-alpha apply to --remask-schedule loop only"),
-    (["--cfg-scale", "-1", "--prefix", "tom"], r"--cfg-scale -1.0 must be 0 \(off\) or more"),
-    (["--cfg-scale", "2"], r"--cfg-scale 2.0 guides by a prompt; give --prefix TEXT or --infill TEMPLATE"),
+    (["--strategy", "remdm", "--loop-on", "0.7"], r"loop_on, loop_off and loop_alpha apply to remask_schedule loop only"),
+    (["--cfg-scale", "-1", "--prefix", "tom"], r"cfg_scale -1.0 must be 0 \(off\) or more"),
+    (["--cfg-scale", "2"], r"cfg_scale 2.0 guides by a prompt; give prefix TEXT or infill TEMPLATE"),
 ]
 
 
 @pytest.mark.parametrize("argv, message", BAD_SAMPLING, ids=lambda x: " ".join(x) if isinstance(x, list) else "")
 def test_bad_sampling_options_are_usage_errors(tiny_checkpoint, argv, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(SettingsError, match=message):
         generate.main(["--checkpoint", tiny_checkpoint, "--steps", "2", "--max-length", "32", *argv])
 
 
@@ -152,7 +151,7 @@ def test_a_longer_max_length_on_a_packed_text_model_is_refused(tiny_checkpoint, 
     packed = tmp_path / "packed"
     shutil.copytree(tiny_checkpoint, packed)
     models.save_diffusion_config(str(packed), {"objective": "diffusion", "line_by_line": False, "max_length": 32})
-    with pytest.raises(UsageError, match=r"--max-length 33 is more than the model's 32 positions; use --max-length 32 or less"):
+    with pytest.raises(SettingsError, match=r"max_length 33 is more than the model's 32 positions; use max_length 32 or less"):
         generate.main(["--checkpoint", str(packed), "--steps", "2", "--max-length", "33"])
 
 
@@ -161,22 +160,22 @@ def test_greedy_accepts_temperature_zero(tiny_checkpoint):
 
 
 def test_missing_checkpoint_directory_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match=r"--checkpoint .*nope: no such directory; train one with `python train.py --quick-test`"):
+    with pytest.raises(SettingsError, match=r"checkpoint .*nope: no such directory"):
         generate.main(["--checkpoint", str(tmp_path / "nope")])
 
 
 def test_gpt2_checkpoint_is_refused_as_not_a_masked_lm(gpt2_checkpoint):
-    with pytest.raises(UsageError, match=r"is a gpt2 model, not a masked LM"):
+    with pytest.raises(SettingsError, match=r"is a gpt2 model, not a masked LM"):
         generate.main(["--checkpoint", gpt2_checkpoint])
 
 
 def test_tokenizer_without_mask_token_is_refused(maskless_checkpoint):
-    with pytest.raises(UsageError, match=r"has no mask token"):
+    with pytest.raises(SettingsError, match=r"has no mask token"):
         generate.main(["--checkpoint", maskless_checkpoint])
 
 
 def test_output_that_is_a_directory_is_refused(tiny_checkpoint, tmp_path):
-    with pytest.raises(UsageError, match=r"--output .* is a directory"):
+    with pytest.raises(SettingsError, match=r"output .* is a directory"):
         generate_main(tiny_checkpoint, "--output", str(tmp_path))
 
 
@@ -191,7 +190,7 @@ def test_unknown_choice_exits_with_code_2(tiny_checkpoint, flag, capsys):
 def test_check_sampling_args_rejects_names_outside_the_tables():
     args = generate.parse_args([])
     args.schedule = "quadratic"
-    with pytest.raises(UsageError, match="--schedule 'quadratic' is unknown; choose one of linear, cosine"):
+    with pytest.raises(SettingsError, match="schedule 'quadratic' is unknown; choose one of linear, cosine"):
         args.check()
 
 
@@ -210,7 +209,7 @@ def test_usage_error_is_one_line_on_stderr_with_exit_code_2(tmp_path, monkeypatc
         runpy.run_path(generate.__file__, run_name="__main__")
     assert exit_.value.code == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith("error: --checkpoint ") and captured.err.count("\n") == 1
+    assert captured.err.startswith("error: checkpoint ") and captured.err.count("\n") == 1
     assert "Traceback" not in captured.err and captured.out == ""
 
 
@@ -250,32 +249,32 @@ def test_rerank_keeps_the_candidate_the_guide_finds_most_likely(tiny_checkpoint,
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--guide-weight", "1.5", "--guide", "x"], r"--guide-weight 1.5 must be in \[0, 1\]"),
-        (["--rerank", "0"], r"--rerank 0 must be at least 1"),
-        (["--rerank", "4"], r"--rerank needs a guide: add --guide CHECKPOINT"),
+        (["--guide-weight", "1.5", "--guide", "x"], r"guide_weight 1.5 must be in \[0, 1\]"),
+        (["--rerank", "0"], r"rerank 0 must be at least 1"),
+        (["--rerank", "4"], r"rerank needs a guide: add guide CHECKPOINT"),
         (["--guide", "nowhere/gpt2"], r"checkpoint directory not found: nowhere/gpt2"),
     ],
 )
 def test_bad_guide_options_are_usage_errors(tiny_checkpoint, extra, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(SettingsError, match=message):
         generate.main(["--checkpoint", tiny_checkpoint, "--steps", "2", "--max-length", "20", *extra])
 
 
 def test_a_masked_lm_or_another_tokenizer_is_refused_as_guide(tiny_checkpoint, tmp_path):
-    with pytest.raises(UsageError, match="not an autoregressive"):
+    with pytest.raises(SettingsError, match="not an autoregressive"):
         generate.main(["--checkpoint", tiny_checkpoint, "--max-length", "20", "--guide", tiny_checkpoint])
     other = tokenization.train_tokenizer([" ".join(f"w{i}" for i in range(80))], "word", 100)
     models.build_model("ar", "tiny", other, 32).save_pretrained(tmp_path / "gpt2")
     other.save_pretrained(tmp_path / "gpt2")
-    with pytest.raises(UsageError, match="has another tokenizer"):
+    with pytest.raises(SettingsError, match="has another tokenizer"):
         generate.main(["--checkpoint", tiny_checkpoint, "--max-length", "20", "--guide", str(tmp_path / "gpt2")])
 
 
 @pytest.mark.parametrize("infill", [None, "tom found a [MASK]*2 in the park ."])
 def test_a_line_by_line_model_is_sampled_with_the_end_after_text_rule(tiny_checkpoint, story_tokenizer, monkeypatch, infill):
     seen = []
-    real = diffusion.sample
-    monkeypatch.setattr(diffusion, "sample", lambda *a, **kw: seen.append((a[3].end_after_text, kw.get("end_token_id"))) or real(*a, **kw))
+    real = sampling.sample
+    monkeypatch.setattr(generation, "sample", lambda *a, **kw: seen.append((a[3].end_after_text, kw.get("end_token_id"))) or real(*a, **kw))
     argv = ["--checkpoint", tiny_checkpoint, *FAST, "--max-length", "32"] + (["--infill", infill] if infill else [])
     sampling.generate(models.load_checkpoint(tiny_checkpoint), generate.parse_args(argv), progress=False)
     sampling.generate(models.load_checkpoint(tiny_checkpoint), generate.parse_args(argv + ["--end-after-text", "false"]), progress=False)

@@ -1,50 +1,62 @@
-"""The layout rules of issue 10: scripts stand on the library and never on each other."""
+"""The layout: scripts stand on the library and never on each other; the library is one package whose
+sub-packages import only the layers below them, and never a script, config.py or an experiment."""
 
 import ast
 from pathlib import Path
 
-import tomllib
-
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {"train", "generate", "visualize_generation", "compare_models", "evaluate"}
+SCRIPTS = {"train", "generate", "visualize_generation", "compare_models", "evaluate", "config", "data_collator"}
+# The library's floors, lowest first: a module may import its own floor and those below, never one above.
+LAYERS = ["errors", "cli", "data", "masking", "models", "blocks", "sampling", "metrics", "rendering", "training"]
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Top-level names of every module `path` imports, at module level or inside functions."""
+def imports_of(path: Path) -> set[str]:
+    """Dotted names of every module `path` imports, at module level or inside functions."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
+            names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-            if node.module == "experiments":  # from experiments import x
-                names |= {f"experiments.{alias.name}" for alias in node.names}
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
     return names
 
 
-def project_files() -> list[Path]:
-    return sorted(ROOT.glob("*.py")) + sorted((ROOT / "experiments").glob("*.py"))
+def floor(dotted: str) -> int | None:
+    parts = dotted.split(".")
+    return LAYERS.index(parts[1]) if parts[0] == "textdiffusion" and len(parts) > 1 and parts[1] in LAYERS else None
 
 
-def test_no_script_library_module_or_experiment_imports_a_script_or_an_experiment():
+def test_no_script_or_experiment_imports_a_script_or_another_experiment():
     offenders = []
-    for path in project_files():
-        imports = imported_modules(path)
-        bad = (imports & SCRIPTS) | {name for name in imports if name.startswith("experiments.")}
+    for path in sorted(ROOT.glob("*.py")) + sorted((ROOT / "experiments").glob("*.py")):
+        top = {name.split(".")[0] for name in imports_of(path)}
+        others = {n for n in imports_of(path) if n.startswith("experiments.") and not n.startswith("experiments.helpers")}
+        bad = (top & (SCRIPTS - {"config"})) | others
+        if path.stem == "data_collator" or path.parent.name == "experiments" and "config" in top:
+            bad -= {"config"}
         if bad:
             offenders.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
     assert offenders == []
 
 
-def test_every_library_module_is_installed_and_no_script_is():
-    installed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["py-modules"])
-    library = {path.stem for path in ROOT.glob("*.py")} - SCRIPTS
-    assert installed == library
-    assert not installed & SCRIPTS
+def test_the_library_imports_no_script_no_experiment_and_no_higher_floor():
+    offenders = []
+    library = sorted((ROOT / "textdiffusion").rglob("*.py"))
+    assert len(library) > 20
+    for path in library:
+        here = floor(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        for name in imports_of(path):
+            top = name.split(".")[0]
+            if top in SCRIPTS or top == "experiments":
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+            elif here is not None and (there := floor(name)) is not None and there > here:
+                offenders.append(f"{path.relative_to(ROOT)} (floor {LAYERS[here]}) imports {name} (floor {LAYERS[there]})")
+    assert offenders == []
 
 
 def test_every_script_main_goes_through_the_one_usage_error_wrapper():
-    for path in [ROOT / f"{name}.py" for name in sorted(SCRIPTS)] + sorted((ROOT / "experiments").glob("*.py")):
+    for path in [ROOT / f"{name}.py" for name in sorted(SCRIPTS - {"config", "data_collator"})] + sorted((ROOT / "experiments").glob("*.py")):
         source = path.read_text(encoding="utf-8")
         if "def main(" in source:
             assert 'if __name__ == "__main__":\n    cli.run(main)' in source, path.name

@@ -6,13 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import corpus
-import documents
-import evaluation
-import likelihood
-import models
-import tokenization
-from data_collator import EVAL_TIMES
+from textdiffusion import masking, models
+from textdiffusion.data import corpus, documents, tokenization
+from textdiffusion.masking.collator import EVAL_TIMES
+from textdiffusion.metrics import evaluation, likelihood
 
 # ----------------------------------------------------------------------------- a toy model computed by hand
 
@@ -72,7 +69,7 @@ def test_stratified_times_put_one_time_in_each_stratum():
 def test_bound_weight_is_n_over_k_for_the_linear_schedule():
     t = torch.tensor([0.01, 0.3, 1.0])
     rate = torch.tensor([1 / 47, 15 / 47, 1.0])  # k/n actually masked
-    assert torch.allclose(likelihood.bound_weight("linear", t, rate), torch.tensor([47.0, 47 / 15, 1.0], dtype=torch.float64))
+    assert torch.allclose(masking.bound_weight("linear", t, rate), torch.tensor([47.0, 47 / 15, 1.0], dtype=torch.float64))
 
 
 def test_bound_is_reproducible_with_the_same_seed_and_within_one_percent_across_seeds(story_tokenizer, tiny_mlm):
@@ -163,8 +160,8 @@ def test_judge_with_another_tokenizer_retokenises_the_samples(tmp_path):
 
 
 def test_tokenizers_are_compared_by_their_ids(story_tokenizer):
-    assert likelihood.same_tokenizer(story_tokenizer, story_tokenizer)
-    assert not likelihood.same_tokenizer(story_tokenizer, tokenization.train_tokenizer(corpus.generate_corpus(50), "char", 100))
+    assert tokenization.same_tokenizer(story_tokenizer, story_tokenizer)
+    assert not tokenization.same_tokenizer(story_tokenizer, tokenization.train_tokenizer(corpus.generate_corpus(50), "char", 100))
 
 
 # ----------------------------------------------------------------------------- sample metrics by hand

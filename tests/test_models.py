@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import models
+from textdiffusion import models
 
 
 def test_a_trainer_checkpoint_without_tokenizer_loads_with_its_runs_tokenizer_and_settings(tiny_checkpoint, tmp_path):

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-import cli
 import train
 from experiments import learning_curve, quick_test_seeds, recipe_grid
+from textdiffusion import cli
 
 
 @pytest.mark.parametrize("recipe", list(recipe_grid.RECIPES))
@@ -52,8 +52,7 @@ def test_a_tiny_grid_trains_measures_and_reuses_its_runs(tmp_path):
 
 @pytest.mark.parametrize("objective", ["diffusion", "ar"])
 def test_valid_share_over_sampling_seeds_is_the_checked_share_of_each_draw(objective, tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path, monkeypatch):
-    import models
-    import sampling
+    from textdiffusion import models, sampling
 
     path = tiny_checkpoint if objective == "diffusion" else tiny_gpt2_checkpoint
     (tmp_path / "final-model").symlink_to(path)

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-import corpus
-import text_metrics
+from textdiffusion.data import corpus
+from textdiffusion.metrics import text_metrics
 
 
 def test_unigram_entropy_of_hand_made_samples():

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-import cli
-import models
-import tokenization
 import train
 from config import PRESETS, QUICK_TEST
+from textdiffusion import cli, models
+from textdiffusion.data import tokenization
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_RUN = [

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import rendering
 import visualize_generation
+from textdiffusion import rendering
 
 pytestmark = pytest.mark.slow  # starts processes / a browser
 

@@ -9,12 +9,9 @@ import pytest
 import torch
 from PIL import Image, ImageChops, ImageDraw, ImageSequence
 
-import diffusion
-import models
-import rendering
-import sampling
 import visualize_generation
-from cli import UsageError
+from textdiffusion import models, rendering, sampling
+from textdiffusion.errors import SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,11 +75,11 @@ def _hand_made_result():
     revealed = [[0, 0, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 1, 0]]
     remasked = [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]]
     steps = [
-        diffusion.TrajectoryStep(torch.tensor([i]), torch.tensor([r]).bool(), torch.tensor([x]).bool(), torch.zeros(1, 5))
+        sampling.TrajectoryStep(torch.tensor([i]), torch.tensor([r]).bool(), torch.tensor([x]).bool(), torch.zeros(1, 5))
         for i, r, x in zip(ids, revealed, remasked)
     ]
     fixed = torch.tensor([[1, 1, 0, 0, 0]]).bool()
-    return diffusion.SampleResult(ids=steps[-1].ids, fixed=fixed, trajectory=steps, nfe=3)
+    return sampling.SampleResult(ids=steps[-1].ids, fixed=fixed, trajectory=steps, nfe=3)
 
 
 def test_states_label_fixed_masked_new_earlier_and_remasked_positions(story_tokenizer):
@@ -140,21 +137,21 @@ def test_frames_have_one_size_and_fit_the_longest_step(story_tokenizer):
 def test_output_dir_that_is_a_file_is_refused(tiny_checkpoint, tmp_path):
     blocker = tmp_path / "taken"
     blocker.write_text("not a directory")
-    with pytest.raises(UsageError, match="is a file"):
+    with pytest.raises(SettingsError, match="is a file"):
         visualize_generation.main(_args(tiny_checkpoint, blocker / "vis"))
-    with pytest.raises(UsageError, match="is a file"):
+    with pytest.raises(SettingsError, match="is a file"):
         visualize_generation.main(_args(tiny_checkpoint, blocker))
     assert blocker.read_text() == "not a directory"
 
 
 def test_frames_sample_outside_the_samples_is_refused_before_anything_is_written(tiny_checkpoint, tmp_path):
-    with pytest.raises(UsageError, match=r"--frames-sample 2: choose 0 to 1 \(--num-samples 2\)"):
+    with pytest.raises(SettingsError, match=r"--frames-sample 2: choose 0 to 1 \(--num-samples 2\)"):
         visualize_generation.main(_args(tiny_checkpoint, tmp_path / "vis", "--num-samples", "2", "--frames-sample", "2"))
     assert not (tmp_path / "vis").exists()
 
 
 def test_gpt2_checkpoint_is_refused_as_diffusion_model(tiny_gpt2_checkpoint, tmp_path):
-    with pytest.raises(UsageError, match="not a masked LM"):
+    with pytest.raises(SettingsError, match="not a masked LM"):
         visualize_generation.main(_args(tiny_gpt2_checkpoint, tmp_path / "vis"))
     assert not (tmp_path / "vis").exists()
 
@@ -167,7 +164,7 @@ def test_missing_checkpoint_is_one_line_error_and_exit_2(tmp_path, monkeypatch, 
         runpy.run_path(str(REPO / "visualize_generation.py"), run_name="__main__")
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --checkpoint") and str(missing) in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: checkpoint") and str(missing) in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "vis").exists()
 
 
@@ -200,9 +197,9 @@ def test_trajectory_states_name_the_end_token(story_tokenizer):
 
 
 def test_states_carry_the_candidates_of_the_positions_each_step_revealed(tiny_mlm, story_tokenizer):
-    ids = diffusion.build_inputs(story_tokenizer, "tom found", 16, 1)
-    config = diffusion.SamplerConfig(steps=4, strategy="confidence", sampling="greedy", candidates=3)
-    result = diffusion.sample(tiny_mlm, ids, story_tokenizer.mask_token_id, config, [], torch.Generator().manual_seed(0))
+    ids = sampling.build_inputs(story_tokenizer, "tom found", 16, 1)
+    config = sampling.SamplerConfig(steps=4, strategy="confidence", sampling="greedy", candidates=3)
+    result = sampling.sample(tiny_mlm, ids, story_tokenizer.mask_token_id, config, [], torch.Generator().manual_seed(0))
     states = rendering.trajectory_states(result, story_tokenizer)
     assert states[0].candidates is None
     for state in states[1:]:

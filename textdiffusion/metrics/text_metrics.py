@@ -7,10 +7,16 @@ from collections import Counter
 
 import torch
 
-import corpus
-import models
-import sampling
-from likelihood import judge_perplexity
+from textdiffusion.data import corpus
+from textdiffusion.metrics.likelihood import judge_perplexity
+from textdiffusion.models.checkpoint import (
+    is_causal_lm,
+    load_causal_lm,
+    load_checkpoint,
+)
+from textdiffusion.sampling.autoregressive import sample_autoregressive
+from textdiffusion.sampling.generation import generate
+from textdiffusion.sampling.settings import GenerationSettings
 
 
 def _tokens(text) -> list:
@@ -147,16 +153,16 @@ def checkpoint_story_quality(checkpoint: str, num_samples: int = 256, seed: int 
     """
     if threads:
         torch.set_num_threads(threads)
-    settings = sampling.GenerationSettings(num_samples=num_samples, seed=seed)
+    settings = GenerationSettings(num_samples=num_samples, seed=seed)
     settings.max_length = max_length or settings.max_length
     reference = reference_stories()
-    if models.is_causal_lm(checkpoint):
-        out = sampling.sample_autoregressive(*models.load_causal_lm(checkpoint), settings)
+    if is_causal_lm(checkpoint):
+        out = sample_autoregressive(*load_causal_lm(checkpoint), settings)
         quality = _story_quality(out.texts, reference)
         return {**quality, "nfe": out.forward_passes, **{f"ancestral_{k}": v for k, v in quality.items()}}
-    model = models.load_checkpoint(checkpoint)
-    out = sampling.generate(model, settings, progress=False)
+    model = load_checkpoint(checkpoint)
+    out = generate(model, settings, progress=False)
     settings.strategy, settings.steps = "random", settings.max_length
-    ancestral = sampling.generate(model, settings, progress=False)
+    ancestral = generate(model, settings, progress=False)
     return {**_story_quality(out.texts, reference), "nfe": out.nfe,
             **{f"ancestral_{k}": v for k, v in _story_quality(ancestral.texts, reference).items()}}

@@ -1,197 +1,19 @@
-"""Noise schedules, the diffusion loss weighting, and the one iterative-unmasking sampler.
-
-A schedule m(t) says which fraction of the generated span is masked at time t in [0, 1]: m(1) = 1 (all
-masked), m(0) = 0 (all revealed). Training samples t and masks m(t) of the tokens (data_collator.py);
-generation walks t from 1 to 0 in `steps` equal steps and keeps m(t) of the span masked after each one.
-Both read the same table below, so they cannot drift apart.
+"""The one iterative-unmasking sampler: walks t from 1 to 0 and returns its trajectory.
 """
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 
-from models import prediction_head
+from textdiffusion.masking.schedules import mask_fraction
+from textdiffusion.models.heads import prediction_head
+from textdiffusion.sampling.drawing import certainty, draw_tokens, entropy
+from textdiffusion.sampling.guidance import guided_by, step_logits
 
-_EXP_RATE = 5.0
-
-
-def _linear(t):
-    return t
-
-
-def _cosine(t):
-    # MaskGIT's mask ratio cos(pi/2 * r) at progress r = 1 - t: few tokens revealed first, most at the end.
-    return torch.sin(t * math.pi / 2)
-
-
-def _exponential(t):
-    # Masked share decays like exp(-5 * progress), rescaled to hit 0: many tokens revealed first.
-    return torch.expm1(_EXP_RATE * t) / math.expm1(_EXP_RATE)
-
-
-def _logarithmic(t):
-    # The inverse shape of `exponential`: logarithmic growth, so the last steps reveal the fewest tokens.
-    return torch.log1p(math.expm1(_EXP_RATE) * t) / _EXP_RATE
-
-
-# SEDD's geometric noise (Lou et al. 2024): total noise sigma(t) = sigma_min^(1 - t) * sigma_max^t, masked share
-# 1 - exp(-sigma(t)) for the absorbing process; rescaled here to be exactly 0 at t = 0 and 1 at t = 1 (unrescaled it
-# is 1e-4 and 1 - 2e-9). Slow at first, then fast: most tokens are masked in the last third of the time.
-_GEOMETRIC_SIGMA = (1e-4, 20.0)
-
-
-def _geometric(t):
-    low, high = _GEOMETRIC_SIGMA
-    kept = torch.exp(-(low ** (1 - t)) * high**t)  # 1 - masked share, before rescaling
-    first, last = math.exp(-low), math.exp(-high)
-    return (first - kept) / (first - last)
-
-
-# "log-linear" is the name MDLM and SEDD give the linear masking schedule (noise sigma(t) = -log(1 - t), so the
-# kept share alpha_t = 1 - t and the masked share is t): the same curve as "linear", under their name.
-SCHEDULES = {
-    "linear": _linear, "cosine": _cosine, "exponential": _exponential, "logarithmic": _logarithmic, "log-linear": _linear,
-    "geometric": _geometric,
-}
 STRATEGIES = ("remask", "random", "confidence", "threshold", "entropy-bounded", "remdm", "adaptive")
-# How certain a proposal is, for the strategies that reveal the most certain positions first (confidence,
-# threshold, entropy-bounded's order): all in [0, 1], 1 = certain.
-CONFIDENCE_MEASURES = ("prob", "margin", "entropy")
+
+
 REMASK_SCHEDULES = ("cap", "rescale", "conf", "loop")  # ReMDM's sigma_t (Wang et al. 2025, arXiv 2503.00307, sec. 4)
-SAMPLING_METHODS = ("greedy", "topk", "nucleus")
-
-
-def mask_fraction(schedule: str, t: torch.Tensor) -> torch.Tensor:
-    """m(t): the share of the generated span that is masked at time t (float tensor in [0, 1])."""
-    return SCHEDULES[schedule](t.double()).clamp(0.0, 1.0).to(t.dtype)
-
-
-def elbo_weight(schedule: str, t: torch.Tensor) -> torch.Tensor:
-    """m'(t) / m(t): the continuous-time ELBO weight of a masked token's cross-entropy at time t.
-
-    For the linear schedule this is 1/t (MDLM, Sahoo et al. 2024, https://arxiv.org/abs/2406.07524, eq. 10).
-    The derivative is taken by autograd so each schedule is written once.
-    """
-    with torch.enable_grad():  # the collator may run under no_grad (evaluation loops)
-        t = t.detach().double().requires_grad_(True)
-        m = SCHEDULES[schedule](t)
-        (dm,) = torch.autograd.grad(m.sum(), t)
-    return (dm / m.clamp_min(1e-12)).detach().float()
-
-
-def diffusion_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    loss_weight: torch.Tensor,
-    num_maskable: torch.Tensor,
-    weighting: str = "uniform",
-    banned_ids: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The training loss of a batch with logits at every position. Returns (loss, per-row cross-entropy sum,
-    per-row masked count).
-
-    logits (batch, seq, vocab); labels (batch, seq) with -100 where the input is visible; loss_weight (batch,)
-    = m'(t)/(share masked), see `bound_weight`; num_maskable (batch,) = tokens that could have been masked.
-    The masked positions are picked out and passed to `masked_diffusion_loss`.
-    """
-    masked = labels != -100
-    rows = masked.nonzero(as_tuple=True)[0]
-    return masked_diffusion_loss(logits[masked], labels[masked], rows, loss_weight, num_maskable, weighting, banned_ids)
-
-
-def masked_diffusion_loss(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    unit: torch.Tensor,
-    loss_weight: torch.Tensor,
-    num_maskable: torch.Tensor,
-    weighting: str = "uniform",
-    banned_ids: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The training loss from the logits of the masked positions only. Returns (loss, per-unit cross-entropy
-    sum, per-unit masked count).
-
-    logits (N, vocab) and targets (N,) of the N masked positions; unit (N,) the row (or block: a masking unit)
-    each belongs to; loss_weight and num_maskable (units,) as in `diffusion_loss`.
-    uniform: mean cross-entropy over masked tokens. elbo: sum over units of weight * unit cross-entropy sum,
-    divided by the maskable tokens, i.e. the per-token continuous-time bound of MDLM.
-    `banned_ids` (mask, padding, start) get no probability: they are never the answer.
-    """
-    logits = logits.float()
-    if banned_ids is not None:
-        logits = logits.index_fill(-1, banned_ids.to(logits.device), float("-inf"))
-    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-    units = loss_weight.size(0)
-    ce_sum = torch.zeros(units, dtype=ce.dtype, device=ce.device).index_add(0, unit, ce)
-    count = torch.bincount(unit, minlength=units)
-    if weighting == "elbo":
-        loss = (loss_weight.to(ce.device) * ce_sum).sum() / num_maskable.sum().clamp_min(1)
-    else:
-        loss = ce_sum.sum() / count.sum().clamp_min(1)
-    return loss, ce_sum, count
-
-
-def bound_weight(schedule: str, t: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
-    """(batch,) weight of each row's summed masked cross-entropy in the bound: m'(t) / (share actually masked).
-
-    MDLM's weight is m'(t)/m(t) for tokens masked independently with probability m(t). The collator masks exactly
-    ceil(m(t) n) of n tokens instead, and at least one; with m(t) in the denominator a t below 1/n would weight one
-    masked token by up to 1/t, an estimator with infinite mean. Dividing by the share really masked, k/n, keeps
-    the estimate finite and makes it, averaged over t ~ U(0, 1], the any-order autoregressive bound
-    sum_k E[mean CE of k masked tokens] (Hoogeboom et al. 2021), which MDLM's integral approaches as n grows.
-    For the linear schedule the weight is n/k.
-    """
-    with torch.enable_grad():  # elbo_weight differentiates the schedule; evaluation may run under no_grad
-        slope = elbo_weight(schedule, t.cpu()).double() * mask_fraction(schedule, t.cpu().double())  # m'(t)
-    weight = slope / rate.cpu().double().clamp_min(1e-12)
-    return weight.masked_fill(rate.cpu() <= 0, 0.0).to(t.device)
-
-
-# ----------------------------------------------------------------------------- sampling one token per position
-
-
-def draw_tokens(
-    logits: torch.Tensor,
-    sampling: str,
-    temperature: float = 1.0,
-    top_k: int = 50,
-    top_p: float = 0.9,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick one token per position. Returns (ids, confidence), both shaped like logits[..., 0].
-
-    The confidence is the probability of the chosen token under the filtered (top-k or nucleus), tempered
-    distribution. Probabilities are taken in float64: in float32 the tail of a large
-    vocabulary loses mass, which silently lowers the effective temperature. Only the kept tokens (the top k, or
-    the sorted candidates of the nucleus) enter the draw, so top-k costs one draw over k tokens, not the vocabulary.
-    """
-    if sampling == "greedy":
-        probs = logits.double().softmax(-1)
-        confidence, ids = probs.max(-1)
-        return ids, confidence.float()
-    if sampling == "topk":
-        values, index = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1)  # (..., k), most likely first
-    else:
-        values, index = torch.sort(logits, dim=-1, descending=True)
-    probs = (values.double() / temperature).softmax(-1)
-    if sampling == "nucleus":
-        # Mass strictly before each token: the token whose own probability crosses p is still kept.
-        probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
-        probs = probs / probs.sum(-1, keepdim=True)
-    flat = probs.reshape(-1, probs.size(-1))
-    if generator is not None and generator.device.type != flat.device.type:
-        # A generator only fills tensors on its own device: draw there, use the ids here.
-        choice = torch.multinomial(flat.to(generator.device), 1, generator=generator).to(flat.device)
-    else:
-        choice = torch.multinomial(flat, 1, generator=generator)
-    choice = choice.view(*probs.shape[:-1], 1)
-    ids = index.gather(-1, choice).squeeze(-1)
-    confidence = probs.gather(-1, choice).squeeze(-1)
-    return ids, confidence.float()
-
-
-# ----------------------------------------------------------------------------- the sampler
 
 
 @dataclass
@@ -217,26 +39,6 @@ class SamplerConfig:
     candidates: int = 0  # top tokens recorded per drawn position in the trajectory (for the viewer; 0: none)
     guide_weight: float = 0.0  # weight of the causal-LM guide in the product of experts (0: no guide)
     end_after_text: bool = True  # certainty-ordered strategies: an end token only right after revealed text
-
-
-def certainty(logits: torch.Tensor, measure: str, drawn_prob: torch.Tensor) -> torch.Tensor:
-    """(rows,) certainty in [0, 1] of each row of logits (rows, vocab): `prob` the probability of the drawn token
-    (under the sampling distribution, what `draw_tokens` returns), `margin` top-1 minus top-2 probability, `entropy`
-    1 - H(p) / log(vocab) of the model's distribution."""
-    if measure == "prob":
-        return drawn_prob
-    probs = logits.double().softmax(-1)
-    if measure == "margin":
-        top = probs.topk(2, dim=-1).values
-        return (top[:, 0] - top[:, 1]).float()
-    kept = logits.isfinite().sum(-1).clamp_min(2).double()  # banned tokens are not choices
-    return (1.0 - entropy(logits) / kept.log()).clamp(0.0, 1.0).float()
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """(rows,) entropy in nats of softmax(logits) (rows, vocab); -inf logits count as probability 0."""
-    logp = logits.double().log_softmax(-1)
-    return -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1).float()
 
 
 def entropy_bounded_count(entropies: torch.Tensor, scores: torch.Tensor, candidates: torch.Tensor, budget: float) -> torch.Tensor:
@@ -533,52 +335,6 @@ def sample(
     return SampleResult(ids=ids.cpu(), fixed=fixed.cpu(), trajectory=trajectory, nfe=nfe, guide_nfe=guide_nfe)
 
 
-def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance: uncond + (1 + scale) (cond - uncond); scale 0 is the conditional logits (LLaDA,
-    arXiv 2502.09992, eq. 16, where the unconditional pass sees the prompt masked)."""
-    return uncond + (1.0 + scale) * (cond - uncond)
-
-
-def product_of_experts(logits: torch.Tensor, guide_logits: torch.Tensor, weight: float) -> torch.Tensor:
-    """(1 - weight) log p_diffusion + weight log p_guide, per row (rows, vocab): a distribution proportional to
-    p_diffusion^(1 - weight) p_guide^weight. Tokens either expert rules out (-inf) stay ruled out."""
-    return (1.0 - weight) * logits.float().log_softmax(-1) + weight * guide_logits.float().log_softmax(-1)
-
-
-def step_logits(model, head, ids, attention_mask, where, prompt, mask_token_id: int, cfg_scale: float):
-    """(logits at the `where` positions, forward passes spent): one pass, or with classifier-free guidance one
-    batched pass over the sequences and their copies with the `prompt` masked, which counts as two."""
-    if cfg_scale <= 0:
-        return masked_logits(model, head, ids, attention_mask, where), 1
-    pair = masked_logits(model, head, torch.cat([ids, ids.masked_fill(prompt, mask_token_id)]),
-                         attention_mask.repeat(2, 1), torch.cat([where, where]))
-    cond, uncond = pair.split(int(where.sum()))
-    return guided(cond.float(), uncond.float(), cfg_scale), 2
-
-
-def guided_by(guide, ids, attention_mask, where, rows: torch.Tensor, banned: torch.Tensor, weight: float) -> torch.Tensor:
-    """`rows` (the diffusion model's logits at the `where` positions) joined with a causal LM's next-token logits
-    there as a product of experts. The guide reads a draft: every `where` position filled with the row's argmax."""
-    draft = ids.clone()
-    draft[where] = rows.argmax(-1)
-    # The guide's logits at position j - 1 are its distribution for the token at j.
-    after = guide(input_ids=draft, attention_mask=attention_mask).logits[:, :-1][where[:, 1:]]
-    after = after[:, : rows.size(-1)].float().index_fill(-1, banned, float("-inf"))
-    return product_of_experts(rows, after, weight)
-
-
-def masked_logits(model, head, ids: torch.Tensor, attention_mask: torch.Tensor, where: torch.Tensor, **forward) -> torch.Tensor:
-    """(where.sum(), vocab) logits at the `where` positions of one forward pass: with `head`
-    (models.prediction_head) the encoder runs once and the head only at those positions; without, the whole model.
-    `forward`: more arguments of the forward pass (block diffusion's position_ids)."""
-    if hasattr(model, "logits_at"):  # a blocks.BlockModel: the current block over the cached prefix
-        return model.logits_at(head, ids, where)
-    if head is None:
-        return model(input_ids=ids, attention_mask=attention_mask, **forward).logits[where]
-    hidden = model.base_model(input_ids=ids, attention_mask=attention_mask, **forward).last_hidden_state
-    return head(hidden[where])
-
-
 def _uniform(shape, generator, device) -> torch.Tensor:
     # Drawn on the generator's device (a CPU generator cannot fill a CUDA tensor, nor the reverse), then moved.
     where = generator.device if generator is not None else device
@@ -589,64 +345,3 @@ def _record(ids, revealed, remasked, confidence, candidates=None, candidate_prob
     cpu = lambda x: None if x is None else x.cpu()  # noqa: E731
     return TrajectoryStep(ids.cpu(), revealed.cpu(), remasked.cpu(), confidence.float().cpu(),
                           cpu(candidates), None if candidate_probs is None else candidate_probs.float().cpu(), cpu(active))
-
-
-# ----------------------------------------------------------------------------- prompts in, text out
-
-_INFILL_MASK = r"\[MASK\](?:\*(\d+))?"
-
-
-def build_inputs(
-    tokenizer, prefix: str = "", max_length: int = 48, num_samples: int = 1, infill: str | None = None, end_token: bool = False
-):
-    """(num_samples, seq) input ids laid out exactly as in training, masks where text is to be generated.
-
-    Prefix mode: `<s> prefix <mask> ... <mask>` up to max_length. There is no end token between the prefix and
-    the continuation: the model never saw one there, and one would make it start a new document.
-    Infill mode: `<s>` followed by the template, each `[MASK]*n` becoming n masks; every other token is fixed.
-    With `end_token` (line-by-line models, which saw every document end with it) a fixed end token follows the
-    template when it fits.
-    Raises ValueError with a one-line reason for a template without masks or a prompt that does not fit.
-    """
-    import re
-
-    from tokenization import end_token_id, start_token_id
-
-    start = start_token_id(tokenizer)
-    if infill is not None:
-        ids = [start]
-        pieces = re.split(_INFILL_MASK, infill)
-        # re.split alternates literal text and the captured count of each [MASK]
-        for i, piece in enumerate(pieces):
-            if i % 2 == 0:
-                text = piece.rstrip() if i + 1 < len(pieces) else piece
-                if text.strip():
-                    ids += tokenizer(text, add_special_tokens=False)["input_ids"]
-            else:
-                ids += [tokenizer.mask_token_id] * int(piece or 1)
-        if tokenizer.mask_token_id not in ids:
-            raise ValueError(f"infill template {infill!r} has no [MASK]; write [MASK] or [MASK]*n where text goes")
-        if len(ids) > max_length:
-            raise ValueError(f"infill template is {len(ids)} tokens, more than --max-length {max_length}")
-        if end_token and len(ids) < max_length:
-            ids.append(end_token_id(tokenizer))
-    else:
-        ids = [start] + (tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else [])
-        if len(ids) >= max_length:
-            raise ValueError(f"prefix is {len(ids) - 1} tokens; it must be shorter than --max-length {max_length} - 1")
-        ids += [tokenizer.mask_token_id] * (max_length - len(ids))
-    return torch.tensor([ids] * num_samples)
-
-
-def decode_texts(tokenizer, ids: torch.Tensor, stop_at_end: bool = True) -> list[str]:
-    """Text of each row: the start token dropped, and (line-by-line models) everything from the end token on."""
-    from tokenization import end_token_id, start_token_id
-
-    start, end = start_token_id(tokenizer), end_token_id(tokenizer)
-    texts = []
-    for row in ids.tolist():
-        row = row[1:] if row and row[0] == start else row
-        if stop_at_end and end in row:
-            row = row[: row.index(end)]
-        texts.append(tokenizer.decode(row, skip_special_tokens=False).strip())
-    return texts

@@ -7,10 +7,18 @@ start, end and special ids of any hub tokenizer too (BERT's [CLS]/[SEP] included
 import os
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from cli import UsageError
+from textdiffusion.errors import SettingsError
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
@@ -34,7 +42,7 @@ def train_tokenizer(texts: list[str], kind: str, vocab_size: int) -> PreTrainedT
         tok.decoder = decoders.Fuse()
         trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
     else:
-        raise UsageError(f"unknown tokenizer type '{kind}'; choose bpe, word or char")
+        raise SettingsError(f"unknown tokenizer type '{kind}'; choose bpe, word or char")
     tok.train_from_iterator(texts, trainer)
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(
@@ -76,15 +84,15 @@ def load_tokenizer(name_or_path: str, need_mask: bool = True, trust_remote_code:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise UsageError(unreachable_message(name_or_path, err)) from None
+        raise SettingsError(unreachable_message(name_or_path, err)) from None
     # transformers 5, offline, can return a tokenizer with only its special tokens for an uncached hub name.
     if len(tokenizer) < 32:
-        raise UsageError(
+        raise SettingsError(
             f"the tokenizer of '{name_or_path}' has only {len(tokenizer)} tokens (not downloaded? offline?); "
-            "use --quick-test or a local checkpoint directory"
+            "use quick_test or a local checkpoint directory"
         )
     if need_mask and tokenizer.mask_token_id is None:
-        raise UsageError(f"the tokenizer of '{name_or_path}' has no mask token; a masked-diffusion model needs one")
+        raise SettingsError(f"the tokenizer of '{name_or_path}' has no mask token; a masked-diffusion model needs one")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token
     return tokenizer
@@ -136,5 +144,15 @@ def tokenize_documents(tokenizer, docs: list[str], max_length: int, line_by_line
     packed = encoded.map(pack, batched=True, batch_size=None, remove_columns=["ids"], desc="pack blocks")
     if len(packed) == 0:
         total = sum(len(ids) + 1 for ids in encoded["ids"])
-        raise UsageError(f"the text has {total} tokens, fewer than one block of --max-length {max_length}")
+        raise SettingsError(f"the text has {total} tokens, fewer than one block of max_length {max_length}")
     return packed
+
+
+def same_tokenizer(a, b) -> bool:
+    """True when both tokenizers give the same ids and layout tokens, so per-token numbers are comparable."""
+    if a.get_vocab() != b.get_vocab():
+        return False
+    if (start_token_id(a), end_token_id(a)) != (start_token_id(b), end_token_id(b)):
+        return False
+    probe = "the red ball, 12 kites; Tom's hat!"
+    return a(probe, add_special_tokens=False)["input_ids"] == b(probe, add_special_tokens=False)["input_ids"]

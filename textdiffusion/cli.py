@@ -14,16 +14,18 @@ from dataclasses import fields
 
 from transformers import HfArgumentParser
 
+from textdiffusion.errors import SettingsError
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
+
+class UsageError(SettingsError):
+    """Bad input from the user in command-line terms (a flag, a path): reported as one line, exit code 2."""
 
 
 def run(main, argv: list[str] | None = None):
     """Call `main(argv)`; a UsageError becomes `error: ...` on stderr and exit code 2."""
     try:
         return main(argv)
-    except UsageError as err:
+    except SettingsError as err:  # the library's bad values and the scripts' usage errors alike
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

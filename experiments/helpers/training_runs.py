@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import text_metrics
-from cli import UsageError
+from textdiffusion.cli import UsageError
+from textdiffusion.metrics import text_metrics
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository root, where train.py is
 
 
 def ar_training_steps(settings: dict) -> int:

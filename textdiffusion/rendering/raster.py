@@ -1,19 +1,22 @@
-"""Drawing sampler trajectories: per-step token states, token display strings, wrapped token text and GIFs.
-
-`visualize_generation.py` and `compare_models.py` both draw with this module, and the viewer
-(`view_animation.html`) reads the same per-step states from `run.json`. Text is measured with the real
-metrics of a monospace TrueType font (DejaVu Sans Mono ships with matplotlib), never estimated.
+"""Drawing states into images: fonts, token layout, legend, progress bars and the GIF writer.
 """
 
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-# Token states, shared with the viewer (view_animation.html) through run.json.
-FIXED, MASKED, NEW, REVEALED, REMASKED = "fixed", "masked", "new", "revealed", "remasked"
-LABELS = (FIXED, MASKED, NEW, REVEALED, REMASKED)
+from textdiffusion.rendering.states import (
+    FIXED,
+    LABELS,
+    MASKED,
+    NEW,
+    REMASKED,
+    REVEALED,
+    collapse_end_runs,
+)
+
 LEGEND = {
     FIXED: "prompt / fixed",
     MASKED: "still masked",
@@ -22,10 +25,19 @@ LEGEND = {
     REMASKED: "re-masked this step (old token struck out)",
 }
 
+
 BACKGROUND = (22, 24, 29)
+
+
 PANEL = (34, 37, 44)
+
+
 TEXT = (232, 232, 232)
+
+
 DIM = (150, 155, 165)
+
+
 COLOURS = {
     FIXED: (90, 169, 255),
     MASKED: (85, 90, 99),
@@ -33,139 +45,16 @@ COLOURS = {
     REVEALED: (232, 232, 232),
     REMASKED: (255, 159, 67),
 }
+
+
 # Block-wise sampling: a band behind the tokens of the block a step worked on (not a token state: any label can be in it).
 ACTIVE_LEGEND = "active block (the block this step works on)"
+
+
 ACTIVE_FILL = (42, 40, 66)
+
+
 ACTIVE_OUTLINE = (167, 139, 250)
-
-
-# ----------------------------------------------------------------------------- trajectory -> per-step states
-
-
-@dataclass
-class StepState:
-    """What one frame shows: the tokens of trajectory step `step` of one sample and the state of each.
-
-    `tokens[i]` is the decoded string of `ids[i]` (the mask token's string where masked). `previous[i]` is the
-    token a re-masked position held before this step (None elsewhere), so a frame can show what was hidden.
-    `active[i]` says whether position i is in the block this step worked on (block-wise sampling); None when the
-    step had no block of its own (ordinary sampling, the start, a final fill step).
-    """
-
-    step: int
-    steps: int
-    ids: list[int]
-    tokens: list[str]
-    labels: list[str]
-    previous: list[str | None]
-    end_token: str | None = None  # a run of this token is drawn as one chip, "</s> x30"
-    # For each position the step revealed: the sampler's top candidates there, [[token, probability], ...].
-    candidates: list | None = None
-    active: list[bool] | None = None
-
-    def count(self, label: str) -> int:
-        return self.labels.count(label)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def token_strings(tokenizer, ids: list[int]) -> list[str]:
-    """Each id decoded on its own, keeping the leading space a byte-level BPE token carries (' the')."""
-    return [_token_string(tokenizer, i) for i in ids]
-
-
-def _token_string(tokenizer, token_id: int) -> str:
-    cache = tokenizer.__dict__.setdefault("_rendering_token_cache", {})
-    if token_id not in cache:
-        token = tokenizer.convert_ids_to_tokens([token_id])[0]
-        cache[token_id] = tokenizer.convert_tokens_to_string([token]) if token is not None else f"<id {token_id}>"
-    return cache[token_id]
-
-
-def collapse_end_runs(tokens, labels, previous, end_token: str | None, active=None):
-    """(tokens, labels, previous, active) with every run of two or more shown `end_token`s as one token "</s> ×N";
-    its label is new if any of the run is new, fixed if all are fixed, else revealed, and it is active if any of
-    the run is. Masked and re-masked positions are never merged (each is a slot still to fill). `active` None
-    (no active block) stays None."""
-    if end_token is None:
-        return list(tokens), list(labels), list(previous), None if active is None else list(active)
-    out_tokens, out_labels, out_previous, out_active = [], [], [], []
-    i = 0
-    while i < len(tokens):
-        j = i
-        while j < len(tokens) and tokens[j] == end_token and labels[j] not in (MASKED, REMASKED):
-            j += 1
-        if j - i >= 2:
-            run = labels[i:j]
-            label = NEW if NEW in run else FIXED if all(x == FIXED for x in run) else REVEALED
-            out_tokens.append(f"{end_token} \u00d7{j - i}")
-            out_labels.append(label)
-            out_previous.append(None)
-            out_active.append(active is not None and any(active[i:j]))
-            i = j
-        else:
-            out_tokens.append(tokens[i])
-            out_labels.append(labels[i])
-            out_previous.append(previous[i])
-            out_active.append(active is not None and active[i])
-            i += 1
-    return out_tokens, out_labels, out_previous, None if active is None else out_active
-
-
-def end_token_string(tokenizer) -> str | None:
-    from tokenization import end_token_id
-
-    end = end_token_id(tokenizer)
-    return None if end is None else _token_string(tokenizer, end)
-
-
-def trajectory_states(result, tokenizer, sample: int = 0, skip_start: bool = True) -> list[StepState]:
-    """One StepState per trajectory step (step 0 = start) of row `sample` of a diffusion.SampleResult.
-
-    `skip_start` leaves out a leading start token (`<s>`), which is layout, not text.
-    """
-    from tokenization import start_token_id
-
-    trajectory = result.trajectory
-    first = 1 if skip_start and int(trajectory[0].ids[sample, 0]) == start_token_id(tokenizer) else 0
-    fixed = result.fixed[sample, first:].tolist()
-    mask_id = tokenizer.mask_token_id
-    states, before = [], None
-    for k, step in enumerate(trajectory):
-        ids = step.ids[sample, first:].tolist()
-        revealed = step.revealed[sample, first:].tolist()
-        remasked = step.remasked[sample, first:].tolist()
-        tokens = token_strings(tokenizer, ids)
-        labels, previous = [], []
-        for i, token_id in enumerate(ids):
-            was = None
-            if fixed[i]:
-                label = FIXED
-            elif remasked[i]:
-                label, was = REMASKED, _token_string(tokenizer, before[i])
-            elif token_id == mask_id:
-                label = MASKED
-            elif revealed[i]:
-                label = NEW
-            else:
-                label = REVEALED
-            labels.append(label)
-            previous.append(was)
-        candidates = None
-        if step.candidates is not None:
-            top, probs = step.candidates[sample, first:].tolist(), step.candidate_probs[sample, first:].tolist()
-            candidates = [
-                [[_token_string(tokenizer, t), round(p, 4)] for t, p in zip(top[i], probs[i]) if t >= 0] if revealed[i] else None
-                for i in range(len(ids))
-            ]
-        active = None if step.active is None else step.active[sample, first:].tolist()
-        states.append(StepState(k, len(trajectory) - 1, ids, tokens, labels, previous, end_token_string(tokenizer), candidates, active))
-        before = ids
-    return states
-
-
-# ----------------------------------------------------------------------------- fonts and display strings
 
 
 @lru_cache(maxsize=None)
@@ -213,9 +102,6 @@ def display_token(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
-
-
-# ----------------------------------------------------------------------------- wrapped token text
 
 
 @dataclass
@@ -369,9 +255,6 @@ def fit_text(text: str, size: int, width: float, bold: bool = False) -> str:
     while text and f.getlength(text + "\u2026") > width:
         text = text[:-1]
     return text + "\u2026"
-
-
-# ----------------------------------------------------------------------------- GIF
 
 
 def save_gif(frames: list[Image.Image], durations_ms: list[int], path) -> None:

@@ -5,21 +5,23 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-import corpus
-import documents
-import likelihood
-import sampling
-import text_metrics
-import tokenization
-from cli import UsageError
-from models import Checkpoint, max_positions
+from textdiffusion.data import corpus, documents, tokenization
+from textdiffusion.data.tokenization import same_tokenizer
+from textdiffusion.errors import SettingsError
+from textdiffusion.metrics import text_metrics
+from textdiffusion.metrics.likelihood import as_rows, causal_perplexity, elbo_bound
+from textdiffusion.models.checkpoint import Checkpoint
+from textdiffusion.models.heads import max_positions
+from textdiffusion.sampling.autoregressive import sample_autoregressive
+from textdiffusion.sampling.generation import generate
+from textdiffusion.sampling.settings import GenerationSettings
 
 logger = logging.getLogger(__name__)
 
 
 def evaluation_rows(tokenizer, docs: list[str], max_length: int, line_by_line: bool):
     """The blocks training used for these documents (same tokenizer, layout and length)."""
-    return likelihood.as_rows(tokenization.tokenize_documents(tokenizer, docs, max_length, line_by_line, "tokenize evaluation text"))
+    return as_rows(tokenization.tokenize_documents(tokenizer, docs, max_length, line_by_line, "tokenize evaluation text"))
 
 
 def held_out_texts(tokenizer, text_file, max_length: int, count: int) -> list[str]:
@@ -37,7 +39,7 @@ def report(
     line_by_line: bool | None = None,
     num_t_samples: int = 8,
     max_documents: int | None = 500,
-    settings: sampling.GenerationSettings | None = None,
+    settings: GenerationSettings | None = None,
     judge=None,
     training_stories=None,
     seed: int = 0,
@@ -48,7 +50,7 @@ def report(
     `checkpoint` is the diffusion model (models.load_checkpoint); the layout, block length and schedule of the
     bound default to how it was trained (`line_by_line`, `max_length` override them). `ar` is (causal LM,
     tokenizer) or None. `texts_or_file`: documents, a .txt/.jsonl path, or None for the built-in corpus's
-    validation stories. `settings` (sampling.GenerationSettings) draws samples from both models with the same
+    validation stories. `settings` (GenerationSettings) draws samples from both models with the same
     settings (None: no samples). `judge` is (causal LM, tokenizer), by default the AR model. `training_stories`
     turns on the built-in corpus's validity/novelty rates (on by default there).
     """
@@ -60,24 +62,24 @@ def report(
     if texts_or_file is None and training_stories is None:
         training_stories = corpus.generate_corpus(documents.BUILTIN_TRAIN_STORIES, seed=0)
     if max_length > max_positions(model):
-        raise UsageError(f"--max-length {max_length} is more than the masked LM's {max_positions(model)} positions")
+        raise SettingsError(f"max_length {max_length} is more than the masked LM's {max_positions(model)} positions")
     if checkpoint.block_size and max_length % checkpoint.block_size:
-        raise UsageError(f"--max-length {max_length} must be a multiple of the checkpoint's block size {checkpoint.block_size}")
+        raise SettingsError(f"max_length {max_length} must be a multiple of the checkpoint's block size {checkpoint.block_size}")
     ar_model, ar_tokenizer = ar if ar is not None else (None, None)
     judge = judge if judge is not None else ar
 
     rows = evaluation_rows(tokenizer, docs, max_length, line_by_line)
     logger.info("ELBO bound on %d blocks of %d tokens, %d times each", len(rows), max_length, num_t_samples)
-    bound = likelihood.elbo_bound(model, tokenizer, rows, schedule, line_by_line, num_t_samples, seed, batch_size,
+    bound = elbo_bound(model, tokenizer, rows, schedule, line_by_line, num_t_samples, seed, batch_size,
                                   block_size=checkpoint.block_size)
     diff_row = {"model": "diffusion", **bound.as_dict()}
     table = [diff_row]
     if ar_model is not None:
-        matched = likelihood.same_tokenizer(tokenizer, ar_tokenizer)
+        matched = same_tokenizer(tokenizer, ar_tokenizer)
         if not matched:
             logger.warning("the tokenizers differ: the text is retokenised; compare bits per byte, not per token")
         ar_rows = rows if matched else evaluation_rows(ar_tokenizer, docs, max_length, line_by_line)
-        ar_row = {"model": "autoregressive", **likelihood.causal_perplexity(ar_model, ar_tokenizer, ar_rows, batch_size).as_dict()}
+        ar_row = {"model": "autoregressive", **causal_perplexity(ar_model, ar_tokenizer, ar_rows, batch_size).as_dict()}
         diff_row["same_tokens"] = ar_row["same_tokens"] = matched
         table.append(ar_row)
 
@@ -85,10 +87,10 @@ def report(
         logger.info("sampling %d texts of %d tokens from each model", settings.num_samples, settings.max_length)
         if line_by_line != checkpoint.line_by_line:
             checkpoint = replace(checkpoint, settings={**checkpoint.settings, "line_by_line": line_by_line})
-        diff = sampling.generate(checkpoint, settings, progress=False)
+        diff = generate(checkpoint, settings, progress=False)
         diff_row.update(speed(diff), **text_metrics.sample_metrics(diff.texts, judge, training_stories), samples=diff.texts)
         if ar_model is not None:
-            ar_out = sampling.sample_autoregressive(ar_model, ar_tokenizer, settings)
+            ar_out = sample_autoregressive(ar_model, ar_tokenizer, settings)
             ar_row.update(speed(ar_out), **text_metrics.sample_metrics(ar_out.texts, judge, training_stories), samples=ar_out.texts)
         table.append({"model": "reference text", **text_metrics.sample_metrics(docs[: settings.num_samples], judge, training_stories)})
     return table
@@ -103,11 +105,11 @@ def load_evaluation_documents(texts_or_file, line_by_line: bool, max_documents: 
     else:
         docs = [d.strip() for d in texts_or_file if d.strip()]
         if not docs:
-            raise UsageError("the evaluation text is empty")
+            raise SettingsError("the evaluation text is empty")
     return docs[:max_documents] if max_documents else docs
 
 
 def speed(out) -> dict:
-    """Seconds, forward passes and generated tokens per second of a sampling.Generation or ARGeneration."""
+    """Seconds, forward passes and generated tokens per second of a Generation or ARGeneration."""
     passes = out.nfe if hasattr(out, "nfe") else out.forward_passes
     return {"seconds": out.seconds, "forward_passes": passes, "tokens_per_s": out.generated_tokens / max(out.seconds, 1e-9)}

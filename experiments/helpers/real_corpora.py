@@ -10,7 +10,7 @@ README reports a validation loss of 1.88 nats per character.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli import UsageError
+from textdiffusion.cli import UsageError
 
 TRAIN_PERCENT = 90  # a corpus without a split: the first 90% of its characters train, the last 10% are held out
 

@@ -7,8 +7,8 @@ name instead of a file.
 import json
 from pathlib import Path
 
-import corpus
-from cli import UsageError
+from textdiffusion.data import corpus
+from textdiffusion.errors import SettingsError
 
 BUILTIN = "builtin"  # the variable-layout stories; "builtin-fixed" the older fixed-layout ones
 
@@ -23,11 +23,11 @@ def read_documents(path: str, line_by_line: bool) -> list[str]:
     """Documents from a .txt (whole file, or one per non-empty line) or .jsonl ('text' field) file."""
     file = Path(path)
     if not file.is_file():
-        raise UsageError(f"training/validation file not found: {path}")
+        raise SettingsError(f"training/validation file not found: {path}")
     try:
         raw = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise UsageError(f"{path} is not UTF-8 text (byte {err.start}); convert it, e.g. iconv -t utf-8") from None
+        raise SettingsError(f"{path} is not UTF-8 text (byte {err.start}); convert it, e.g. iconv -t utf-8") from None
     if file.suffix == ".jsonl":
         docs = []
         for number, line in enumerate(raw.splitlines(), 1):
@@ -36,14 +36,14 @@ def read_documents(path: str, line_by_line: bool) -> list[str]:
             try:
                 docs.append(json.loads(line)["text"])
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise UsageError(f"{path} line {number}: expected a JSON object with a 'text' field") from None
+                raise SettingsError(f"{path} line {number}: expected a JSON object with a 'text' field") from None
     elif line_by_line:
         docs = raw.splitlines()
     else:
         docs = [raw]
     docs = [doc.strip() for doc in docs if doc.strip()]
     if not docs:
-        raise UsageError(f"{path} contains no text")
+        raise SettingsError(f"{path} contains no text")
     return docs
 
 
@@ -84,9 +84,9 @@ def _hub_documents(data_args) -> tuple[list[str], list[str]]:
     try:
         raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config)
     except Exception as err:  # datasets raises many types when offline; all mean the same to the user
-        raise UsageError(
+        raise SettingsError(
             f"could not load dataset '{data_args.dataset_name}' ({type(err).__name__}); offline? "
-            "use --quick-test, --dataset-name builtin, or --train-file FILE"
+            "use quick_test, dataset_name builtin, or train_file FILE"
         ) from None
     column = "text" if "text" in raw["train"].column_names else raw["train"].column_names[0]
     valid_split = "validation" if "validation" in raw else "test" if "test" in raw else None

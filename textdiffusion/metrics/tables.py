@@ -1,8 +1,7 @@
-"""Result tables: the plain-text table of an evaluation, markdown tables and CSV files for the experiments."""
+"""Result tables: the plain-text table of an evaluation, CSV files and matplotlib figures.
+"""
 
 import csv
-import math
-import statistics
 
 COLUMNS = (
     ("ppl", "ppl", "{:.3f}"),
@@ -44,33 +43,6 @@ def write_csv(path, rows: list[dict], fieldnames: list[str] | None = None) -> No
         writer = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-
-
-def min_median_max(values) -> tuple[float, float, float]:
-    """(min, median, max) of measurements over seeds (the project's way of quoting a trained figure)."""
-    values = sorted(values)
-    return values[0], statistics.median(values), values[-1]
-
-
-def spread(values) -> str:
-    """'min A, median B, max C' of measurements over seeds."""
-    low, median, high = min_median_max(values)
-    return f"min {low:.3f}, median {median:.3f}, max {high:.3f}"
-
-
-def markdown_table(rows: list[dict], columns: list[str], cell=None) -> str:
-    """Result rows as a markdown table. `cell(column, value)` formats one value; by default floats get two
-    decimals and a missing or NaN value is '-'."""
-
-    def default(column, value):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "-"
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-    cell = cell or default
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(c, row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def pyplot():

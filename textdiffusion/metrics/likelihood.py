@@ -16,12 +16,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-import blocks
-from cli import UsageError
-from data_collator import DiffusionCollator
-from diffusion import bound_weight, masked_diffusion_loss
-from models import max_positions
-from tokenization import end_token_id, special_token_ids, start_token_id
+from textdiffusion.blocks.training import masked_logits
+from textdiffusion.data.tokenization import (
+    end_token_id,
+    special_token_ids,
+    start_token_id,
+)
+from textdiffusion.errors import SettingsError
+from textdiffusion.masking.collator import DiffusionCollator
+from textdiffusion.masking.loss import masked_diffusion_loss
+from textdiffusion.masking.schedules import bound_weight
+from textdiffusion.models.heads import max_positions
 
 
 @dataclass
@@ -103,7 +108,7 @@ def elbo_bound(
     """MDLM's upper bound on the NLL of `data` (rows laid out by `tokenize_documents`).
 
     With `block_size` (a block-diffusion model) the bound of BD3-LM: the sum over blocks of each block's
-    masked-diffusion bound given the clean blocks before it, each block at its own time (blocks.doubled_forward).
+    masked-diffusion bound given the clean blocks before it, each block at its own time (doubled_forward).
 
     Each row is scored at `num_t_samples` stratified times. With `fixed_times`, each row is scored once and
     row j of each batch gets fixed_times[j % len]: this is what train.py's evaluation does with its eval
@@ -129,7 +134,7 @@ def elbo_bound(
         batch = collator([{"input_ids": row} for row in chunk])
         with torch.no_grad():
             ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            logits, targets, unit = blocks.masked_logits(model, ids, attention, batch["labels"].to(device), block_size)
+            logits, targets, unit = masked_logits(model, ids, attention, batch["labels"].to(device), block_size)
             # The training loss's cross-entropy: <mask>, <pad> and <s> get no probability, as in train.py.
             _, ce, _ = masked_diffusion_loss(logits, targets, unit, batch["loss_weight"], batch["num_maskable"], banned_ids=banned)
         weight = bound_weight(schedule, batch["mask_time"], batch["mask_rate"])
@@ -182,22 +187,12 @@ def causal_perplexity(model, tokenizer, data, batch_size: int = 64) -> Perplexit
     """Exact perplexity of a causal LM on rows laid out by `tokenize_documents` (the first token is given)."""
     rows = as_rows(data)
     if rows.size(1) > max_positions(model):
-        raise UsageError(
+        raise SettingsError(
             f"blocks of {rows.size(1)} tokens are longer than the causal LM allows ({max_positions(model)}); "
-            "lower --max-length"
+            "lower max_length"
         )
     total, count = causal_nll(model, rows, batch_size=batch_size)
     return Perplexity(total, count, text_bytes(tokenizer, rows), exact=True)
-
-
-def same_tokenizer(a, b) -> bool:
-    """True when both tokenizers give the same ids and layout tokens, so per-token numbers are comparable."""
-    if a.get_vocab() != b.get_vocab():
-        return False
-    if (start_token_id(a), end_token_id(a)) != (start_token_id(b), end_token_id(b)):
-        return False
-    probe = "the red ball, 12 kites; Tom's hat!"
-    return a(probe, add_special_tokens=False)["input_ids"] == b(probe, add_special_tokens=False)["input_ids"]
 
 
 def judge_perplexity(judge, judge_tokenizer, texts: list[str], batch_size: int = 32) -> Perplexity:

@@ -1,0 +1,13 @@
+"""The forward process: schedules, masking units at a time t, the training collator and the loss.
+"""
+
+from textdiffusion.masking.loss import (  # noqa: F401
+    diffusion_loss,
+    masked_diffusion_loss,
+)
+from textdiffusion.masking.schedules import (  # noqa: F401
+    SCHEDULES,
+    bound_weight,
+    elbo_weight,
+    mask_fraction,
+)

@@ -1,0 +1,1 @@
+"""Metrics: likelihood (the ELBO bound, causal and judge perplexity), text metrics, tables and the evaluation report."""

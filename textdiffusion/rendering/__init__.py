@@ -1,0 +1,40 @@
+"""Rendering a trajectory: the state of each position after each step, and drawing states into frames.
+"""
+
+from textdiffusion.rendering.raster import (  # noqa: F401
+    ACTIVE_FILL,
+    ACTIVE_LEGEND,
+    ACTIVE_OUTLINE,
+    ACTIVE_PAD,
+    BACKGROUND,
+    COLOURS,
+    DIM,
+    LEGEND,
+    MASK_BOX_CHARS,
+    PANEL,
+    TEXT,
+    Placed,
+    active_bands,
+    display_token,
+    draw_bar,
+    draw_legend,
+    draw_tokens,
+    fit_text,
+    font,
+    font_path,
+    layout_tokens,
+    save_gif,
+)
+from textdiffusion.rendering.states import (  # noqa: F401
+    FIXED,
+    LABELS,
+    MASKED,
+    NEW,
+    REMASKED,
+    REVEALED,
+    StepState,
+    collapse_end_runs,
+    end_token_string,
+    token_strings,
+    trajectory_states,
+)

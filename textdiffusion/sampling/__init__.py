@@ -1,0 +1,61 @@
+"""Sampling: the iterative-unmasking loop, token drawing, guidance, prompts, the generation call and the
+autoregressive sampler.
+"""
+
+from textdiffusion.sampling.autoregressive import (  # noqa: F401
+    ARGeneration,
+    sample_autoregressive,
+    warm_up,
+)
+from textdiffusion.sampling.drawing import (  # noqa: F401
+    CONFIDENCE_MEASURES,
+    SAMPLING_METHODS,
+    certainty,
+    draw_tokens,
+    entropy,
+)
+from textdiffusion.sampling.generation import (  # noqa: F401
+    MASK_SYMBOL,
+    Generation,
+    check_block_settings,
+    fit_to_positions,
+    generate,
+    render_state,
+    synchronize,
+)
+from textdiffusion.sampling.guidance import (  # noqa: F401
+    guide_nll,
+    guided,
+    guided_by,
+    load_guide,
+    product_of_experts,
+    step_logits,
+)
+from textdiffusion.sampling.prompts import (  # noqa: F401
+    banned_token_ids,
+    build_inputs,
+    decode_texts,
+)
+from textdiffusion.sampling.sampler import (  # noqa: F401
+    REMASK_SCHEDULES,
+    STRATEGIES,
+    SamplerConfig,
+    SampleResult,
+    TrajectoryStep,
+    anchored_runs,
+    ends_after_text,
+    entropy_bounded_count,
+    loop_masked_share,
+    remdm_sigma,
+    sample,
+)
+from textdiffusion.sampling.settings import (  # noqa: F401
+    CONFIDENCE_CHOICES,
+    GENERATION_DEFAULTS,
+    REMASK_CHOICES,
+    SAMPLING_CHOICES,
+    SCHEDULE_CHOICES,
+    STRATEGY_CHOICES,
+    STRATEGY_OPTIONS,
+    GenerationSettings,
+)
