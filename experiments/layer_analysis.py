@@ -17,10 +17,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from experiments.helpers import tables
 from textdiffusion import cli, models
 from textdiffusion.data import corpus, documents, tokenization
 from textdiffusion.masking.collator import DiffusionCollator
+from textdiffusion.metrics import (
+    tables,  # run as a path by the seed README: the library only
+)
 
 logger = logging.getLogger(__name__)
 LEVELS = [round(0.1 * i, 1) for i in range(1, 11)]

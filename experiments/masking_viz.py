@@ -16,10 +16,12 @@ from pathlib import Path
 
 import torch
 
-from experiments.helpers import tables
 from textdiffusion import cli, masking, models
 from textdiffusion.data import corpus, documents, tokenization
 from textdiffusion.masking.collator import DiffusionCollator
+from textdiffusion.metrics import (
+    tables,  # run as a path by the seed README: the library only
+)
 
 logger = logging.getLogger(__name__)
 LEVELS = [round(0.1 * i, 1) for i in range(1, 11)]
