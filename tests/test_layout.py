@@ -61,3 +61,39 @@ def test_every_script_main_goes_through_the_one_usage_error_wrapper():
         if "def main(" in source:
             assert 'if __name__ == "__main__":\n    cli.run(main)' in source, path.name
             assert "reports_usage_errors" not in source and "HfArgumentParser(" not in source, path.name
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_in_the_library_is_longer_than_80_lines():
+    too_long = []
+    for path in sorted((ROOT / "textdiffusion").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            length = node.end_lineno - node.lineno + 1 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else 0
+            if length > MAX_FUNCTION_LINES:
+                too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length} lines)")
+    assert too_long == [], "\n".join(too_long)
+
+
+def imported_by_name(tree: ast.AST) -> set[str]:
+    """Top-level names given as a string to importlib.import_module(...) or __import__(...)."""
+    return {node.args[0].value.split(".")[0] for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
+            and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)}
+
+
+def test_the_library_imports_no_file_of_the_repository_root_and_leaves_sys_path_alone():
+    # Every module at the top of the checkout (the scripts, config.py, any added later), experiments/ and tests/
+    # are absent from an installed package: the library may not import them, statically or by name.
+    root_names = {path.stem for path in ROOT.glob("*.py")} | {"experiments", "tests"}
+    assert SCRIPTS <= root_names
+    offenders = []
+    for path in sorted((ROOT / "textdiffusion").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if bad := ({name.split(".")[0] for name in imports_of(path)} | imported_by_name(tree)) & root_names:
+            offenders.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
+        if any(isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", None) == "sys"
+               for node in ast.walk(tree)):
+            offenders.append(f"{path.relative_to(ROOT)} uses sys.path")
+    assert offenders == [], "\n".join(offenders)
