@@ -1,8 +1,9 @@
 """Every option of the toolkit: dataclasses whose `help` metadata becomes `--help`.
 
 `transformers.HfArgumentParser` turns each field into `--field_name` and `--field-name`; `aliases` keep the
-seed project's flag names working. Presets (`--quick-test`) are argument lists put in front of the user's own
-arguments, so they are applied in exactly one place and anything the user types still wins.
+seed project's flag names working (TRAINING_ALIASES for the Trainer's fields). Presets (`--quick-test`, the
+optimiser settings by how the model starts) are defaults of train.py's parser: a first pass over the same flags
+says which apply, so they are applied in exactly one place and anything the user types still wins.
 """
 
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ class ModelArguments:
     model_name_or_path: str = field(
         default="distilroberta-base",
         metadata={
-            "help": "Masked-LM checkpoint to fine-tune: a hub name (roberta-base, bert-base-uncased, "
-            "answerdotai/ModernBERT-base) or a local directory. Ignored with --from-scratch.",
+            "help": "Masked-LM checkpoint to fine-tune: a hub name (roberta-base, answerdotai/ModernBERT-base, ...) or a "
+            "local directory. Ignored with --from-scratch.",
             "aliases": ["--model-name"],
         },
     )
@@ -29,9 +30,8 @@ class ModelArguments:
     )
     architecture: Literal["roberta", "roberta-prelayernorm", "modernbert", "deberta"] = field(
         default="deberta",
-        metadata={"help": "Masked LM built with --from-scratch: roberta (post-LN, like the hub's RoBERTa/BERT), "
-                  "roberta-prelayernorm (pre-LN, like GPT-2), modernbert (pre-LN, rotary positions) or deberta (DeBERTa-v2: "
-                  "absolute positions in the input and relative-position attention). The AR baseline is GPT-2."},
+        metadata={"help": "Masked LM built with --from-scratch: roberta (post-LN, like BERT), roberta-prelayernorm (pre-LN), "
+                  "modernbert (pre-LN, rotary positions) or deberta (relative-position attention). The AR baseline is GPT-2."},
     )
     tokenizer_type: Literal["bpe", "word", "char"] = field(
         default="bpe", metadata={"help": "Tokenizer trained with --from-scratch: byte-level BPE, word-level or characters."}
@@ -70,15 +70,15 @@ class DataArguments:
     line_by_line: bool = field(
         default=False,
         metadata={
-            "help": "Each non-empty line is one document, filled to --max-length with the end token, which the model "
-            "learns to predict (so generated documents end naturally). Default: documents packed into blocks."
+            "help": "Each non-empty line is one document, filled to --max-length with the end token (so generated "
+            "documents end). Default: documents packed into blocks."
         },
     )
     max_length: int = field(default=128, metadata={"help": "Tokens per training sequence (and the model's positions when built from scratch)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training documents."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many validation documents."})
     validation_split_percentage: int = field(
-        default=10, metadata={"help": "Percentage of the training text held out when there is no validation set (the last part)."}
+        default=10, metadata={"help": "Percentage of the training text held out (its end) without a validation set."}
     )
 
 
@@ -88,7 +88,7 @@ class DiffusionArguments:
         default="continuous",
         metadata={
             "help": "discrete: one mask rate per batch from {0.1, ..., 1.0} (the seed project). continuous: a time t "
-            "per example, spread evenly (antithetic) over the batch, masked share = schedule(t)."
+            "per example, antithetic over the batch, masked share = schedule(t)."
         },
     )
     schedule: SCHEDULE_CHOICES = field(
@@ -96,7 +96,8 @@ class DiffusionArguments:
     )
     loss_weighting: Literal["uniform", "elbo"] = field(
         default="uniform",
-        metadata={"help": "uniform: mean cross-entropy over masked tokens. elbo: each row's masked cross-entropy weighted m'(t)/(share masked), MDLM's m'(t)/m(t) with the share really masked (n/k for linear), per token."},
+        metadata={"help": "uniform: mean cross-entropy over masked tokens. elbo: MDLM's bound, each row's masked cross-entropy "
+                  "weighted m'(t) / (share really masked)."},
     )
     prefix_length: int = field(default=0, metadata={"help": "Leading tokens kept visible (never masked) in each training sequence."})
     prefix_policy: Literal["fixed", "random"] = field(
@@ -109,14 +110,13 @@ class DiffusionArguments:
     )
     time_sampling: Literal["uniform", "bell"] = field(
         default="uniform",
-        metadata={"help": "How times t are spread over that window (antithetic in both cases): uniform, or bell-shaped "
-                  "(Beta(2, 2): more middle mask rates, fewer nearly-empty or nearly-full masks)."},
+        metadata={"help": "How times t are spread over that window: uniform, or bell-shaped (Beta(2, 2): more middle "
+                  "mask rates)."},
     )
     repeat_mask_share: float = field(
         default=0.0,
-        metadata={"help": "Share of training rows masked for copying instead of at a drawn rate: every uncommon token "
-                  "that repeats an earlier one (a name, not 'the') plus 15%% of the rest, so copying from context "
-                  "becomes a frequent target. 0: off."},
+        metadata={"help": "Share of training rows masked for copying (every uncommon token that repeats an earlier one, "
+                  "plus 15%% of the rest) instead of at a drawn rate. 0: off."},
     )
     repeat_mask_steps: int = field(
         default=0,
@@ -125,22 +125,19 @@ class DiffusionArguments:
     )
     repeat_mask_direction: Literal["forward", "both"] = field(
         default="forward",
-        metadata={"help": "Copy rows (--repeat-mask-steps, --repeat-mask-share): forward hides the later mentions of a "
-                  "repeated word and keeps the first; both does that in half of them and in the other half hides the "
-                  "first mentions and keeps the last, so copying is learned in both directions."},
+        metadata={"help": "Copy rows: forward hides the later mentions of a repeated word and keeps the first; both hides "
+                  "the first mentions instead in half of them."},
     )
     block_size: int | None = field(
         default=None,
-        metadata={"help": "Block diffusion (BD3-LM): train the model to denoise blocks of this many tokens given the clean "
-                  "blocks before it (the input is the noisy row and the clean row, 2x the tokens; each block draws its own "
-                  "time; the loss is on the noisy half). Must divide --max-length; equal to it is ordinary masked diffusion. "
-                  "Built from scratch it makes --architecture default to roberta (deberta's relative positions do not "
-                  "apply). Sampled block by block with a key/value cache."},
+        metadata={"help": "Block diffusion (BD3-LM): denoise blocks of this many tokens given the clean blocks before them "
+                  "(sampled block by block with a key/value cache). Must divide --max-length. From scratch, --architecture "
+                  "then defaults to roberta."},
     )
     mask_curriculum_steps: int = field(
         default=0,
-        metadata={"help": "Curriculum: over the first N steps the largest time drawn grows linearly from 20%% of the "
-                  "window to --max-mask-time (lightly masked rows first). 0: no curriculum."},
+        metadata={"help": "Curriculum: over the first N steps the largest time drawn grows from 20%% of the window to "
+                  "--max-mask-time. 0: none."},
     )
 
 
@@ -148,10 +145,13 @@ class DiffusionArguments:
 class RunArguments:
     quick_test: bool = field(
         default=False,
-        metadata={"help": "Preset: tiny model from scratch on the built-in corpus, about three minutes on a 2-core CPU, offline."},
+        metadata={"help": "Preset: tiny model from scratch on the built-in corpus, about three minutes on a 2-core CPU, "
+                  "offline. Replaces an earlier quick-test in its own default directory, and says so."},
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into a non-empty --output-dir (its old checkpoints are removed)."}
+        default=False,
+        metadata={"help": "Allow writing into a non-empty --output-dir: its checkpoints are removed (the log names them), "
+                  "other files stay."},
     )
 
 
@@ -233,7 +233,6 @@ QUICK_TEST = {
     "eval_steps": "400",
     "save_steps": "400",
     "logging_steps": "100",
-    "overwrite_output_dir": "true",
 }
 
 PRESET_HELP = (
@@ -244,11 +243,35 @@ PRESET_HELP = (
     + ". Flags you give always win; run_args.json records the resolved values and the preset used."
 )
 
-# The seed project's flag names for TrainingArguments fields.
+# The seed project's flag names for TrainingArguments fields (flag -> field).
 TRAINING_ALIASES = {
-    "--epochs": "--num_train_epochs",
-    "--batch-size": "--per_device_train_batch_size",
-    "--batch_size": "--per_device_train_batch_size",
+    "--epochs": "num_train_epochs",
+    "--batch-size": "per_device_train_batch_size",
+    "--batch_size": "per_device_train_batch_size",
+}
+
+# The Trainer options train.py --help shows, with a help of one line (field -> help); --help-all shows the
+# Trainer's other ~100 in its own words, and every one of them parses either way.
+TRAINING_HELP = {
+    "output_dir": "Where checkpoints, final-model/, run_args.json, metrics.json and plots go.",
+    "resume_from_checkpoint": "Continue a run: a checkpoint directory, or no value for the newest in --output-dir.",
+    "learning_rate": "Peak learning rate of AdamW.",
+    "lr_scheduler_type": "Learning-rate schedule after the warm-up (linear, cosine, constant, ...).",
+    "warmup_steps": "Steps of linear learning-rate warm-up.",
+    "weight_decay": "AdamW weight decay.",
+    "per_device_train_batch_size": "Training sequences per batch on each device.",
+    "gradient_accumulation_steps": "Batches whose gradients are summed before each optimiser step.",
+    "max_steps": "Optimiser steps to train; overrides --num-train-epochs when > 0.",
+    "num_train_epochs": "Passes over the training set (when --max-steps is not given).",
+    "bf16": "Train in bfloat16 mixed precision (recent GPUs and CPUs).",
+    "fp16": "Train in float16 mixed precision (CUDA).",
+    "logging_steps": "Log the training loss (per mask level) every N steps.",
+    "eval_strategy": "When to evaluate: no, steps (every --eval-steps) or epoch.",
+    "eval_steps": "Evaluate at the ten fixed mask levels every N steps.",
+    "save_steps": "Save a checkpoint every N steps.",
+    "save_total_limit": "Keep at most this many checkpoints (the oldest are removed).",
+    "report_to": "Where the logs go as well: none, all, tensorboard, wandb, or a comma-separated list.",
+    "seed": "Random seed (weights, data order, masks): the same seed gives the same losses.",
 }
 
 

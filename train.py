@@ -5,14 +5,13 @@
     python train.py --model-name-or-path distilroberta-base   # fine-tune from the hub (wikitext by default)
 """
 
-import argparse
 import json
 import logging
 import math
 import shutil
 import signal
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -23,7 +22,6 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.hf_argparser import string_to_bool
 from transformers.integrations import get_available_reporting_integrations
 from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 from transformers.modeling_outputs import MaskedLMOutput
@@ -35,6 +33,7 @@ from config import (
     QUICK_TEST,
     TRAINING_ALIASES,
     TRAINING_DEFAULTS,
+    TRAINING_HELP,
     DataArguments,
     DiffusionArguments,
     ModelArguments,
@@ -54,64 +53,56 @@ LEVEL_NAMES = [f"{(i + 1) / NUM_LEVELS:.1f}" for i in range(NUM_LEVELS)]
 ARGUMENT_TYPES = (ModelArguments, DataArguments, DiffusionArguments, RunArguments, TrainingArguments)
 
 
-def user_flags(argv: list[str]) -> set[str]:
-    """The option names the user typed, as field names (--max-length=8 -> max_length)."""
-    return {arg.split("=")[0].lstrip("-").replace("-", "_") for arg in argv if arg.startswith("--")}
+def build_parser(defaults: dict | None = None, add_help: bool = True) -> cli.ArgumentParser:
+    """train.py's parser: every option of config.py's dataclasses and the Trainer's, the seed project's aliases,
+    `defaults` (field -> value); --help shows the Trainer options of config.TRAINING_HELP, --help-all all of them."""
+    hidden = {f.name for f in fields(TrainingArguments)} - set(TRAINING_HELP)
+    parser = cli.parser_for(ARGUMENT_TYPES, __doc__.splitlines()[0], defaults=defaults, helps=TRAINING_HELP, epilog=PRESET_HELP,
+                            aliases=TRAINING_ALIASES, hidden=hidden, add_help=add_help)
+    # A bare --resume-from-checkpoint means the newest checkpoint in --output-dir.
+    resume = next(action for action in parser._actions if action.dest == "resume_from_checkpoint")
+    resume.nargs, resume.const = "?", "last"
+    return parser
 
 
-def starts_from_scratch(argv: list[str]) -> bool:
-    """Whether the run builds a new model: --quick-test, or --from-scratch as HfArgumentParser would read it."""
-    if "quick_test" in user_flags(argv):
-        return True
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--from_scratch", "--from-scratch", type=string_to_bool, nargs="?", const=True, default=False)
-    try:
-        return bool(parser.parse_known_args(argv)[0].from_scratch)
-    except SystemExit:  # not a boolean: the full parser reports it
-        return False
-
-
-def preset_name(argv: list[str]) -> str:
-    return "from-scratch" if starts_from_scratch(argv) else "fine-tuning"
-
-
-def normalise_argv(argv: list[str]) -> list[str]:
-    """The seed project's flag names mapped to ours; a bare --resume-from-checkpoint means the newest checkpoint."""
-    argv = [TRAINING_ALIASES.get(arg.split("=")[0], arg.split("=")[0]) + arg[len(arg.split("=")[0]) :] for arg in argv]
-    for flag in ("--resume-from-checkpoint", "--resume_from_checkpoint"):
-        if flag in argv:
-            i = argv.index(flag)
-            if i + 1 == len(argv) or argv[i + 1].startswith("--"):
-                argv.insert(i + 1, "last")
-    return argv
-
-
-def resolved_defaults(argv: list[str]) -> dict:
-    """train.py's defaults for this command line: TRAINING_DEFAULTS, then the preset for how the model starts, then
-    --quick-test's settings (each later one wins); the user's own flags beat them all."""
-    defaults = {**TRAINING_DEFAULTS, **PRESETS[preset_name(argv)], **(QUICK_TEST if "quick_test" in user_flags(argv) else {})}
-    if "block_size" in user_flags(argv):
+def resolved_defaults(given: dict) -> dict:
+    """train.py's defaults for the options `given` (field -> value, as cli.given reads them): TRAINING_DEFAULTS, then
+    the preset for how the model starts, then --quick-test's settings (each later one wins); the user's own flags
+    beat them all."""
+    quick_test = given.get("quick_test", False)
+    from_scratch = given.get("from_scratch", quick_test)
+    defaults = {**TRAINING_DEFAULTS, **PRESETS["from-scratch" if from_scratch else "fine-tuning"], **(QUICK_TEST if quick_test else {})}
+    if given.get("block_size") is not None:
         # Block diffusion feeds each position twice (noisy and clean) and needs positions that are indices:
         # DeBERTa's relative positions are computed from the sequence index, so its blocks would see false distances.
         # RoBERTa, not ModernBERT: on the built-in stories (quick-test, blocks of 8, three seeds each) ModernBERT did
         # not learn to copy the opening's words and RoBERTa did (RESULTS.md, "Block diffusion").
         defaults["architecture"] = "roberta"
     # The AR baseline gets its own default directory so it never replaces the diffusion model in results/.
-    objective = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--objective"]
-    if objective and objective[-1] == "ar":
+    if given.get("objective") == "ar":
         defaults["output_dir"] = "results-ar"
+    if quick_test and "output_dir" not in given and earlier_quick_test(Path(defaults["output_dir"])):
+        # The one directory train.py replaces unasked: the quick-test's own, holding an earlier quick-test.
+        defaults["overwrite_output_dir"] = True
     return defaults
 
 
+def earlier_quick_test(out: Path) -> bool:
+    """Whether `out` holds a run of train.py --quick-test: its run_args.json (train.py writes it) says so."""
+    try:
+        return json.loads((out / "run_args.json").read_text())["RunArguments"]["quick_test"] is True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def parse_args(argv: list[str] | None):
-    argv = normalise_argv(sys.argv[1:] if argv is None else list(argv))
-    parser = cli.parser_for(ARGUMENT_TYPES, __doc__.splitlines()[0], defaults=resolved_defaults(argv), epilog=PRESET_HELP)
-    *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # exits 2 with the usage line
+    """Two passes of one parser: the first learns which options are given (--quick-test, --from-scratch, --objective,
+    --block-size, --output-dir), the second parses with the defaults they choose."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    given = cli.given(build_parser(add_help=False), argv)
+    parsed = cli.parse(build_parser(resolved_defaults(given)), argv)
     model_args = parsed[0]
-    named = user_flags(argv) & {"model_name_or_path", "model_name"}
-    if model_args.from_scratch and named:
+    if model_args.from_scratch and "model_name_or_path" in given:
         raise UsageError(
             f"--from-scratch builds a new model, so --model-name-or-path {model_args.model_name_or_path} would be "
             "ignored; drop one of the two"
@@ -379,11 +370,16 @@ def plot_loss_by_level(log_history: list[dict], path: Path) -> None:
 
 
 def prepare_output_dir(run_args, training_args) -> None:
+    """Create --output-dir; when this run replaces the one there, remove its checkpoints (a later
+    --resume-from-checkpoint would take them for this run's) and say so in one line. Nothing else is deleted."""
     out = Path(training_args.output_dir)
-    if run_args.overwrite_output_dir and not training_args.resume_from_checkpoint and out.is_dir():
-        # Old checkpoints would otherwise be mistaken for this run's by a later --resume-from-checkpoint.
-        for old in list(out.glob("checkpoint-*")) + [out / "tokenizer"]:
-            shutil.rmtree(old, ignore_errors=True)
+    if run_args.overwrite_output_dir and not training_args.resume_from_checkpoint and out.is_dir() and any(out.iterdir()):
+        old = sorted(out.glob("checkpoint-*"), key=lambda path: path.name.split("-")[-1].zfill(12))
+        replaced = [path.name for path in old] + (["final-model (at the end)"] if (out / "final-model").exists() else [])
+        logger.warning("replacing the earlier %s in %s: %s; other files stay", "quick-test" if earlier_quick_test(out) else "run",
+                       out, ", ".join(replaced) or "no checkpoint or model")
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
     if training_args.resume_from_checkpoint == "last":
         training_args.resume_from_checkpoint = get_last_checkpoint(str(out))
     out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import generate
-from textdiffusion import models, sampling
+from textdiffusion import cli, models, sampling
 from textdiffusion.data import tokenization
 from textdiffusion.errors import SettingsError
 from textdiffusion.sampling import generation
@@ -180,11 +180,12 @@ def test_output_that_is_a_directory_is_refused(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("flag", ["--schedule", "--strategy", "--sampling", "--confidence", "--remask-schedule"])
-def test_unknown_choice_exits_with_code_2(tiny_checkpoint, flag, capsys):
+def test_unknown_choice_is_one_line_naming_it_and_exits_with_code_2(tiny_checkpoint, flag, capsys):
     with pytest.raises(SystemExit) as exit_:
-        generate_main(tiny_checkpoint, flag, "bogus")
+        cli.run(generate.main, ["--checkpoint", tiny_checkpoint, *FAST, f"{flag}=bogus"])
     assert exit_.value.code == 2
-    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {flag}: invalid choice: 'bogus' (choose from ")
 
 
 def test_check_sampling_args_rejects_names_outside_the_tables():

@@ -24,7 +24,7 @@ TINY_RUN = [
 
 
 def test_quick_test_preset_really_applies():
-    model_args, data_args, diff_args, run_args, training_args = train.parse_args(["--quick-test"])
+    model_args, data_args, diff_args, _, training_args = train.parse_args(["--quick-test"])
     assert model_args.from_scratch and model_args.model_size == "tiny"
     assert data_args.dataset_name == "builtin" and data_args.line_by_line
     assert training_args.max_steps == int(QUICK_TEST["max_steps"])
@@ -90,14 +90,113 @@ def test_presets_differ_and_help_names_both(capsys):
     assert "from-scratch preset" in " ".join(text.split()) and "fine-tuning" in text
 
 
-def test_ar_baseline_defaults_to_its_own_directory():
-    *_, training_args = train.parse_args(["--quick-test", "--objective", "ar"])
+@pytest.mark.parametrize("argv", [["--objective", "ar"], ["--objective=ar"], ["--quick-test", "--objective=ar"],
+                                  ["--objective", "ar", "--quick-test"], ["--from-scratch=true", "--objective=ar"]])
+def test_ar_baseline_defaults_to_its_own_directory_in_every_spelling(argv):
+    *_, training_args = train.parse_args(argv)
     assert training_args.output_dir == "results-ar"
+    *_, training_args = train.parse_args([*argv, "--output-dir=mine"])
+    assert training_args.output_dir == "mine"
+
+
+def test_flags_mean_the_same_with_or_without_equals_and_in_their_seed_spellings():
+    spaced = train.parse_args(["--quick-test", "--max-length", "64", "--epochs", "2", "--batch-size", "3", "--model-size", "small"])
+    equals = train.parse_args(["--quick-test", "--max_length=64", "--epochs=2", "--batch_size=3", "--model-size=small"])
+    assert spaced == equals
+    assert spaced[-1].num_train_epochs == 2 and spaced[-1].per_device_train_batch_size == 3 and spaced[1].max_length == 64
+    assert train.parse_args(["--model-name=roberta-base"])[0].model_name_or_path == "roberta-base"
+
+
+@pytest.mark.parametrize("argv, resume", [(["--resume-from-checkpoint"], "last"), (["--resume-from-checkpoint", "--quick-test"], "last"),
+                                          (["--resume-from-checkpoint", "run/checkpoint-3"], "run/checkpoint-3"),
+                                          (["--resume_from_checkpoint=run/checkpoint-3"], "run/checkpoint-3"), ([], None)])
+def test_a_bare_resume_from_checkpoint_means_the_newest_checkpoint(argv, resume):
+    assert train.parse_args(argv)[-1].resume_from_checkpoint == resume
 
 
 def test_help_exits_zero(capsys):
     text = help_text(capsys)
     assert "--mask-rates" in text and "--quick-test" in text and "--loss-weighting" in text
+
+
+def test_help_shows_the_projects_options_and_the_usual_trainer_ones_in_under_200_lines(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")  # the narrowest usual terminal: the most lines
+    text = help_text(capsys)
+    assert len(text.splitlines()) < 200
+    for flag in ("--learning-rate", "--per-device-train-batch-size", "--batch-size", "--max-steps", "--num-train-epochs",
+                 "--epochs", "--warmup-steps", "--bf16", "--fp16", "--logging-steps", "--eval-strategy", "--eval-steps",
+                 "--save-steps", "--save-total-limit", "--report-to", "--seed", "--gradient-accumulation-steps",
+                 "--weight-decay", "--output-dir", "--resume-from-checkpoint", "--help-all"):
+        assert flag in text, flag
+    assert "--adam-beta1" not in text and "--adam_beta1" not in text
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--help-all"])
+    everything = capsys.readouterr().out
+    assert exit_info.value.code == 0 and len(everything.splitlines()) > 2 * len(text.splitlines())
+    assert "--adam-beta1" in everything and "--mask-rates" in everything
+    # Hidden from --help, still parsed.
+    assert train.parse_args(["--adam-beta1", "0.8", "--adam_beta2=0.95"])[-1].adam_beta2 == 0.95
+
+
+# ----------------------------------------------------------------------------- the output directory
+
+
+def earlier_run(directory: Path, quick_test: bool) -> Path:
+    """A directory as train.py leaves it: run_args.json, a checkpoint, a final model; plus a file of the user's."""
+    (directory / "checkpoint-400").mkdir(parents=True)
+    (directory / "checkpoint-400" / "model.safetensors").write_text("weights")
+    (directory / "final-model").mkdir()
+    (directory / "run_args.json").write_text(json.dumps({"RunArguments": {"quick_test": quick_test, "overwrite_output_dir": False}}))
+    (directory / "samples.jsonl").write_text("mine")
+    return directory
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(str(path.relative_to(directory)) for path in directory.rglob("*"))
+
+
+@pytest.mark.parametrize("where, quick_test", [("foreign", True), ("foreign", False), ("results", False), ("results-ar", False)])
+def test_the_quick_test_refuses_a_directory_holding_a_run_and_keeps_its_files(where, quick_test, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = earlier_run(tmp_path / where, quick_test)
+    before = listing(out)
+    argv = ["--quick-test"] + (["--output-dir", str(out)] if where == "foreign" else []) + (["--objective=ar"] if where == "results-ar" else [])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(train.main, argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert err[0] == f"error: --output-dir {where if where != 'foreign' else out} is not empty; pass --overwrite-output-dir to replace it or --resume-from-checkpoint to continue it"
+    assert listing(out) == before
+
+
+@pytest.mark.parametrize("objective", ["diffusion", "ar"])
+def test_the_quick_test_replaces_an_earlier_quick_test_in_its_own_default_directory_and_says_so(objective, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    default = "results-ar" if objective == "ar" else "results"
+    out = earlier_run(tmp_path / default, quick_test=True)
+    args = train.parse_args(["--quick-test", f"--objective={objective}"])
+    run_args, training_args = args[3], args[4]
+    assert training_args.output_dir == default and run_args.overwrite_output_dir
+    train.check_args(*args)
+    with caplog.at_level("INFO", logger="train"):
+        train.prepare_output_dir(run_args, training_args)
+    said = [record.getMessage() for record in caplog.records if record.name == "train"]
+    assert said == [f"replacing the earlier quick-test in {default}: checkpoint-400, final-model (at the end); other files stay"]
+    assert listing(out) == ["final-model", "run_args.json", "samples.jsonl"]  # the final model is replaced by save_run
+    # --overwrite-output-dir false still refuses it.
+    with pytest.raises(cli.UsageError, match="is not empty"):
+        train.check_args(*train.parse_args(["--quick-test", f"--objective={objective}", "--overwrite-output-dir", "false"]))
+
+
+def test_an_explicit_overwrite_names_what_it_removes(tmp_path, caplog):
+    out = earlier_run(tmp_path / "run", quick_test=False)
+    (out / "checkpoint-1200").mkdir()
+    *_, run_args, training_args = train.parse_args(["--from-scratch", "--output-dir", str(out), "--overwrite-output-dir"])
+    with caplog.at_level("INFO", logger="train"):
+        train.prepare_output_dir(run_args, training_args)
+    said = [record.getMessage() for record in caplog.records if record.name == "train"]
+    assert said == [f"replacing the earlier run in {out}: checkpoint-400, checkpoint-1200, final-model (at the end); other files stay"]
+    assert listing(out) == ["final-model", "run_args.json", "samples.jsonl"]
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -115,7 +214,12 @@ def test_help_exits_zero(capsys):
         (lambda d: ["--model-name-or-path", str(d / "nomask")], "no mask token"),
         (lambda d: ["--model-name-or-path", str(d / "mlm"), "--dataset-name", "builtin", "--max-length", "512"], "larger than"),
         (lambda d: ["--model-name-or-path", "distilroberta-base", "--dataset-name", "builtin"], "--quick-test"),
-        (lambda d: ["--quick-test", "--overwrite-output-dir", "false", "--output-dir", str(d / "full")], "not empty"),
+        (lambda d: ["--quick-test", "--output-dir", str(d / "full")], "not empty"),
+        (lambda d: ["--quick-test", "--objective=banana"], "--objective: invalid choice: 'banana' (choose from 'diffusion', 'ar')"),
+        (lambda d: ["--quick-test", "--objective", "banana"], "--objective: invalid choice: 'banana'"),
+        (lambda d: ["--quick-test", "--max-lenght", "8"], "unknown flag --max-lenght; did you mean --max-length?"),
+        (lambda d: ["--quick-test", "--max-length=eight"], "--max-length: invalid int value: 'eight'"),
+        (lambda d: ["--quick-test", "--load-best-model-at-end", "--save-strategy", "no"], "load_best_model_at_end"),
         (lambda d: ["--quick-test", "--output-dir", str(d / "empty.txt")], "is a file"),
         (lambda d: ["--quick-test", "--seed", "-1"], "--seed -1 must be 0 or more"),
         (lambda d: ["--quick-test", "--repeat-mask-share", "1.5"], "--repeat-mask-share 1.5 must be in [0, 1]"),
@@ -148,13 +252,19 @@ def test_the_command_line_reports_bad_input_without_a_traceback(tmp_path, monkey
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("flag, value", [("--no-such-flag", "3"), ("--tokenizer-type", "sentencepiece"), ("--mask-rates", "sometimes"), ("--loss-weighting", "magic"), ("--architecture", "xlnet"),
-                                           ("--from-scratch", "maybe")])
-def test_unknown_choices_are_refused(flag, value, capsys):
+@pytest.mark.parametrize("flag, value, message", [
+    ("--no-such-flag", "3", "unknown flag --no-such-flag (see --help)"),
+    ("--tokenizer-type", "sentencepiece", "--tokenizer-type: invalid choice: 'sentencepiece' (choose from 'bpe', 'word', 'char')"),
+    ("--mask-rates", "sometimes", "--mask-rates: invalid choice: 'sometimes'"),
+    ("--loss-weighting", "magic", "--loss-weighting: invalid choice: 'magic'"),
+    ("--architecture", "xlnet", "--architecture: invalid choice: 'xlnet'"),
+    ("--from-scratch", "maybe", "--from-scratch: Truthy value expected: got maybe"),
+])
+def test_unknown_flags_and_choices_are_one_line_naming_them(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train.main([flag, value])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and ("invalid choice" in err or "unrecognized" in err or "expected one of" in err) and value in err
+        cli.run(train.main, [flag, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith(f"error: {message}"), err
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +320,35 @@ def test_tiny_run_writes_a_loadable_model_with_its_diffusion_config(tmp_path):
     logged = [entry for entry in json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]]
     assert any(key.startswith("loss_mask_") for entry in logged for key in entry)
     assert not list(out.glob(".final-model*"))  # no temporary directory left behind
+
+
+QUICK = ["--max-train-samples", "200", "--max-eval-samples", "40", "--vocab-size", "300", "--max-steps", "2", "--eval-steps", "2",
+         "--save-steps", "2", "--logging-steps", "1", "--disable-tqdm", "true"]  # --quick-test, shortened
+
+
+@pytest.mark.slow
+def test_the_quick_test_gpt2_with_objective_equals_ar_writes_results_ar_and_leaves_results_untouched(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    earlier = earlier_run(tmp_path / "results", quick_test=True)
+    before = {path: path.read_bytes() for path in earlier.rglob("*") if path.is_file()}
+    train.main(["--quick-test", "--objective=ar", *QUICK])
+    assert (tmp_path / "results-ar" / "final-model" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "results-ar" / "final-model" / "diffusion_config.json").read_text())["objective"] == "ar"
+    assert {path: path.read_bytes() for path in earlier.rglob("*") if path.is_file()} == before
+
+
+@pytest.mark.slow
+def test_a_second_quick_test_replaces_the_first_in_its_default_directory_and_says_so(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    train.main(["--quick-test", *QUICK])
+    first = (tmp_path / "results" / "final-model" / "model.safetensors").read_bytes()
+    (tmp_path / "results" / "visualization").mkdir()  # another script's output, which train.py leaves alone
+    with caplog.at_level("INFO", logger="train"):
+        train.main(["--quick-test", *QUICK, "--seed", "5"])
+    said = [r.getMessage() for r in caplog.records if r.name == "train" and r.getMessage().startswith("replacing")]
+    assert said == ["replacing the earlier quick-test in results: checkpoint-2, final-model (at the end); other files stay"]
+    assert (tmp_path / "results" / "final-model" / "model.safetensors").read_bytes() != first
+    assert (tmp_path / "results" / "visualization").is_dir()
 
 
 @pytest.mark.slow

@@ -55,7 +55,8 @@ def train_and_measure(flags: list[str], directory: Path, threads: int | None = N
     directory.parent.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     with open(log_path, "w") as log:
-        code = subprocess.call([sys.executable, "train.py", *flags, "--output-dir", str(directory)],
+        # The cell's own folder: a run that stopped before its row.json is replaced (train.py's log names what goes).
+        code = subprocess.call([sys.executable, "train.py", *flags, "--output-dir", str(directory), "--overwrite-output-dir"],
                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     seconds = time.perf_counter() - began
     if code != 0:
