@@ -244,13 +244,10 @@ def print_table(rows: list[dict], columns=None) -> None:
 def write_results(out: Path, frames, durations, rows: list[dict], args, cmp) -> None:
     """GIF and results.json written under temporary names, then renamed: never half-written."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_gif = out.with_name(f".{out.name}.tmp.gif")
-    rendering.save_gif(frames, durations, tmp_gif)
     results = {"prompt": args.prefix, "max_length": args.max_length, "clock": cmp.clock, "seed": args.seed, "models": rows}
-    tmp_json = out.with_name(".results.json.tmp")
-    tmp_json.write_text(json.dumps(results, indent=2) + "\n")
-    tmp_gif.replace(out)
-    tmp_json.replace(out.with_name("results.json"))
+    with cli.atomic_path(out) as gif, cli.atomic_path(out.with_name("results.json")) as table:
+        rendering.save_gif(frames, durations, gif)
+        table.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main(argv=None) -> list[dict]:
@@ -279,7 +276,8 @@ def measure_both(args, checkpoint: models.Checkpoint, ar, path: Path) -> None:
     settings = replace(args, num_samples=32, prefix="", infill=None)
     table = evaluation.report(checkpoint, ar, None, settings=settings, seed=args.seed)
     print(tables.format_table(table))
-    path.write_text(json.dumps([{k: v for k, v in row.items() if k != "samples"} for row in table], indent=2) + "\n")
+    with cli.atomic_path(path) as tmp:
+        tmp.write_text(json.dumps([{k: v for k, v in row.items() if k != "samples"} for row in table], indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -58,15 +58,15 @@ def load_judge(eval_args, ar, device):
 
 
 def write_outputs(directory: str, table: list[dict], eval_args, sampling) -> None:
+    """metrics.json and samples.jsonl, written under temporary names and renamed when complete."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     rows = [{k: v for k, v in row.items() if k != "samples"} for row in table]
     arguments = {"EvaluationArguments": asdict(eval_args), "SamplingArguments": asdict(sampling)}
-    (out / "metrics.json").write_text(json.dumps({"arguments": arguments, "rows": rows}, indent=2))
-    with open(out / "samples.jsonl", "w") as f:
-        for row in table:
-            for text in row.get("samples", []):
-                f.write(json.dumps({"model": row["model"], "text": text}) + "\n")
+    with cli.atomic_path(out / "metrics.json") as metrics, cli.atomic_path(out / "samples.jsonl") as samples:
+        metrics.write_text(json.dumps({"arguments": arguments, "rows": rows}, indent=2))
+        with open(samples, "w") as f:
+            f.writelines(json.dumps({"model": row["model"], "text": text}) + "\n" for row in table for text in row.get("samples", []))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

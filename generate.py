@@ -9,7 +9,6 @@ The work is done by the library (models.load_checkpoint, sampling.generate); thi
 
 import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,17 +35,14 @@ def save_jsonl(path: str, args: SamplingArguments, out: sampling.Generation, lin
     """One JSON object per sample; written to a temporary file and renamed, so never half-written."""
     settings = {k: v for k, v in asdict(args).items() if k not in ("output", "hide_steps")}
     settings.update(steps=args.resolved_steps, line_by_line=line_by_line)
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with cli.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for i, text in enumerate(out.texts):
             record = {
                 "sample": i, "text": text, "prefix": args.prefix, "infill": args.infill,
                 "steps": settings["steps"], "nfe": out.nfe, "seconds": round(out.seconds, 4), "settings": settings,
             }
             f.write(json.dumps(record) + "\n")
-    os.replace(tmp, file)
 
 
 def main(argv: list[str] | None = None) -> list[str]:

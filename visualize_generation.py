@@ -72,7 +72,7 @@ def frame_durations(count: int, fps: float, hold: float) -> list[int]:
     durations = [step_ms] * count
     durations[0] = max(step_ms, hold * 1000.0)
     durations[-1] = max(step_ms, hold * 1000.0)
-    return [int(round(d)) for d in durations]
+    return [round(d) for d in durations]
 
 
 def render_frames(states: list[rendering.StepState], info: dict) -> list[Image.Image]:
