@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         print(text)
     logger.info("%d samples, %d forward passes, %.2f s", len(out.texts), out.nfe, out.seconds)
     if args.output:
-        save_jsonl(args.output, args, out, checkpoint.line_by_line)
+        save_jsonl(args.output, out.settings, out, checkpoint.line_by_line)
         logger.info("samples written to %s", args.output)
     return out.texts
 

@@ -168,7 +168,7 @@ def main(argv=None) -> dict:
     every = [rendering.trajectory_states(generation.result, checkpoint.tokenizer, sample=k) for k in range(args.num_samples)]
     shown = vis.frames_sample
     states = every[shown]
-    info = run_settings(args, generation.result, generation.texts[shown], checkpoint.block_size)
+    info = run_settings(generation.settings, generation.result, generation.texts[shown], checkpoint.block_size)
     info["seconds"] = round(generation.seconds, 4)
     info["sample"] = shown
     if args.num_samples > 1:

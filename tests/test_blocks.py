@@ -1,6 +1,7 @@
 """Block diffusion (BD3-LM): the attention mask, the loss on the noisy half, the cache, the end of generation, the bound."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,7 +155,7 @@ def test_sampling_a_block_sees_what_training_showed_it(story_tokenizer):
         trained = blocks.doubled_forward(model, torch.cat([noisy, clean], 1), torch.ones(2, 32, dtype=torch.long), 4)
         where = torch.zeros(2, 16, dtype=torch.bool)
         where[:, 8:12] = True
-        sampled = blocks.BlockModel(model, 4).logits_at(None, noisy, where)
+        sampled = blocks.BlockModel(model, 4).logits_at(noisy, where)
     torch.testing.assert_close(sampled, trained[:, 8:12].reshape(-1, trained.size(-1)), rtol=1e-4, atol=1e-4)
 
 
@@ -168,7 +169,7 @@ def block_checkpoint(tmp_path_factory):
 
 
 def test_train_writes_the_block_size_and_uses_roberta_by_default(block_checkpoint):
-    config = json.loads(open(f"{block_checkpoint}/diffusion_config.json").read())
+    config = json.loads(Path(block_checkpoint, "diffusion_config.json").read_text())
     assert config["block_size"] == 8
     assert models.load_checkpoint(block_checkpoint).model.config.model_type == "roberta"
 

@@ -197,7 +197,7 @@ def test_block_decoding_fills_blocks_left_to_right(tiny_mlm, story_tokenizer, st
         touched = (after.revealed | after.remasked).any(0).nonzero().flatten().tolist()
         if not touched:
             continue
-        current = [b for b, (lo, hi) in enumerate(blocks) if lo <= touched[0] < hi][0]
+        current = next(b for b, (lo, hi) in enumerate(blocks) if lo <= touched[0] < hi)
         lo, hi = blocks[current]
         assert all(lo <= column < hi for column in touched)  # one block per step
         assert not (before.ids[:, :lo] == mask).any()  # every earlier block already complete
@@ -227,7 +227,7 @@ def test_elbo_weighting_matches_a_hand_computed_value():
     num_maskable = torch.tensor([3, 3])
     ce0 = -math.log(0.8)
     ce1 = -math.log(0.7) - math.log(0.5)
-    loss, ce_sum, count = diffusion_loss(logits, labels, weight, num_maskable, "elbo")
+    loss, _, count = diffusion_loss(logits, labels, weight, num_maskable, "elbo")
     assert loss.item() == pytest.approx((2 * ce0 + 1 * ce1) / 6, rel=1e-6)
     uniform, _, _ = diffusion_loss(logits, labels, weight, num_maskable, "uniform")
     assert uniform.item() == pytest.approx((ce0 + ce1) / 3, rel=1e-6)
@@ -267,7 +267,7 @@ def test_entropy_bounded_reveals_the_longest_prefix_within_the_budget():
     entropies = torch.tensor([[2.0, 0.1, 0.5, 0.2, 9.0]])
     scores = -entropies  # most certain = lowest entropy first: 0.1, 0.2, 0.5, 2.0, 9.0
     candidates = torch.tensor([[True, True, True, True, False]])  # the 9.0 position is not masked
-    count = lambda budget: int(sampling.entropy_bounded_count(entropies, scores, candidates, budget))  # noqa: E731
+    count = lambda budget: int(sampling.entropy_bounded_count(entropies, scores, candidates, budget))
     # prefix sums less their largest: 0, 0.1, 0.3, 0.8
     assert [count(b) for b in (0.05, 0.15, 0.35, 0.75, 0.85, 100.0)] == [1, 2, 3, 3, 4, 4]
 
@@ -363,7 +363,7 @@ def test_product_of_experts_is_the_weighted_geometric_mixture():
 
 
 def test_the_trajectory_records_what_the_sampler_weighed(tiny_mlm, story_tokenizer):
-    ids, result = sample(tiny_mlm, story_tokenizer, prefix="tom", strategy="confidence", sampling="greedy", steps=5, candidates=3)
+    _, result = sample(tiny_mlm, story_tokenizer, prefix="tom", strategy="confidence", sampling="greedy", steps=5, candidates=3)
     assert result.trajectory[0].candidates is None
     assert sample(tiny_mlm, story_tokenizer, steps=2)[1].trajectory[1].candidates is None  # not asked for: not recorded  # the start: nothing weighed yet
     for before, step in zip(result.trajectory, result.trajectory[1:]):
@@ -477,22 +477,33 @@ def test_auto_strategy_is_threshold_for_line_by_line_models_and_adaptive_or_conf
     for line_by_line, characters, expected in ((True, False, "threshold"), (False, False, "adaptive"),
                                                (False, True, "confidence"), (True, True, "threshold")):
         settings = sampling.GenerationSettings()
-        settings.resolve_strategy(line_by_line, characters)
-        assert settings.strategy == expected
-    chosen = sampling.GenerationSettings(strategy="threshold")
-    chosen.resolve_strategy(False)
-    assert chosen.strategy == "threshold"  # a strategy the user names is kept
+        resolved = settings.resolved(48, line_by_line, characters)
+        assert resolved.strategy == expected and settings.strategy == "auto"  # a copy: the caller's stay as given
+    assert sampling.GenerationSettings(strategy="threshold").resolved(48, False).strategy == "threshold"  # a strategy the user names is kept
     assert sampling.GenerationSettings(strategy="adaptive").resolved_steps == 48 // 4
+    assert sampling.GenerationSettings().resolved(48, True).steps == 48  # threshold's steps are a cap: one per position
     sampling.GenerationSettings(confidence="margin").check()  # auto orders by certainty either way
     with pytest.raises(SettingsError, match="remask_eta 0.5 has no meaning with strategy auto"):
         sampling.GenerationSettings(remask_eta=0.5).check()
 
 
+def test_resolved_settings_fit_the_length_and_are_checked_without_changing_the_callers():
+    settings = sampling.GenerationSettings(max_length=50, steps=None)
+    resolved = settings.resolved(32, line_by_line=True)
+    assert (resolved.max_length, resolved.steps, resolved.strategy) == (32, 32, "threshold")
+    assert (settings.max_length, settings.steps, settings.strategy) == (50, None, "auto")
+    with pytest.raises(SettingsError, match="max_length 50 is more than the model's 32 positions"):
+        settings.resolved(32, line_by_line=False)
+    with pytest.raises(SettingsError, match="entropy_budget 2.0 has no meaning with strategy confidence"):
+        sampling.GenerationSettings(entropy_budget=2.0).resolved(48, line_by_line=False, characters=True)
+
+
 def test_generate_resolves_auto_from_the_checkpoint(tiny_checkpoint):
     checkpoint = models.load_checkpoint(tiny_checkpoint)
     settings = sampling.GenerationSettings(num_samples=1, max_length=16)
-    sampling.generate(checkpoint, settings, progress=False)
-    assert settings.strategy == ("threshold" if checkpoint.line_by_line else "adaptive")
+    out = sampling.generate(checkpoint, settings, progress=False)
+    assert out.settings.strategy == ("threshold" if checkpoint.line_by_line else "adaptive")
+    assert settings.strategy == "auto"
 
 
 def test_generate_resolves_auto_to_confidence_for_a_packed_character_model():
@@ -505,4 +516,4 @@ def test_generate_resolves_auto_to_confidence_for_a_packed_character_model():
                                    {"line_by_line": False, "max_length": 16})
     settings = sampling.GenerationSettings(num_samples=2, max_length=16)
     out = sampling.generate(checkpoint, settings, progress=False)
-    assert settings.strategy == "confidence" and settings.resolved_steps == 4 and out.nfe == 4
+    assert out.settings.strategy == "confidence" and out.settings.steps == 4 and out.nfe == 4

@@ -143,8 +143,8 @@ def test_a_longer_max_length_on_a_line_by_line_model_generates_in_its_positions(
     assert len(texts) == 2
     assert "--max-length 50: the model has 32 positions and was trained line by line" in caplog.text
     settings = sampling.GenerationSettings(max_length=50)
-    sampling.fit_to_positions(settings, 32, line_by_line=True)
-    assert settings.max_length == 32
+    assert sampling.fit_to_positions(settings, 32, line_by_line=True).max_length == 32
+    assert settings.max_length == 50  # a copy is fitted, not the caller's settings
 
 
 def test_a_longer_max_length_on_a_packed_text_model_is_refused(tiny_checkpoint, tmp_path):

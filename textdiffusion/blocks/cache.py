@@ -6,7 +6,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from textdiffusion.blocks.training import additive, position_ids
-from textdiffusion.models.heads import prediction_head
+from textdiffusion.models.heads import Denoiser, prediction_head
 
 ATTENTION = "block_cache"  # the name of the caching attention function in transformers' registry
 
@@ -40,7 +40,7 @@ def cached_attention(module, query, key, value, attention_mask, **kwargs):
 AttentionInterface.register(ATTENTION, cached_attention)
 
 
-class BlockModel:
+class BlockModel(Denoiser):
     """A block-diffusion masked LM as the sampler calls it: logits at chosen positions of the current block.
 
     The sampler works on blocks [kB, (k+1)B) left to right. A call for block k runs, in one pass over the cache,
@@ -51,8 +51,10 @@ class BlockModel:
     """
 
     def __init__(self, model, block_size: int, cache: bool = True):
-        self.model, self.block_size, self.use_cache = model, block_size, cache
+        super().__init__(model)
+        self.block_size, self.use_cache = block_size, cache
         self.config = model.config
+        self.head = prediction_head(model)
         self.attention_modules = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "config")]
         self.reset()
 
@@ -103,8 +105,9 @@ class BlockModel:
         self.committed = start
         return hidden[:, start - first :], start
 
-    def logits_at(self, head, ids: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-        """(where.sum(), vocab) logits at the `where` positions (all inside one block)."""
+    def logits_at(self, ids: torch.Tensor, where: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(where.sum(), vocab) logits at the `where` positions (all inside one block). The block-causal mask
+        replaces `attention_mask`: every position before the block's end is text or a mask to fill."""
         hidden, start = self.hidden(ids, where)
         inside = where[:, start : start + hidden.size(1)]
-        return (head or prediction_head(self.model))(hidden[inside])
+        return self.head(hidden[inside])

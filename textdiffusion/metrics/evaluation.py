@@ -90,7 +90,7 @@ def report(
         diff = generate(checkpoint, settings, progress=False)
         diff_row.update(speed(diff), **text_metrics.sample_metrics(diff.texts, judge, training_stories), samples=diff.texts)
         if ar_model is not None:
-            ar_out = sample_autoregressive(ar_model, ar_tokenizer, settings)
+            ar_out = sample_autoregressive(ar_model, ar_tokenizer, diff.settings)
             ar_row.update(speed(ar_out), **text_metrics.sample_metrics(ar_out.texts, judge, training_stories), samples=ar_out.texts)
         table.append({"model": "reference text", **text_metrics.sample_metrics(docs[: settings.num_samples], judge, training_stories)})
     return table

@@ -8,12 +8,53 @@ def masked_logits(model, head, ids: torch.Tensor, attention_mask: torch.Tensor, 
     """(where.sum(), vocab) logits at the `where` positions of one forward pass: with `head`
     (models.prediction_head) the encoder runs once and the head only at those positions; without, the whole model.
     `forward`: more arguments of the forward pass (block diffusion's position_ids)."""
-    if hasattr(model, "logits_at"):  # a blocks.BlockModel: the current block over the cached prefix
-        return model.logits_at(head, ids, where)
     if head is None:
         return model(input_ids=ids, attention_mask=attention_mask, **forward).logits[where]
     hidden = model.base_model(input_ids=ids, attention_mask=attention_mask, **forward).last_hidden_state
     return head(hidden[where])
+
+
+class Denoiser:
+    """What the sampler asks of a model: logits at chosen positions of partly masked sequences.
+
+    `block_size` is a block-diffusion model's own block size (its blocks are then sampled left to right, aligned
+    as in training), None for a model of whole sequences. `reset()` forgets whatever was kept between calls (a
+    block model's key/value cache) before a new batch of sequences.
+    """
+
+    block_size: int | None = None
+
+    def __init__(self, model):
+        self.model = model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def logits_at(self, ids: torch.Tensor, where: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(where.sum(), vocab) logits at the `where` positions of `ids` (both (batch, seq))."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        pass
+
+
+class MaskedLM(Denoiser):
+    """A plain masked LM as a denoiser: the encoder once per call, its LM head only at the positions asked for
+    (`sparse`, when the head is known: the same logits, less work), else the model's full logits."""
+
+    def __init__(self, model, sparse: bool = True):
+        super().__init__(model)
+        self.head = prediction_head(model) if sparse else None
+
+    def logits_at(self, ids: torch.Tensor, where: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        attention_mask = torch.ones_like(ids) if attention_mask is None else attention_mask
+        return masked_logits(self.model, self.head, ids, attention_mask, where)
+
+
+def as_denoiser(model, sparse: bool = True) -> Denoiser:
+    """`model` itself if it is a Denoiser (a blocks.BlockModel), else the masked LM `model` wrapped as one."""
+    return model if isinstance(model, Denoiser) else MaskedLM(model, sparse)
 
 
 def prediction_head(model):

@@ -1,5 +1,5 @@
-"""Sampling: the iterative-unmasking loop, token drawing, guidance, prompts, the generation call and the
-autoregressive sampler.
+"""Sampling: the iterative-unmasking loop and its strategies, token drawing, guidance, prompts, the generation call
+and the autoregressive sampler.
 """
 
 from textdiffusion.sampling.autoregressive import (  # noqa: F401
@@ -18,7 +18,6 @@ from textdiffusion.sampling.generation import (  # noqa: F401
     MASK_SYMBOL,
     Generation,
     check_block_settings,
-    fit_to_positions,
     generate,
     render_state,
     synchronize,
@@ -37,16 +36,9 @@ from textdiffusion.sampling.prompts import (  # noqa: F401
     decode_texts,
 )
 from textdiffusion.sampling.sampler import (  # noqa: F401
-    REMASK_SCHEDULES,
-    STRATEGIES,
     SamplerConfig,
     SampleResult,
     TrajectoryStep,
-    anchored_runs,
-    ends_after_text,
-    entropy_bounded_count,
-    loop_masked_share,
-    remdm_sigma,
     sample,
 )
 from textdiffusion.sampling.settings import (  # noqa: F401
@@ -56,6 +48,22 @@ from textdiffusion.sampling.settings import (  # noqa: F401
     SAMPLING_CHOICES,
     SCHEDULE_CHOICES,
     STRATEGY_CHOICES,
-    STRATEGY_OPTIONS,
     GenerationSettings,
+    fit_to_positions,
+)
+from textdiffusion.sampling.strategies import (  # noqa: F401
+    AUTO,
+    REMASK_SCHEDULES,
+    STRATEGIES,
+    Decision,
+    StepView,
+    Strategy,
+    anchored_runs,
+    auto_strategy,
+    ends_after_text,
+    entropy_bounded_count,
+    loop_masked_share,
+    remdm_sigma,
+    strategy_for,
+    strategy_options,
 )

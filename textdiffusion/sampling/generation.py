@@ -1,7 +1,6 @@
 """The one diffusion generation call every script uses: settings and a checkpoint in, texts and trajectory out.
 """
 
-import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -24,20 +23,18 @@ from textdiffusion.sampling.prompts import banned_token_ids, build_inputs, decod
 from textdiffusion.sampling.sampler import SampleResult, TrajectoryStep, sample
 from textdiffusion.sampling.settings import GenerationSettings
 
-logger = logging.getLogger(__name__)
-
-
 MASK_SYMBOL = "_"  # how a still-masked position is shown in the step-by-step view
 
 
 @dataclass
 class Generation:
-    """What one generate() call produced: the sampler's result (ids, fixed positions, trajectory, nfe), the texts
-    and the wall-clock seconds of the sampling loop."""
+    """What one generate() call produced: the sampler's result (ids, fixed positions, trajectory, nfe), the texts,
+    the wall-clock seconds of the sampling loop and the settings as sampled (GenerationSettings.resolved)."""
 
     result: SampleResult
     texts: list[str]
     seconds: float
+    settings: GenerationSettings | None = None
 
     @property
     def ids(self) -> torch.Tensor:
@@ -55,16 +52,6 @@ class Generation:
     def generated_tokens(self) -> int:
         """Positions the sampler filled, all samples together."""
         return int((~self.result.fixed).sum())
-
-
-def fit_to_positions(settings: GenerationSettings, positions: int, line_by_line: bool) -> None:
-    """A line-by-line model ends every document within the positions it was trained on, so a longer --max-length
-    (a cap on the length, not a target) is met by generating in those positions: `settings.max_length` becomes
-    `positions`, with a warning. A model of packed text gets no such cap; check() refuses the length there."""
-    if line_by_line and settings.max_length > positions:
-        logger.warning("--max-length %d: the model has %d positions and was trained line by line, each document ending "
-                       "within them; generating %d tokens", settings.max_length, positions, positions)
-        settings.max_length = positions
 
 
 def check_block_settings(settings: GenerationSettings, block_size: int) -> None:
@@ -86,9 +73,7 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
     """
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     line_by_line = checkpoint.line_by_line
-    settings.resolve_strategy(line_by_line, is_character_level(tokenizer))
-    fit_to_positions(settings, max_positions(model), line_by_line)
-    settings.check(max_positions(model))
+    settings = settings.resolved(max_positions(model), line_by_line, is_character_level(tokenizer))
     if checkpoint.block_size:
         check_block_settings(settings, checkpoint.block_size)
         model = BlockModel(model, checkpoint.block_size, cache=settings.kv_cache)
@@ -124,7 +109,7 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
     synchronize(device)
     seconds = time.perf_counter() - start
     bar.close()
-    return Generation(result, decode_texts(tokenizer, result.ids, stop_at_end=line_by_line), seconds)
+    return Generation(result, decode_texts(tokenizer, result.ids, stop_at_end=line_by_line), seconds, settings)
 
 
 def synchronize(device: torch.device) -> None:

@@ -6,7 +6,7 @@ import torch
 from textdiffusion.data.tokenization import same_tokenizer
 from textdiffusion.errors import SettingsError
 from textdiffusion.models.checkpoint import Checkpoint, load_causal_lm
-from textdiffusion.models.heads import masked_logits, max_positions
+from textdiffusion.models.heads import Denoiser, max_positions
 
 
 def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -21,13 +21,13 @@ def product_of_experts(logits: torch.Tensor, guide_logits: torch.Tensor, weight:
     return (1.0 - weight) * logits.float().log_softmax(-1) + weight * guide_logits.float().log_softmax(-1)
 
 
-def step_logits(model, head, ids, attention_mask, where, prompt, mask_token_id: int, cfg_scale: float):
+def step_logits(denoiser: Denoiser, ids, attention_mask, where, prompt, mask_token_id: int, cfg_scale: float):
     """(logits at the `where` positions, forward passes spent): one pass, or with classifier-free guidance one
     batched pass over the sequences and their copies with the `prompt` masked, which counts as two."""
     if cfg_scale <= 0:
-        return masked_logits(model, head, ids, attention_mask, where), 1
-    pair = masked_logits(model, head, torch.cat([ids, ids.masked_fill(prompt, mask_token_id)]),
-                         attention_mask.repeat(2, 1), torch.cat([where, where]))
+        return denoiser.logits_at(ids, where, attention_mask), 1
+    pair = denoiser.logits_at(torch.cat([ids, ids.masked_fill(prompt, mask_token_id)]), torch.cat([where, where]),
+                              attention_mask.repeat(2, 1))
     cond, uncond = pair.split(int(where.sum()))
     return guided(cond.float(), uncond.float(), cfg_scale), 2
 

@@ -1,19 +1,31 @@
 """GenerationSettings: what to generate and how, checked once where it is built.
 """
 
-from dataclasses import dataclass, field, fields
+import logging
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
 from textdiffusion.errors import SettingsError
 from textdiffusion.masking.schedules import SCHEDULES
 from textdiffusion.sampling.drawing import CONFIDENCE_MEASURES, SAMPLING_METHODS
-from textdiffusion.sampling.sampler import REMASK_SCHEDULES, STRATEGIES, SamplerConfig
+from textdiffusion.sampling.sampler import SamplerConfig
+from textdiffusion.sampling.strategies import (
+    AUTO,
+    REMASK_SCHEDULES,
+    STRATEGIES,
+    Strategy,
+    auto_strategy,
+    strategy_options,
+)
+
+logger = logging.getLogger(__name__)
+
 
 SCHEDULE_CHOICES = Literal[tuple(SCHEDULES)]
 
 
-STRATEGY_CHOICES = Literal[("auto", *STRATEGIES)]
+STRATEGY_CHOICES = Literal[(AUTO, *STRATEGIES)]
 
 
 SAMPLING_CHOICES = Literal[SAMPLING_METHODS]
@@ -25,22 +37,11 @@ CONFIDENCE_CHOICES = Literal[CONFIDENCE_MEASURES]
 REMASK_CHOICES = Literal[REMASK_SCHEDULES]
 
 
-# Options that mean something only with some strategies: (option, the strategies it applies to). Setting one
-# away from its default with another strategy is refused.
-STRATEGY_OPTIONS = (
-    ("confidence", ("auto", "confidence", "threshold", "entropy-bounded", "adaptive")),
-    ("entropy_budget", ("entropy-bounded",)),
-    ("remask_eta", ("remdm",)),
-    ("remask_schedule", ("remdm",)),
-    ("loop_on", ("remdm",)),
-    ("loop_off", ("remdm",)),
-    ("loop_alpha", ("remdm",)),
-)
-
-
 @dataclass
 class GenerationSettings:
-    """What to generate and how; `check()` refuses a bad value with one line naming it and what is accepted."""
+    """What to generate and how; `check()` refuses a bad value with one line naming it and what is accepted, and
+    `resolved()` gives the settings as sampled for one model (auto and the length resolved, checked), leaving these
+    as they are."""
 
     prefix: str = field(default="", metadata={"help": "Text the generated text continues (kept fixed).", "aliases": ["--prompt"]})
     infill: str | None = field(
@@ -117,20 +118,18 @@ class GenerationSettings:
 
     @property
     def resolved_steps(self) -> int:
-        # Threshold decoding's steps are only a cap (it stops once nothing is masked); measured best on the built-in
-        # corpus in experiments/sampler_quality.py (RESULTS.md).
         if self.steps is not None:
             return self.steps
-        return self.max_length if self.strategy in ("threshold", "entropy-bounded") else max(1, self.max_length // 4)
+        return STRATEGIES.get(self.strategy, Strategy).default_steps(self.max_length)
 
-    def resolve_strategy(self, line_by_line: bool, characters: bool = False) -> None:
-        """--strategy auto becomes the measured best for this kind of model: certainty first (threshold) for short
-        line-by-line documents, whose structure it keeps; adaptive for packed running text, on which revealing
-        the most certain position first repeats words (entropy 2.1-2.2 against 3.8-3.9 for real text); on packed
-        text of single characters the most confident positions first (confidence), which keeps the entropy of
-        text there at less than half adaptive's judge perplexity."""
-        if self.strategy == "auto":
-            self.strategy = "threshold" if line_by_line else "confidence" if characters else "adaptive"
+    def resolved(self, positions: int, line_by_line: bool, characters: bool = False) -> "GenerationSettings":
+        """A checked copy of these settings as sampled from a model with `positions` positions: strategy auto
+        becomes the measured best for this kind of model (strategies.auto_strategy), the length fits the model
+        (fit_to_positions), and the steps are resolved."""
+        settings = fit_to_positions(replace(self, strategy=auto_strategy(self.strategy, line_by_line, characters)),
+                                    positions, line_by_line)
+        settings.check(positions)
+        return replace(settings, steps=settings.resolved_steps)
 
     def sampler(self) -> SamplerConfig:
         """The sampler core's settings (sample), steps resolved; the guide's weight counts only with a guide."""
@@ -145,7 +144,7 @@ class GenerationSettings:
         """Raise SettingsError for the first bad value; with `positions` (the model's), --max-length is checked too."""
         for flag, value, choices in (
             ("schedule", self.schedule, SCHEDULES),
-            ("strategy", self.strategy, ("auto", *STRATEGIES)),
+            ("strategy", self.strategy, (AUTO, *STRATEGIES)),
             ("sampling", self.sampling, SAMPLING_METHODS),
             ("confidence", self.confidence, CONFIDENCE_MEASURES),
             ("remask_schedule", self.remask_schedule, REMASK_SCHEDULES),
@@ -194,11 +193,10 @@ class GenerationSettings:
                              "satisfy 0 < off < on < 1 and 0 < alpha < 1")
         if self.remask_schedule != "loop" and any(self.changed(name) for name in ("loop_on", "loop_off", "loop_alpha")):
             raise SettingsError("loop_on, loop_off and loop_alpha apply to remask_schedule loop only")
-        for name, strategies in STRATEGY_OPTIONS:
+        for name, strategies in strategy_options().items():
             if self.changed(name) and self.strategy not in strategies:
-                flag = name
                 raise SettingsError(
-                    f"{flag} {getattr(self, name)} has no meaning with strategy {self.strategy}; it applies to "
+                    f"{name} {getattr(self, name)} has no meaning with strategy {self.strategy}; it applies to "
                     f"strategy {' / '.join(strategies)}"
                 )
         output = getattr(self, "output", None)
@@ -207,3 +205,15 @@ class GenerationSettings:
 
 
 GENERATION_DEFAULTS = {f.name: f.default for f in fields(GenerationSettings)}
+
+
+def fit_to_positions(settings: GenerationSettings, positions: int, line_by_line: bool) -> GenerationSettings:
+    """A line-by-line model ends every document within the positions it was trained on, so a longer max_length
+    (a cap on the length, not a target) is met by generating in those positions: a copy of `settings` whose
+    max_length is `positions`, with a warning. A model of packed text gets no such cap; check() refuses the length
+    there."""
+    if not line_by_line or settings.max_length <= positions:
+        return settings
+    logger.warning("--max-length %d: the model has %d positions and was trained line by line, each document ending "
+                   "within them; generating %d tokens", settings.max_length, positions, positions)
+    return replace(settings, max_length=positions)
