@@ -130,7 +130,7 @@ def adherence(args) -> list[dict]:
     builtin = args.text_file is None
     if args.text_file:
         prompts = text_prompts(tokenizer, args.text_file, args.num_prompts, args.prompt_tokens, length)
-    elif str(checkpoint.settings.get("corpus", "builtin")).startswith("builtin"):
+    elif (checkpoint.diffusion_config.corpus or "builtin").startswith("builtin"):
         prompts = builtin_prompts(tokenizer, args.num_prompts, length)
     else:
         raise UsageError(f"{args.checkpoint} is not a model of the built-in stories: give --text-file with held-out text")

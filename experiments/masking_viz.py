@@ -66,10 +66,9 @@ def measured_shares(tokenizer, rows: torch.Tensor, line_by_line: bool, seed: int
     times = torch.linspace(0.02, 1.0, 50)
     result = {}
     for schedule in masking.SCHEDULES:
-        collator = DiffusionCollator(tokenizer, schedule=schedule, line_by_line=line_by_line, seed=seed)
         shares = []
         for t in times:
-            collator.eval_times = t.expand(len(rows))
+            collator = DiffusionCollator(tokenizer, schedule=schedule, line_by_line=line_by_line, eval_times=t.expand(len(rows)), seed=seed)
             shares.append(float(collator([{"input_ids": r} for r in rows])["mask_rate"].mean()))
         result[schedule] = (times, masking.mask_fraction(schedule, times), torch.tensor(shares))
     return result

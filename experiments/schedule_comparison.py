@@ -55,7 +55,7 @@ def compare(args) -> list[dict]:
             if value not in table:
                 raise UsageError(f"{flag} {value!r} is unknown; choose from {', '.join(table)}")
     checkpoint = models.load_checkpoint(args.checkpoint)
-    builtin = str(checkpoint.settings.get("corpus", "builtin")).startswith("builtin")
+    builtin = (checkpoint.diffusion_config.corpus or "builtin").startswith("builtin")
     judge = load_judge(args.judge)
     rows = []
     for schedule, strategy, steps in tqdm(list(itertools.product(args.schedules, args.strategies, args.steps)), desc="settings"):

@@ -7,7 +7,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch
 
 from textdiffusion import models
 from textdiffusion.data import corpus, tokenization
@@ -35,7 +35,7 @@ def tiny_checkpoint(tmp_path_factory, story_tokenizer):
     directory = tmp_path_factory.mktemp("tiny-checkpoint")
     models.build_model("diffusion", "tiny", story_tokenizer, 32).save_pretrained(directory)
     story_tokenizer.save_pretrained(directory)
-    models.save_diffusion_config(str(directory), {"objective": "diffusion", "line_by_line": True, "max_length": 32})
+    models.DiffusionConfig(line_by_line=True, max_length=32).save(directory)
     return str(directory)
 
 
@@ -45,5 +45,5 @@ def tiny_gpt2_checkpoint(tmp_path_factory, story_tokenizer):
     directory = tmp_path_factory.mktemp("tiny-gpt2")
     models.build_model("ar", "tiny", story_tokenizer, 32).save_pretrained(directory)
     story_tokenizer.save_pretrained(directory)
-    models.save_diffusion_config(str(directory), {"objective": "ar", "line_by_line": True, "max_length": 32})
+    models.DiffusionConfig(objective="ar", line_by_line=True, max_length=32).save(directory)
     return str(directory)

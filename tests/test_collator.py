@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ import torch
 from textdiffusion.data import corpus, tokenization
 from textdiffusion.masking.collator import EVAL_TIMES, DiffusionCollator
 from textdiffusion.masking.schedules import SCHEDULES, elbo_weight, mask_fraction
+from textdiffusion.training import TrainingStep
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def test_prefix_tokens_are_never_masked(story_tokenizer, packed_rows):
 
 def test_random_prefix_lengths_vary_and_stay_below_the_maximum(story_tokenizer, packed_rows):
     collator = DiffusionCollator(story_tokenizer, prefix_length=10, prefix_policy="random", seed=2)
-    lengths = collator.prefix_lengths(4000)
+    lengths = collator.forward.prefix_lengths(4000, collator.generator)
     assert lengths.min() == 0 and lengths.max() == 10
     batch = collator(batch_of(packed_rows, 32))
     first_masked = (batch["labels"] != -100).float().argmax(-1)
@@ -110,8 +112,7 @@ def test_evaluation_masks_identically_after_reset(story_tokenizer, packed_rows):
 
 
 def test_at_least_one_token_is_masked_per_row(story_tokenizer, packed_rows):
-    collator = DiffusionCollator(story_tokenizer, min_mask_time=1e-6, seed=10)
-    collator.sample_times = lambda batch: torch.full((batch,), 1e-6)
+    collator = DiffusionCollator(story_tokenizer, eval_times=torch.tensor([1e-6]), seed=10)
     batch = collator(batch_of(packed_rows, 8))
     assert ((batch["labels"] != -100).sum(-1) == 1).all()
 
@@ -123,19 +124,20 @@ def test_elbo_weight_is_one_over_t_for_linear():
     assert torch.allclose(elbo_weight("cosine", torch.tensor([0.5])), torch.tensor([math.pi / 2]), atol=1e-5)
 
 
-def test_collator_is_vectorised(story_tokenizer, packed_rows):
+def test_collator_is_vectorised(story_tokenizer, packed_rows, monkeypatch):
     # No per-row Python loop: a batch of 256 rows draws its randomness in as many calls as a batch of 4.
     collator = DiffusionCollator(story_tokenizer, seed=11, prefix_length=3, prefix_policy="random")
     calls = []
-    draw = collator._rand
-    collator._rand = lambda *shape: calls.append(shape) or draw(*shape)
+    for name in ("rand", "randint"):
+        draw = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *args, draw=draw, **kwargs: calls.append(args) or draw(*args, **kwargs))
     counts = []
     for size in (4, 256):
         calls.clear()
         batch = collator((batch_of(packed_rows, min(len(packed_rows), 64)) * 4)[:size])
         assert batch["input_ids"].shape[0] == size
         counts.append(len(calls))
-    assert counts[0] == counts[1] <= 3
+    assert counts[0] == counts[1] <= 3  # the prefix lengths, the time offset, the scores
 
 
 def test_loss_weight_is_maskable_over_masked_for_linear(story_tokenizer, packed_rows):
@@ -161,12 +163,12 @@ def test_bell_times_are_beta_2_2_quantiles_spread_antithetically(story_tokenizer
 
 
 def test_the_curriculum_starts_with_light_masks_and_widens_to_the_whole_window(story_tokenizer):
-    collator = DiffusionCollator(story_tokenizer, min_mask_time=0.01, curriculum_steps=100, seed=5)
-    collator.step = 0
+    step = TrainingStep()
+    collator = DiffusionCollator(story_tokenizer, min_mask_time=0.01, curriculum_steps=100, seed=5, training_step=step)
     assert collator.sample_times(256).max() <= 0.01 + 0.99 * 0.2 + 1e-6
-    collator.step = 50
+    step.on_step_begin(None, SimpleNamespace(global_step=50), None)
     assert 0.45 < collator.sample_times(256).max() <= 0.01 + 0.99 * 0.5 + 1e-6
-    collator.step = 100
+    step.on_step_begin(None, SimpleNamespace(global_step=100), None)
     assert collator.sample_times(256).max() > 0.99
 
 
@@ -207,11 +209,13 @@ def test_repeat_mask_steps_mask_every_row_for_copying_then_the_share(story_token
     rows = [{"input_ids": story_tokenizer(s)["input_ids"]} for s in stories]
     ids = torch.tensor(rows[0]["input_ids"])
     later = torch.tensor([bool((ids[:j] == ids[j]).any()) for j in range(len(ids))]) & (ids != story_tokenizer.eos_token_id)
-    collator = DiffusionCollator(story_tokenizer, line_by_line=True, seed=3, repeat_mask_steps=10, repeat_mask_share=0.0)
-    collator.step = 9
+    step = TrainingStep()
+    collator = DiffusionCollator(story_tokenizer, line_by_line=True, seed=3, repeat_mask_steps=10, repeat_mask_share=0.0,
+                                 training_step=step)
+    step.on_step_begin(None, SimpleNamespace(global_step=9), None)
     warm = collator(rows)["labels"] != -100
     assert warm[:, later].all()  # every row: all repeats masked
-    collator.step = 10
+    step.on_step_begin(None, SimpleNamespace(global_step=10), None)
     after = collator(rows)["labels"] != -100
     assert not after[:, later].all(dim=1).all()  # share 0 after the warm-up: the drawn masks only
     assert after.sum(-1).float().std() > 2  # rates vary from row to row again

@@ -513,7 +513,7 @@ def test_generate_resolves_auto_to_confidence_for_a_packed_character_model():
     assert not tokenization.is_character_level(tokenization.train_tokenizer(text, "bpe", 300))
     assert not tokenization.is_character_level(tokenization.train_tokenizer(text, "word", 100))
     checkpoint = models.Checkpoint("", models.build_model("diffusion", "tiny", characters, 16).eval(), characters,
-                                   {"line_by_line": False, "max_length": 16})
+                                   models.DiffusionConfig(line_by_line=False, max_length=16))
     settings = sampling.GenerationSettings(num_samples=2, max_length=16)
     out = sampling.generate(checkpoint, settings, progress=False)
     assert out.settings.strategy == "confidence" and out.settings.steps == 4 and out.nfe == 4

@@ -160,7 +160,7 @@ def test_schedule_comparison_checks_stories_only_for_a_model_of_the_built_in_cor
 
     other = tmp_path / "shakespeare-model"
     shutil.copytree(tiny_checkpoint, other)
-    models.save_diffusion_config(str(other), {"objective": "diffusion", "line_by_line": True, "max_length": 32, "corpus": "input.txt"})
+    models.DiffusionConfig(line_by_line=True, max_length=32, corpus="input.txt").save(other)
     argv = ["--judge", "none", "--strategies", "random", "--schedules", "cosine", "--steps", "2", "--num-samples", "2"]
     builtin = schedule_comparison.main(["--checkpoint", tiny_checkpoint, *argv, "--output-dir", str(tmp_path / "a")])
     text = schedule_comparison.main(["--checkpoint", str(other), *argv, "--output-dir", str(tmp_path / "b")])

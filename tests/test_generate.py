@@ -150,7 +150,7 @@ def test_a_longer_max_length_on_a_line_by_line_model_generates_in_its_positions(
 def test_a_longer_max_length_on_a_packed_text_model_is_refused(tiny_checkpoint, tmp_path):
     packed = tmp_path / "packed"
     shutil.copytree(tiny_checkpoint, packed)
-    models.save_diffusion_config(str(packed), {"objective": "diffusion", "line_by_line": False, "max_length": 32})
+    models.DiffusionConfig(line_by_line=False, max_length=32).save(packed)
     with pytest.raises(SettingsError, match=r"max_length 33 is more than the model's 32 positions; use max_length 32 or less"):
         generate.main(["--checkpoint", str(packed), "--steps", "2", "--max-length", "33"])
 

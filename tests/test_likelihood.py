@@ -20,7 +20,7 @@ A, B, MASK = 5, 6, 4
 class ToyTokenizer:
     mask_token_id, pad_token_id, cls_token_id, sep_token_id = MASK, 1, 0, 2
     bos_token_id, eos_token_id = 0, 2
-    all_special_ids = [0, 1, 2, 3, 4]
+    all_special_ids = (0, 1, 2, 3, 4)
 
     def decode(self, ids):
         return " ".join({A: "a", B: "b"}[i] for i in ids)
@@ -99,7 +99,7 @@ def short_training_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_bound_decreases_as_training_proceeds(short_training_run):
-    out, final = short_training_run
+    out, _ = short_training_run
     model, tokenizer = models.load_masked_lm(str(out / "final-model"))
     rows = evaluation.evaluation_rows(tokenizer, corpus.generate_corpus(64, seed=documents.BUILTIN_EVAL_SEED), 32, True)
     untrained = models.build_model("diffusion", "tiny", tokenizer, 32)
@@ -119,6 +119,15 @@ def test_train_eval_elbo_is_the_same_bound_as_metrics(short_training_run):
     assert bound.nats_per_token == pytest.approx(final["eval_elbo"], abs=2e-4)
     stratified = likelihood.elbo_bound(model, tokenizer, rows, "linear", True, num_t_samples=8, seed=0)
     assert stratified.nats_per_token == pytest.approx(final["eval_elbo"], rel=0.05)
+
+
+@pytest.mark.slow
+def test_the_run_saves_how_it_was_trained_as_a_typed_diffusion_config(short_training_run):
+    out, _ = short_training_run
+    assert models.load_checkpoint(str(out / "final-model")).diffusion_config == models.DiffusionConfig(
+        objective="diffusion", mask_rates="continuous", schedule="linear", loss_weighting="uniform", prefix_length=0,
+        prefix_policy="fixed", line_by_line=True, max_length=32, corpus="builtin", block_size=None,
+    )
 
 
 # ----------------------------------------------------------------------------- causal LMs

@@ -312,6 +312,7 @@ def test_tiny_run_writes_a_loadable_model_with_its_diffusion_config(tmp_path):
         "objective": "diffusion", "mask_rates": "continuous", "schedule": "linear", "loss_weighting": "elbo",
         "prefix_length": 4, "prefix_policy": "random", "line_by_line": True, "max_length": 48, "corpus": "builtin",
         "block_size": None,  # ordinary masked diffusion
+        "version": 1,
     }
     run_args = json.loads((out / "run_args.json").read_text())
     assert run_args["DiffusionArguments"]["loss_weighting"] == "elbo"

@@ -1,17 +1,22 @@
 """The variable-rate masking collator: each example is masked at its own noise level.
 
-Per example: draw a time t, mask m(t) of the maskable positions (exactly round-up(m(t) * n), at least one), put
-`<mask>` there (no 80/10/10 replacement: generation only ever sees `<mask>`), and set labels to -100 wherever the
-input is visible. Maskable means: not the start token, not padding, not inside the visible prefix, and not the
-end token unless the data is line-by-line (there the trailing end tokens are what the model learns to predict
-so that generation can end a document). Everything is batched tensor code; no Python loop over rows.
+Per example (or per block, with block diffusion): draw a time t and mask through the one forward process
+(`masking.forward`): exactly round-up(m(t) * n) of the n maskable positions become `<mask>`, and labels are -100
+wherever the input is visible. The collator decides the times: antithetic draws in a window, a curriculum that
+widens it with the training step, fixed `eval_times` for evaluation, and the copy rows of repeat masking.
+Everything is batched tensor code; no Python loop over rows.
 """
+
+from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
-from textdiffusion.data.tokenization import end_token_id, start_token_id
-from textdiffusion.masking.schedules import bound_weight, mask_fraction
+from textdiffusion.data.tokenization import end_token_id
+from textdiffusion.errors import SettingsError
+from textdiffusion.masking.forward import ForwardProcess, cycled_times
 
+MASK_RATES = ("discrete", "continuous")  # one of ten levels per batch, or a time per example
 DISCRETE_LEVELS = torch.linspace(0.1, 1.0, 10)
 TIME_SAMPLING = ("uniform", "bell")
 REPEAT_DIRECTIONS = ("forward", "both")  # copy rows hide the later mentions; or, half of them, the first ones
@@ -25,7 +30,19 @@ REPEAT_ROW_EXTRA = 0.15  # repeat-masked rows: the share of other tokens masked 
 COMMON_ROW_SHARE = 0.2
 
 
+def _step_zero() -> int:
+    return 0
+
+
 class DiffusionCollator:
+    """Masks a batch of rows at drawn (or fixed) times.
+
+    `training_step` is called at each batch for the training step the curriculum and the repeat-mask warm-up read
+    (the training package passes its `TrainingStep` callback); without one the step is 0. With `eval_times` every
+    batch is masked at those times in turn and copy rows are off; with a `seed` the random stream is the collator's
+    own and `reset()` restarts it.
+    """
+
     def __init__(
         self,
         tokenizer,
@@ -45,32 +62,29 @@ class DiffusionCollator:
         repeat_mask_steps: int = 0,
         repeat_mask_direction: str = "forward",
         block_size: int | None = None,
+        training_step: Callable[[], int] = _step_zero,
     ):
-        if mask_rates not in ("discrete", "continuous"):
-            raise ValueError(f"mask_rates must be 'discrete' or 'continuous', not {mask_rates!r}")
+        if mask_rates not in MASK_RATES:
+            raise SettingsError(f"mask_rates must be one of {', '.join(MASK_RATES)}, not {mask_rates!r}")
         if repeat_mask_direction not in REPEAT_DIRECTIONS:
-            raise ValueError(f"repeat_mask_direction must be one of {', '.join(REPEAT_DIRECTIONS)}, not {repeat_mask_direction!r}")
+            raise SettingsError(f"repeat_mask_direction must be one of {', '.join(REPEAT_DIRECTIONS)}, not {repeat_mask_direction!r}")
         if time_sampling not in TIME_SAMPLING:
-            raise ValueError(f"time_sampling must be one of {', '.join(TIME_SAMPLING)}, not {time_sampling!r}")
-        self.mask_id = tokenizer.mask_token_id
-        self.pad_id = tokenizer.pad_token_id
-        never = {start_token_id(tokenizer), self.pad_id}
-        if not line_by_line:
-            never.add(end_token_id(tokenizer))
-        self.never_masked = torch.tensor(sorted(i for i in never if i is not None))
+            raise SettingsError(f"time_sampling must be one of {', '.join(TIME_SAMPLING)}, not {time_sampling!r}")
+        self.forward = ForwardProcess.for_tokenizer(
+            tokenizer, line_by_line, schedule=schedule, prefix_length=prefix_length, prefix_policy=prefix_policy,
+            block_size=block_size,
+        )
         self.end_id = end_token_id(tokenizer)
         self.line_by_line = line_by_line
         self.repeat_mask_share, self.repeat_mask_steps = repeat_mask_share, repeat_mask_steps
         self.repeat_mask_direction = repeat_mask_direction
         self.common_ids = torch.tensor(sorted(common_token_ids), dtype=torch.long)
-        self.mask_rates, self.schedule = mask_rates, schedule
-        self.prefix_length, self.prefix_policy = prefix_length, prefix_policy
+        self.mask_rates = mask_rates
         self.min_mask_time, self.max_mask_time = min_mask_time, max_mask_time
         self.time_sampling, self.curriculum_steps = time_sampling, curriculum_steps
-        self.step = 0  # the training step, set by train.py's callback; the curriculum and repeat masking read it
+        self.training_step = training_step
         self.eval_times = eval_times
         self.seed = seed
-        self.block_size = block_size
         self.reset()
 
     @staticmethod
@@ -92,7 +106,7 @@ class DiffusionCollator:
     def sample_times(self, batch: int) -> torch.Tensor:
         """(batch,) times t in (0, 1]: continuous ones in [min_mask_time, max_mask_time]."""
         if self.eval_times is not None:
-            return self.eval_times[torch.arange(batch) % len(self.eval_times)]
+            return cycled_times(self.eval_times, batch)
         if self.mask_rates == "discrete":
             level = DISCRETE_LEVELS[torch.randint(len(DISCRETE_LEVELS), (1,), generator=self.generator)]
             return level.expand(batch).clone()
@@ -104,84 +118,61 @@ class DiffusionCollator:
             u = 0.5 - torch.sin(torch.asin(1.0 - 2.0 * u) / 3.0)
         low, high = self.min_mask_time, self.max_mask_time
         if self.curriculum_steps:
-            high = low + (high - low) * min(1.0, max(CURRICULUM_START, self.step / self.curriculum_steps))
+            high = low + (high - low) * min(1.0, max(CURRICULUM_START, self.training_step() / self.curriculum_steps))
         return low + (high - low) * (1.0 - u)
-
-    def prefix_lengths(self, batch: int) -> torch.Tensor:
-        if self.prefix_policy == "random" and self.prefix_length > 0:
-            return torch.randint(self.prefix_length + 1, (batch,), generator=self.generator)
-        return torch.full((batch,), self.prefix_length)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         rows = [torch.as_tensor(example["input_ids"]) for example in examples]
-        input_ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad_id)  # (batch, seq)
-        batch, length = input_ids.shape
-        positions = torch.arange(length)
-
-        # The prefix counts tokens after the start token, which is never masked anyway.
-        prefix = positions.unsqueeze(0) <= self.prefix_lengths(batch).unsqueeze(1)
-        maskable = ~torch.isin(input_ids, self.never_masked) & ~prefix
-
-        # Each unit draws its own time and masks exactly round-up(m(t) * n) of its n maskable tokens: a unit is a
-        # row, or with block diffusion one block of a row (a row of L tokens is L / B units of B).
-        unit = self.block_size or length
-        if length % unit:
-            raise ValueError(f"rows of {length} tokens do not split into blocks of {unit}")
-        units = batch * (length // unit)
-        unit_maskable = maskable.view(units, unit)
-        num_maskable = unit_maskable.sum(-1)  # (units,)
-        t = self.sample_times(units)
-        rate = mask_fraction(self.schedule, t)
-        num_masked = torch.minimum(torch.ceil(rate * num_maskable).long().clamp_min(1), num_maskable)
-        # Exactly num_masked positions per unit: the ones with the smallest random scores among the maskable.
-        scores = self._rand(units, unit).masked_fill(~unit_maskable, 2.0)
-        rank = scores.argsort(-1).argsort(-1)
-        masked = (rank < num_masked.unsqueeze(1)).view(batch, length)
-        filler = None
+        input_ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.forward.pad_id)  # (batch, seq)
+        maskable = self.forward.maskable(input_ids, self.generator)
+        times = self.sample_times(self.forward.num_units(input_ids))
+        units = self.forward.mask_units(input_ids, maskable, times, self.generator)
+        attention_mask = input_ids != self.forward.pad_id
         # Every row during the first repeat_mask_steps steps, then a share of them.
-        repeat_share = 1.0 if self.step < self.repeat_mask_steps else self.repeat_mask_share
+        repeat_share = 1.0 if self.training_step() < self.repeat_mask_steps else self.repeat_mask_share
         if repeat_share > 0 and self.eval_times is None:
-            # In a share of the rows, mask every uncommon token that repeats one earlier in the row (a name, an
-            # object; not "the", and not the end tokens that fill a line-by-line row): the earlier occurrence is
-            # visible unless masked by chance, so copying a word from the context becomes a frequent training
-            # target instead of a rare one.
-            earlier = torch.ones(length, length, dtype=torch.bool).tril(-1)  # [j, i]: i before j
-            same = input_ids.unsqueeze(2) == input_ids.unsqueeze(1)
-            repeats = (same & earlier).any(-1)
-            if self.repeat_mask_direction == "both":
-                # Half the copy rows hide the first mentions instead and keep the last one: a sampler may write
-                # the ending before the opening, and then the opening has to copy from the ending.
-                before_later = (same & earlier.T).any(-1)  # the token occurs again later in the row
-                backward = (self._rand(batch) < 0.5).unsqueeze(1)
-                repeats = torch.where(backward, before_later, repeats)
-            repeats &= maskable & (input_ids != self.end_id) & ~torch.isin(input_ids, self.common_ids)
-            chosen = (self._rand(batch) < repeat_share).unsqueeze(1)
-            # A chosen row keeps most of its context: its repeats, plus a light random mask, instead of the draw.
-            # The end tokens that fill a line-by-line row after the document are hidden from attention there: with
-            # them in view a tiny model does not learn to copy at all (measured, RESULTS.md), and they are not
-            # what a copy row teaches.
-            filler = chosen & ((input_ids == self.end_id).long().cumsum(-1) >= 2) if self.line_by_line else None
-            light = (self._rand(batch, length) < REPEAT_ROW_EXTRA) & maskable
-            masked = torch.where(chosen, repeats | light, masked)
+            masked, filler = self._copy_rows(input_ids, maskable, units.masked, repeat_share)
+            units = replace(units, masked=masked)
             if filler is not None:
-                masked &= ~filler
-            num_masked = masked.view(units, unit).sum(-1)
-
-        rate_masked = num_masked / num_maskable.clamp_min(1)
-        attention_mask = input_ids != self.pad_id
-        if filler is not None:
-            attention_mask &= ~filler
-        noisy = input_ids.masked_fill(masked, self.mask_id)
-        if self.block_size:
-            # Block diffusion reads the noisy rows followed by the clean ones (blocks.doubled_forward).
-            noisy, attention_mask = torch.cat([noisy, input_ids], 1), attention_mask.repeat(1, 2)
+                attention_mask &= ~filler
+        input_ids, attention_mask = units.model_inputs(attention_mask)
+        rate = units.rate
         return {
-            "input_ids": noisy,
+            "input_ids": input_ids,
             "attention_mask": attention_mask.long(),
-            "labels": input_ids.masked_fill(~masked, -100),
-            "mask_time": t,
-            "mask_rate": rate_masked,
+            "labels": units.labels,
+            "mask_time": times,
+            "mask_rate": rate,
             # m'(t) / (share masked): MDLM's m'(t)/m(t) with the share really masked, finite at tiny t.
-            "loss_weight": bound_weight(self.schedule, t, rate_masked).float(),
-            "num_maskable": num_maskable,
+            "loss_weight": units.weight.float(),
+            "num_maskable": units.num_maskable,
         }
+
+    def _copy_rows(self, input_ids, maskable, drawn, share: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """In a share of the rows, mask every uncommon token that repeats one earlier in the row (a name, an object;
+        not "the", and not the end tokens that fill a line-by-line row) instead of the drawn mask: the earlier
+        occurrence is visible unless masked by chance, so copying a word from the context becomes a frequent
+        training target instead of a rare one. Returns the mask and, for line-by-line rows, the filler positions
+        that copy rows hide from attention (None otherwise)."""
+        batch, length = input_ids.shape
+        earlier = torch.ones(length, length, dtype=torch.bool).tril(-1)  # [j, i]: i before j
+        same = input_ids.unsqueeze(2) == input_ids.unsqueeze(1)
+        repeats = (same & earlier).any(-1)
+        if self.repeat_mask_direction == "both":
+            # Half the copy rows hide the first mentions instead and keep the last one: a sampler may write
+            # the ending before the opening, and then the opening has to copy from the ending.
+            before_later = (same & earlier.T).any(-1)  # the token occurs again later in the row
+            backward = (self._rand(batch) < 0.5).unsqueeze(1)
+            repeats = torch.where(backward, before_later, repeats)
+        repeats &= maskable & (input_ids != self.end_id) & ~torch.isin(input_ids, self.common_ids)
+        chosen = (self._rand(batch) < share).unsqueeze(1)
+        # A chosen row keeps most of its context: its repeats, plus a light random mask, instead of the draw.
+        # The end tokens that fill a line-by-line row after the document are hidden from attention there: with
+        # them in view a tiny model does not learn to copy at all (measured, RESULTS.md), and they are not
+        # what a copy row teaches.
+        filler = chosen & ((input_ids == self.end_id).long().cumsum(-1) >= 2) if self.line_by_line else None
+        light = (self._rand(batch, length) < REPEAT_ROW_EXTRA) & maskable
+        masked = torch.where(chosen, repeats | light, drawn)
+        if filler is not None:
+            masked &= ~filler
+        return masked, filler

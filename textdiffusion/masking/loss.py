@@ -3,6 +3,9 @@
 
 import torch
 
+# uniform: the mean cross-entropy of the masked tokens; elbo: MDLM's per-token continuous-time bound.
+LOSS_WEIGHTINGS = ("uniform", "elbo")
+
 
 def diffusion_loss(
     logits: torch.Tensor,

@@ -57,7 +57,7 @@ def report(
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     line_by_line = checkpoint.line_by_line if line_by_line is None else line_by_line
     max_length = max_length or checkpoint.max_length
-    schedule = checkpoint.settings.get("schedule", "linear")
+    schedule = checkpoint.diffusion_config.schedule
     docs = load_evaluation_documents(texts_or_file, line_by_line, max_documents)
     if texts_or_file is None and training_stories is None:
         training_stories = corpus.generate_corpus(documents.BUILTIN_TRAIN_STORIES, seed=0)
@@ -86,7 +86,7 @@ def report(
     if settings is not None:
         logger.info("sampling %d texts of %d tokens from each model", settings.num_samples, settings.max_length)
         if line_by_line != checkpoint.line_by_line:
-            checkpoint = replace(checkpoint, settings={**checkpoint.settings, "line_by_line": line_by_line})
+            checkpoint = replace(checkpoint, diffusion_config=replace(checkpoint.diffusion_config, line_by_line=line_by_line))
         diff = generate(checkpoint, settings, progress=False)
         diff_row.update(speed(diff), **text_metrics.sample_metrics(diff.texts, judge, training_stories), samples=diff.texts)
         if ar_model is not None:

@@ -2,10 +2,10 @@
 blocks, and a judge's perplexity of generated texts.
 
 The bound is MDLM's (Sahoo et al. 2024, https://arxiv.org/abs/2406.07524, eq. 10): for a time t, mask m(t) of
-a sequence's maskable tokens exactly as training does (`data_collator.DiffusionCollator`), weight the summed
-cross-entropy of the masked tokens by m'(t)/(share masked) (MDLM's m'(t)/m(t) with the share the collator really
-masked, `diffusion.bound_weight`; n/k for the linear schedule), average over t and divide by the
-number of scored tokens. It upper-bounds the negative log-likelihood per token, so exp(bound) is a perplexity
+a sequence's maskable tokens through the forward process training uses (`masking.forward.ForwardProcess`), weight
+the summed cross-entropy of the masked tokens by m'(t)/(share masked) (MDLM's m'(t)/m(t) with the share really
+masked, `masking.bound_weight`; n/k for the linear schedule), average over t and divide by the number of scored
+tokens. It upper-bounds the negative log-likelihood per token, so exp(bound) is a perplexity
 that can be compared with a causal LM's on the same tokens. train.py's `eval_elbo` is the same quantity estimated
 with ten fixed times and the training prefix (`elbo_bound(..., fixed_times=EVAL_TIMES)` reproduces it).
 """
@@ -23,9 +23,8 @@ from textdiffusion.data.tokenization import (
     start_token_id,
 )
 from textdiffusion.errors import SettingsError
-from textdiffusion.masking.collator import DiffusionCollator
+from textdiffusion.masking.forward import ForwardProcess, cycled_times
 from textdiffusion.masking.loss import masked_diffusion_loss
-from textdiffusion.masking.schedules import bound_weight
 from textdiffusion.models.heads import max_positions
 
 
@@ -118,10 +117,12 @@ def elbo_bound(
     model.eval()
     device = model_device(model)
     rows = as_rows(data)
-    collator = DiffusionCollator(
-        tokenizer, schedule=schedule, prefix_length=prefix_length, prefix_policy=prefix_policy,
-        line_by_line=line_by_line, eval_times=fixed_times, seed=seed, block_size=block_size,
+    forward = ForwardProcess.for_tokenizer(
+        tokenizer, line_by_line, schedule=schedule, prefix_length=prefix_length, prefix_policy=prefix_policy,
+        block_size=block_size,
     )
+    # The masking stream: seeded like train.py's eval collator, so with fixed_times both mask the same positions.
+    generator = torch.Generator().manual_seed(seed)
     if fixed_times is None:
         times = stratified_times(len(rows), num_t_samples, torch.Generator().manual_seed(seed)).flatten()
         rows = rows.repeat_interleave(num_t_samples, dim=0)  # row i at its K times, one after another
@@ -129,17 +130,21 @@ def elbo_bound(
     weighted, scored = 0.0, 0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
+        maskable = forward.maskable(chunk, generator)
+        units = forward.num_units(chunk)
         if fixed_times is None:  # every block of a row's copy at that copy's time (one unit per row without blocks)
-            collator.eval_times = times[start : start + batch_size].repeat_interleave(rows.size(1) // (block_size or rows.size(1)))
-        batch = collator([{"input_ids": row} for row in chunk])
+            chunk_times = times[start : start + batch_size].repeat_interleave(units // len(chunk))
+        else:
+            chunk_times = cycled_times(fixed_times, units)
+        masked = forward.mask_units(chunk, maskable, chunk_times, generator)
+        weight = masked.weight  # (units,) float64
         with torch.no_grad():
-            ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            logits, targets, unit = masked_logits(model, ids, attention, batch["labels"].to(device), block_size)
+            ids, attention = masked.model_inputs(chunk != tokenizer.pad_token_id)
+            logits, targets, unit = masked_logits(model, ids.to(device), attention.long().to(device), masked.labels.to(device), block_size)
             # The training loss's cross-entropy: <mask>, <pad> and <s> get no probability, as in train.py.
-            _, ce, _ = masked_diffusion_loss(logits, targets, unit, batch["loss_weight"], batch["num_maskable"], banned_ids=banned)
-        weight = bound_weight(schedule, batch["mask_time"], batch["mask_rate"])
+            _, ce, _ = masked_diffusion_loss(logits, targets, unit, weight, masked.num_maskable, banned_ids=banned)
         weighted += float((weight.to(device) * ce.double()).sum())
-        scored += int(batch["num_maskable"].sum())
+        scored += int(masked.num_maskable.sum())
         if progress is not None:
             progress(len(chunk))
     copies = 1 if fixed_times is not None else num_t_samples

@@ -16,8 +16,9 @@ from textdiffusion.models.checkpoint import (  # noqa: F401
     load_checkpoint,
     load_masked_lm,
     pick_device,
-    read_diffusion_config,
-    save_diffusion_config,
+)
+from textdiffusion.models.diffusion_config import (  # noqa: F401
+    DiffusionConfig,
 )
 from textdiffusion.models.heads import (  # noqa: F401
     PADDING_OFFSET_POSITIONS,

@@ -1,7 +1,6 @@
 """Loading checkpoints: the one loader of a trained diffusion model, and the hub/local masked and causal LMs.
 """
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,8 @@ from transformers.models.auto.modeling_auto import (
 
 from textdiffusion.data.tokenization import load_tokenizer, unreachable_message
 from textdiffusion.errors import SettingsError
+from textdiffusion.models.diffusion_config import DIFFUSION_CONFIG, DiffusionConfig
 from textdiffusion.models.heads import max_positions
-
-DIFFUSION_CONFIG = "diffusion_config.json"
 
 
 def _model_type(name_or_path: str, trust_remote_code: bool) -> str:
@@ -75,17 +73,6 @@ def check_vocab_fits(model, tokenizer, name: str) -> None:
         raise SettingsError(f"the tokenizer of '{name}' has {len(tokenizer)} tokens but the model only {embeddings} embeddings")
 
 
-def save_diffusion_config(directory: str, settings: dict) -> None:
-    with open(Path(directory) / DIFFUSION_CONFIG, "w") as f:
-        json.dump(settings, f, indent=2, sort_keys=True)
-
-
-def read_diffusion_config(directory: str) -> dict:
-    """How the checkpoint was trained; {} for a plain hub masked LM (treated as packed, no end token)."""
-    path = Path(directory) / DIFFUSION_CONFIG
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def pick_device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
@@ -99,13 +86,14 @@ class Checkpoint:
     path: str
     model: torch.nn.Module
     tokenizer: object
-    settings: dict = field(default_factory=dict)  # diffusion_config.json; {} for a plain hub masked LM
-    device: torch.device = torch.device("cpu")
+    # How it was trained (diffusion_config.json); the defaults for a plain hub masked LM, which has none.
+    diffusion_config: DiffusionConfig = field(default_factory=DiffusionConfig)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def line_by_line(self) -> bool:
         """Trained one document per row, ending in the end token (else packed running text, no end token)."""
-        return bool(self.settings.get("line_by_line", False))
+        return self.diffusion_config.line_by_line
 
     @property
     def max_positions(self) -> int:
@@ -114,12 +102,12 @@ class Checkpoint:
     @property
     def block_size(self) -> int | None:
         """Block diffusion: the block size it was trained with (None: ordinary masked diffusion)."""
-        return self.settings.get("block_size")
+        return self.diffusion_config.block_size
 
     @property
     def max_length(self) -> int:
         """The block length it was trained on; for a hub model, its positions up to 128."""
-        return int(self.settings.get("max_length") or min(128, self.max_positions))
+        return self.diffusion_config.max_length or min(128, self.max_positions)
 
 
 def _run_file_source(directory: Path, is_there) -> Path | None:
@@ -144,9 +132,9 @@ def load_checkpoint(path: str, device: str | None = None, trust_remote_code: boo
         raise SettingsError(f"device {device!r} is not a device; use cpu, cuda or cuda:N") from None
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise SettingsError(f"device {device} requested but CUDA is not available; use device cpu")
-    has_tokenizer = lambda d: (d / "tokenizer_config.json").is_file() or (d / "tokenizer.json").is_file()  # noqa: E731
+    has_tokenizer = lambda d: (d / "tokenizer_config.json").is_file() or (d / "tokenizer.json").is_file()
     source = _run_file_source(Path(path), has_tokenizer)
     model, tokenizer = load_masked_lm(path, trust_remote_code=trust_remote_code, tokenizer_path=str(source or path))
     settings_dir = _run_file_source(Path(path), lambda d: (d / DIFFUSION_CONFIG).is_file())
-    settings = read_diffusion_config(str(settings_dir)) if settings_dir else {}
-    return Checkpoint(path, model.to(torch_device).eval(), tokenizer, settings, torch_device)
+    config = DiffusionConfig.load(settings_dir) if settings_dir else DiffusionConfig()
+    return Checkpoint(path, model.to(torch_device).eval(), tokenizer, config, torch_device)

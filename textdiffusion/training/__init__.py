@@ -1,0 +1,13 @@
+"""Training: the masked-diffusion Trainer, its callbacks, building a run from its settings and saving what it made.
+"""
+
+from textdiffusion.training.build import (  # noqa: F401
+    build_trainer,
+    load_pretrained,
+    run_diffusion_config,
+    train_tokenizer_and_build_model,
+)
+from textdiffusion.training.callbacks import StopOnSignal, TrainingStep  # noqa: F401
+from textdiffusion.training.plots import plot_loss_by_level  # noqa: F401
+from textdiffusion.training.saving import FINAL_MODEL, save_final_model, save_run  # noqa: F401
+from textdiffusion.training.trainer import LEVEL_NAMES, NUM_LEVELS, DiffusionTrainer  # noqa: F401
