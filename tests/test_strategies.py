@@ -11,7 +11,7 @@ import torch
 from transformers import HfArgumentParser
 
 import config
-from textdiffusion import blocks, sampling
+from textdiffusion import blocks, masking, sampling
 from textdiffusion.errors import SettingsError
 from textdiffusion.models.heads import Denoiser, MaskedLM, as_denoiser
 from textdiffusion.sampling import strategies
@@ -126,3 +126,19 @@ def test_the_sampler_needs_only_the_denoiser_interface():
                              torch.Generator().manual_seed(0))
     assert (result.ids[:, 1:] == 7).all() and result.nfe == denoiser.calls == 3 and denoiser.resets == 1
 
+
+
+@pytest.mark.parametrize("strategy, options", [("threshold", {"threshold": 1.0}), ("entropy-bounded", {"entropy_budget": 1e-6})])
+def test_a_step_cap_is_shared_out_by_the_schedule_not_crammed_into_the_last_step(tiny_mlm, story_tokenizer, strategy, options):
+    # A random model is never sure and always uncertain: one position per pass at these strategies' own pace,
+    # which cannot fit 23 positions in 4 steps; they then follow the schedule's count, most certain first.
+    ids = sampling.build_inputs(story_tokenizer, "", 24, 2)
+    span, mask = int((ids[0] == story_tokenizer.mask_token_id).sum()), story_tokenizer.mask_token_id
+    config = sampling.SamplerConfig(steps=4, strategy=strategy, **options)
+    result = sampling.sample(tiny_mlm, ids, mask, config, [mask], torch.Generator().manual_seed(0))
+    schedule = [round(float(masking.mask_fraction("cosine", torch.tensor(1 - k / 4, dtype=torch.float64))) * span) for k in range(5)]
+    assert [int((step.ids[0] == mask).sum()) for step in result.trajectory] == schedule == [23, 21, 16, 9, 0]
+    # With a step per position there is room at their own pace: one position per pass, as before.
+    roomy = sampling.sample(tiny_mlm, ids, mask, sampling.SamplerConfig(steps=span, strategy=strategy, **options), [mask],
+                            torch.Generator().manual_seed(0))
+    assert all(int(step.revealed.sum(-1).max()) == 1 for step in roomy.trajectory[1:]) and roomy.nfe == span

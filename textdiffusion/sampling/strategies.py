@@ -72,6 +72,17 @@ def _one_each(view: StepView) -> torch.Tensor:
     return torch.ones_like(view.span)
 
 
+def within_budget(view: StepView, reveal: torch.Tensor) -> torch.Tensor:
+    """`reveal`, topped up to the schedule's count for this step (most certain first) in the rows where what it
+    leaves masked would not fit in the block's remaining steps at this step's pace: the steps are shared out, so
+    the last one is not left to fill the rest of the block at once. As adaptive does; never fewer than `reveal`."""
+    picked = reveal.sum(-1)
+    left = view.todo.sum(-1)
+    behind = left - picked > picked * view.steps_left
+    wanted = (left - view.keep_masked - picked).clamp_min(0) * behind
+    return reveal | top_scoring(view.score, view.open & ~reveal, wanted)
+
+
 class Strategy:
     """Which positions a step reveals and hides. `options`: the SamplerConfig fields that mean something only with
     the strategies that declare them (GenerationSettings refuses them, set, with any other)."""
@@ -135,7 +146,7 @@ class Threshold(Strategy):
 
     def decide(self, view):
         reveal = view.open & (view.score >= self.config.threshold)
-        return Decision(reveal | top_scoring(view.score, view.first, _one_each(view)))
+        return Decision(within_budget(view, reveal | top_scoring(view.score, view.first, _one_each(view))))
 
 
 def entropy_bounded_count(entropies: torch.Tensor, scores: torch.Tensor, candidates: torch.Tensor, budget: float) -> torch.Tensor:
@@ -156,7 +167,7 @@ class EntropyBounded(Threshold):
 
     def decide(self, view):
         count = entropy_bounded_count(view.entropies(), view.score, view.open, self.config.entropy_budget)
-        return Decision(top_scoring(view.score, view.open, count))
+        return Decision(within_budget(view, top_scoring(view.score, view.open, count)))
 
 
 def remdm_sigma(schedule: str, eta: float, alpha_t: torch.Tensor, alpha_s: torch.Tensor) -> torch.Tensor:
