@@ -277,7 +277,7 @@ def test_a_pretrained_masked_lm_is_fine_tuned_block_by_block(tiny_checkpoint, tm
     assert metrics["eval_elbo"] > 0
     checkpoint = models.load_checkpoint(str(tmp_path / "final-model"))
     assert checkpoint.block_size == 8 and checkpoint.model.config.model_type == "roberta"
-    with pytest.raises(SettingsError, match="--max-length 40 is larger than"):
+    with pytest.raises(SettingsError, match="max_length 40 is larger than"):
         train.main(["--model-name-or-path", tiny_checkpoint, "--dataset-name", "builtin", "--max-length", "40",
                     "--block-size", "8", "--output-dir", str(tmp_path / "too-long")])
 
