@@ -1,7 +1,7 @@
 """textdiffusion: masked-diffusion language models on top of Hugging Face masked LMs.
 
 The public API is small; everything else lives in the sub-packages (data, masking, models, blocks, sampling,
-metrics, rendering, training)::
+metrics, rendering, training); a checkpoint's `diffusion_config.json` is a typed `DiffusionConfig`::
 
     import textdiffusion
 
@@ -16,8 +16,9 @@ Errors from bad values are `textdiffusion.SettingsError` (a ValueError) whose me
 from textdiffusion.errors import SettingsError
 from textdiffusion.metrics.likelihood import Perplexity, elbo_bound
 from textdiffusion.models.checkpoint import Checkpoint, load_checkpoint
+from textdiffusion.models.diffusion_config import DiffusionConfig
 from textdiffusion.sampling.generation import Generation, generate
 from textdiffusion.sampling.settings import GenerationSettings
 
-__all__ = ["Checkpoint", "Generation", "GenerationSettings", "Perplexity", "SettingsError", "elbo_bound", "generate",
+__all__ = ["Checkpoint", "DiffusionConfig", "Generation", "GenerationSettings", "Perplexity", "SettingsError", "elbo_bound", "generate",
            "load_checkpoint"]
