@@ -131,7 +131,7 @@ def test_the_sampler_needs_only_the_denoiser_interface():
 @pytest.mark.parametrize("strategy, options", [("threshold", {"threshold": 1.0}), ("entropy-bounded", {"entropy_budget": 1e-6})])
 def test_a_step_cap_is_shared_out_by_the_schedule_not_crammed_into_the_last_step(tiny_mlm, story_tokenizer, strategy, options):
     # A random model is never sure and always uncertain: one position per pass at these strategies' own pace,
-    # which cannot fit 23 positions in 4 steps; they then follow the schedule's count, most certain first.
+    # which cannot fit 23 positions in 4 steps; they then reveal the schedule's count, as adaptive does.
     ids = sampling.build_inputs(story_tokenizer, "", 24, 2)
     span, mask = int((ids[0] == story_tokenizer.mask_token_id).sum()), story_tokenizer.mask_token_id
     config = sampling.SamplerConfig(steps=4, strategy=strategy, **options)

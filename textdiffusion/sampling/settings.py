@@ -50,7 +50,7 @@ class GenerationSettings:
     )
     max_length: int = field(default=48, metadata={"help": "Total tokens per sample, prefix included. More than a line-by-line model's positions: generated within them (its documents end there), with a warning."})
     num_samples: int = field(default=4, metadata={"help": "Samples generated together as one batch."})
-    steps: int | None = field(default=None, metadata={"help": "Denoising steps (forward passes). Default: max_length // 4; with --strategy threshold or entropy-bounded, max_length (a cap: they stop when nothing is masked)."})
+    steps: int | None = field(default=None, metadata={"help": "Denoising steps (forward passes). Default: max_length // 4; with --strategy threshold or entropy-bounded, max_length (a cap: they stop when nothing is masked; under a tighter cap they reveal the schedule's count whenever their own pace would not finish in time)."})
     schedule: SCHEDULE_CHOICES = field(
         default="cosine",
         metadata={"help": "Share of the span still masked after each step. log-linear is MDLM/SEDD's name for linear (alpha_t = 1 - t)."},

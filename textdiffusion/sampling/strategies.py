@@ -72,15 +72,29 @@ def _one_each(view: StepView) -> torch.Tensor:
     return torch.ones_like(view.span)
 
 
-def within_budget(view: StepView, reveal: torch.Tensor) -> torch.Tensor:
-    """`reveal`, topped up to the schedule's count for this step (most certain first) in the rows where what it
-    leaves masked would not fit in the block's remaining steps at this step's pace: the steps are shared out, so
-    the last one is not left to fill the rest of the block at once. As adaptive does; never fewer than `reveal`."""
+def schedule_fill(view: StepView, sure: torch.Tensor) -> torch.Tensor:
+    """Adaptive's step: the `sure` positions, then as many randomly chosen others as the schedule still asks for,
+    at least one: the uncertain positions are drawn in random order, as the model's own distribution would, not
+    most-certain first."""
+    count = (view.todo.sum(-1) - view.keep_masked - sure.sum(-1)).clamp_min(0)
+    count = count.maximum((~sure.any(-1)).long())
+    reveal = sure | top_scoring(view.noise(), view.open & ~sure, count)
+    stuck = view.todo.any(-1) & ~reveal.any(-1)
+    return reveal | top_scoring(view.noise(), view.first, _one_each(view)) & stuck.unsqueeze(-1)
+
+
+def within_budget(view: StepView, sure: torch.Tensor, reveal: torch.Tensor) -> torch.Tensor:
+    """A strategy's own choice `reveal` (its `sure` positions and its at-least-one pick), or, in the rows where what
+    that leaves masked would not fit in the block's remaining steps at this step's pace, the schedule's count as
+    adaptive fills it (schedule_fill): a step cap is shared out instead of the last step filling the rest of the
+    block at once. The uncertain positions then go in random order: on the quick-test model at 20 steps, topping
+    `reveal` up to the schedule's count most certain first gave threshold 0.05 valid stories, random first 0.11,
+    this 0.34 (adaptive 0.32; experiments/sampler_quality.py --steps 20 24, RESULTS.md)."""
     picked = reveal.sum(-1)
-    left = view.todo.sum(-1)
-    behind = left - picked > picked * view.steps_left
-    wanted = (left - view.keep_masked - picked).clamp_min(0) * behind
-    return reveal | top_scoring(view.score, view.open & ~reveal, wanted)
+    behind = view.todo.sum(-1) - picked > picked * view.steps_left
+    if not behind.any():
+        return reveal
+    return torch.where(behind.unsqueeze(-1), schedule_fill(view, sure), reveal)
 
 
 class Strategy:
@@ -136,7 +150,8 @@ class Random(Confidence):
 
 
 class Threshold(Strategy):
-    """Reveal every position at least `threshold` sure, and the most certain one (Fast-dLLM)."""
+    """Reveal every position at least `threshold` sure, and the most certain one (Fast-dLLM); under a step cap its
+    own pace cannot meet, the schedule's count (within_budget)."""
 
     name, options, until_done = "threshold", ("confidence",), True
 
@@ -145,29 +160,36 @@ class Threshold(Strategy):
         return max_length  # a cap: measured best on the built-in corpus (experiments/sampler_quality.py)
 
     def decide(self, view):
-        reveal = view.open & (view.score >= self.config.threshold)
-        return Decision(within_budget(view, reveal | top_scoring(view.score, view.first, _one_each(view))))
+        sure = view.open & (view.score >= self.config.threshold)
+        return Decision(within_budget(view, sure, sure | top_scoring(view.score, view.first, _one_each(view))))
 
 
-def entropy_bounded_count(entropies: torch.Tensor, scores: torch.Tensor, candidates: torch.Tensor, budget: float) -> torch.Tensor:
-    """(batch,) how many candidates to reveal, in order of `scores` (most certain first), by EB-sampler's rule
-    (arXiv 2505.24857): the longest such prefix whose entropies sum, less the largest of them, to at most `budget`.
-    At least one per row with a candidate. All arguments but `budget` are (batch, seq)."""
+def entropy_fits(entropies: torch.Tensor, scores: torch.Tensor, candidates: torch.Tensor, budget: float) -> torch.Tensor:
+    """(batch,) EB-sampler's rule (arXiv 2505.24857): the length of the longest prefix of the candidates, in order of
+    `scores` (most certain first), whose entropies sum, less the largest of them, to at most `budget` (0 when even
+    the first does not fit). All arguments but `budget` are (batch, seq)."""
     order = scores.masked_fill(~candidates, float("-inf")).argsort(-1, descending=True)
     ordered = entropies.gather(-1, order).masked_fill(~candidates.gather(-1, order), float("nan"))
     spent = ordered.nan_to_num(0.0).cumsum(-1) - ordered.nan_to_num(0.0).cummax(-1).values  # never decreases
-    fits = (spent <= budget) & ~ordered.isnan()
-    return fits.sum(-1).clamp_min(1).minimum(candidates.sum(-1))
+    return ((spent <= budget) & ~ordered.isnan()).sum(-1)
+
+
+def entropy_bounded_count(entropies: torch.Tensor, scores: torch.Tensor, candidates: torch.Tensor, budget: float) -> torch.Tensor:
+    """(batch,) how many candidates EB-sampler reveals: entropy_fits, at least one per row with a candidate."""
+    return entropy_fits(entropies, scores, candidates, budget).clamp_min(1).minimum(candidates.sum(-1))
 
 
 class EntropyBounded(Threshold):
-    """Reveal the most certain positions while their summed entropy, less the largest, stays within the budget."""
+    """Reveal the most certain positions while their summed entropy, less the largest, stays within the budget
+    (EB-sampler); under a step cap its own pace cannot meet, the schedule's count (within_budget)."""
 
     name, options = "entropy-bounded", ("confidence", "entropy_budget")
 
     def decide(self, view):
-        count = entropy_bounded_count(view.entropies(), view.score, view.open, self.config.entropy_budget)
-        return Decision(within_budget(view, top_scoring(view.score, view.open, count)))
+        entropies, budget = view.entropies(), self.config.entropy_budget
+        sure = top_scoring(view.score, view.open, entropy_fits(entropies, view.score, view.open, budget))
+        count = entropy_bounded_count(entropies, view.score, view.open, budget)
+        return Decision(within_budget(view, sure, top_scoring(view.score, view.open, count)))
 
 
 def remdm_sigma(schedule: str, eta: float, alpha_t: torch.Tensor, alpha_s: torch.Tensor) -> torch.Tensor:
@@ -219,19 +241,13 @@ class ReMDM(Strategy):
 
 
 class Adaptive(Strategy):
-    """Every position at least `threshold` sure (the text's structure, in few passes), then as many randomly
-    chosen others as the schedule still asks for, at least one: the uncertain positions are drawn in random order,
-    as the model's own distribution would, not most-certain first."""
+    """Every position at least `threshold` sure (the text's structure, in few passes), then random others as the
+    schedule asks (schedule_fill)."""
 
     name, options, until_done = "adaptive", ("confidence",), True
 
     def decide(self, view):
-        reveal = view.open & (view.score >= self.config.threshold)
-        count = (view.todo.sum(-1) - view.keep_masked - reveal.sum(-1)).clamp_min(0)
-        count = count.maximum((~reveal.any(-1)).long())
-        reveal |= top_scoring(view.noise(), view.open & ~reveal, count)
-        stuck = view.todo.any(-1) & ~reveal.any(-1)
-        return Decision(reveal | top_scoring(view.noise(), view.first, _one_each(view)) & stuck.unsqueeze(-1))
+        return Decision(schedule_fill(view, view.open & (view.score >= self.config.threshold)))
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
