@@ -2,6 +2,7 @@
 
     python -m experiments.sampler_quality                                  # results/final-model, full grid
     python -m experiments.sampler_quality --checkpoint runs/dev-model --strategies confidence remask --steps 8 L
+    python -m experiments.sampler_quality --schedules cosine --steps 20 24 --num-samples 256 --seed 1   # under a step cap
 
 For a checkpoint trained on the built-in corpus (`python train.py --quick-test`), every setting generates
 --num-samples documents with sampling.generate and reports the share `corpus.is_valid_story` accepts, the share that
@@ -42,6 +43,7 @@ class QualityArguments:
     top_p: float = field(default=0.9, metadata={"help": "p for nucleus."})
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature."})
     threshold: float = field(default=0.9, metadata={"help": "Confidence threshold of the threshold strategy."})
+    block_size: int | None = field(default=None, metadata={"help": "Semi-autoregressive blocks of this many tokens (as generate.py --block-size)."})
     train_stories: int | None = field(
         default=None,
         metadata={"help": "Training stories (corpus.generate_corpus(n, seed=0)) for the novelty check. Default: read "
@@ -96,7 +98,7 @@ def evaluate(args) -> list[dict]:
         settings = sampling.GenerationSettings(
             prefix=args.prefix, max_length=max_length, num_samples=args.num_samples, steps=steps, schedule=schedule,
             strategy=strategy, sampling=args.sampling, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-            threshold=args.threshold, seed=args.seed,
+            threshold=args.threshold, block_size=args.block_size, seed=args.seed,
         )
         out = sampling.generate(checkpoint, settings, progress=False)
         texts = out.texts
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables.write_csv(out / "sampler_quality.csv", rows, COLUMNS)
-    print(f"{args.checkpoint}, {args.num_samples} documents per setting, --sampling {args.sampling}, seed {args.seed}; "
+    blocks = f", --block-size {args.block_size}" if args.block_size else ""
+    print(f"{args.checkpoint}, {args.num_samples} documents per setting, --sampling {args.sampling}{blocks}, seed {args.seed}; "
           "well_formed = corpus.is_well_formed (grammar only), valid = corpus.is_valid_story, novel = not a training story verbatim, "
           "shape / opening = total variation distance from the corpus's mix of story lengths / first two words (0 = the same)")
     print(tables.markdown_table(rows, COLUMNS))
