@@ -186,9 +186,9 @@ class EntropyBounded(Threshold):
     name, options = "entropy-bounded", ("confidence", "entropy_budget")
 
     def decide(self, view):
-        entropies, budget = view.entropies(), self.config.entropy_budget
-        sure = top_scoring(view.score, view.open, entropy_fits(entropies, view.score, view.open, budget))
-        count = entropy_bounded_count(entropies, view.score, view.open, budget)
+        fits = entropy_fits(view.entropies(), view.score, view.open, self.config.entropy_budget)
+        sure = top_scoring(view.score, view.open, fits)
+        count = fits.clamp_min(1).minimum(view.open.sum(-1))  # entropy_bounded_count, from the one prefix computed
         return Decision(within_budget(view, sure, top_scoring(view.score, view.open, count)))
 
 
