@@ -59,12 +59,13 @@ def resolved_defaults(given: dict) -> dict:
     quick_test = given.get("quick_test", False)
     from_scratch = given.get("from_scratch", quick_test)
     defaults = {**TRAINING_DEFAULTS, **PRESETS["from-scratch" if from_scratch else "fine-tuning"], **(QUICK_TEST if quick_test else {})}
-    if given.get("block_size") is not None:
-        # Block diffusion feeds each position twice (noisy and clean) and needs positions that are indices:
-        # DeBERTa's relative positions are computed from the sequence index, so its blocks would see false distances.
-        # RoBERTa, not ModernBERT: on the built-in stories (quick-test, blocks of 8, three seeds each) ModernBERT did
-        # not learn to copy the opening's words and RoBERTa did (RESULTS.md, "Block diffusion").
-        defaults["architecture"] = "roberta"
+    defaults["architecture"] = default_architecture(given, defaults)
+    if given.get("eval_strategy") == "no":
+        defaults["load_best_model_at_end"] = False  # nothing is evaluated, so there is no best checkpoint
+    elif given.get("eval_strategy") == "epoch":
+        defaults["save_strategy"] = "epoch"
+    if "eval_steps" in given and "save_steps" not in given:
+        defaults["save_steps"] = given["eval_steps"]  # the best checkpoint needs one saved at every evaluation
     # The AR baseline gets its own default directory so it never replaces the diffusion model in results/.
     if given.get("objective") == "ar":
         defaults["output_dir"] = "results-ar"
@@ -72,6 +73,21 @@ def resolved_defaults(given: dict) -> dict:
         # The one directory train.py replaces unasked: the quick-test's own, holding an earlier quick-test.
         defaults["overwrite_output_dir"] = True
     return defaults
+
+
+def default_architecture(given: dict, defaults: dict) -> str:
+    """The masked LM built from scratch when --architecture is not given, chosen from the data's layout.
+
+    Block diffusion feeds each position twice (noisy and clean) and needs positions that are indices: DeBERTa's
+    relative positions are computed from the sequence index, so its blocks would see false distances; RoBERTa, not
+    ModernBERT, because on the built-in stories (blocks of 8, three seeds) ModernBERT did not learn to copy the
+    opening's words. Line by line (short documents, the built-in stories): DeBERTa, the quick-test's by measurement.
+    Packed text: ModernBERT; DeBERTa stayed on the unigram plateau of Tiny Shakespeare at 1500 steps (RESULTS.md,
+    "Defaults on real text")."""
+    if given.get("block_size") is not None:
+        return "roberta"
+    line_by_line = given.get("line_by_line", str(defaults.get("line_by_line", "false")).lower() == "true")
+    return "deberta" if line_by_line else "modernbert"
 
 
 def earlier_quick_test(out: Path) -> bool:
@@ -194,6 +210,10 @@ def main(argv: list[str] | None = None) -> dict:
         torch.distributed.barrier()
     out = Path(training_args.output_dir)
 
+    if model_args.from_scratch and model_args.objective == "diffusion" and "architecture" not in cli.given(
+            build_parser(add_help=False), sys.argv[1:] if argv is None else argv):
+        logger.info("architecture %s, the from-scratch default for %s (--architecture to choose)", model_args.architecture,
+                    "blocks" if diff_args.block_size else "line-by-line text" if data_args.line_by_line else "packed text")
     config = training.run_diffusion_config(model_args, data_args, diff_args)
     pretrained = None if model_args.from_scratch else training.load_pretrained(model_args, data_args.max_length)
     train_docs, valid_docs = documents.load_documents(data_args)
@@ -215,7 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(128 + stop.signal)
     metrics = trainer.evaluate()
     if trainer.is_world_process_zero():
-        training.save_run(trainer, out, config, metrics)
+        metrics = training.save_run(trainer, out, config, metrics)
+        if warning := training.plateau_warning(metrics):
+            logger.warning(warning)
     return metrics
 
 

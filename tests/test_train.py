@@ -9,7 +9,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 import train
 from config import PRESETS, QUICK_TEST
-from textdiffusion import cli, models
+from textdiffusion import cli, models, training
 from textdiffusion.data import tokenization
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -470,3 +470,55 @@ def test_character_seed_recipes_train_and_sample_at_a_tiny_budget(tmp_path):
     guided = generate.main(["--checkpoint", shakespeare, "--max-length", "96", "--num-samples", "2", "--steps", "4",
                             "--guide", str(outs["shakespeare", "ar"] / "final-model"), "--guide-weight", "0.5"])
     assert len(pure) == len(guided) == 2 and pure != guided
+
+
+# ----------------------------------------------------------------------------- the model a run keeps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["diffusion", "ar"])
+def test_final_model_is_the_checkpoint_with_the_lowest_held_out_loss(tmp_path, objective):
+    out = tmp_path / "run"
+    # A learning rate this large makes the held-out loss move between evaluations, so "last" and "best" can differ.
+    metrics = train.main([*TINY_RUN, "--output-dir", str(out), "--objective", objective, "--max-steps", "9",
+                          "--learning-rate", "0.05", "--save-total-limit", "1"])
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    evaluated = {entry["step"]: entry["eval_loss"] for entry in history if "eval_loss" in entry and entry["step"] in (3, 6, 9)}
+    best = min(evaluated, key=evaluated.get)
+    assert metrics["best_step"] == best and metrics["eval_loss"] == pytest.approx(evaluated[best], abs=1e-4)
+    kept = (out / f"checkpoint-{best}" / "model.safetensors").read_bytes()
+    assert (out / "final-model" / "model.safetensors").read_bytes() == kept
+
+
+def test_plateau_warning_fires_at_the_unigram_plateau_only():
+    assert training.plateau_warning({"eval_loss_mask_0.1": 6.86, "eval_loss_mask_1.0": 6.35}).startswith(
+        "the model ignores its context: held-out loss at mask rate 0.1 is 6.860, 1.08x")
+    assert training.plateau_warning({"eval_loss_mask_0.1": 4.96, "eval_loss_mask_1.0": 6.19}) is None
+    assert training.plateau_warning({"eval_loss": 3.0}) is None  # the GPT-2 baseline has no mask levels
+
+
+@pytest.mark.slow
+def test_a_run_that_ignores_its_context_ends_with_the_warning_and_one_that_reads_it_does_not(tmp_path, caplog):
+    # Learning rate 0: the model stays as built, predicting every gap alike whatever surrounds it.
+    train.main([*TINY_RUN, "--output-dir", str(tmp_path / "still"), "--learning-rate", "0"])
+    assert [r.getMessage() for r in caplog.records if "ignores its context" in r.getMessage()]
+    caplog.clear()
+    # Each line is one word six times: with the other words visible a gap is certain, with none it is a guess of 40.
+    rng = __import__("random").Random(0)
+    (tmp_path / "repeats.txt").write_text("\n".join(" ".join([f"w{rng.randrange(40)}"] * 6) for _ in range(600)) + "\n")
+    metrics = train.main(["--from-scratch", "--train-file", str(tmp_path / "repeats.txt"), "--line-by-line", "--tokenizer-type",
+                          "word", "--max-length", "12", "--max-steps", "120", "--batch-size", "16", "--eval-steps", "60",
+                          "--logging-steps", "60", "--disable-tqdm", "true", "--output-dir", str(tmp_path / "reads")])
+    assert metrics["eval_loss_mask_0.1"] < 0.8 * metrics["eval_loss_mask_1.0"]
+    assert not [r.getMessage() for r in caplog.records if "ignores its context" in r.getMessage()]
+
+
+def test_the_architecture_default_follows_the_data_layout():
+    def architecture(*flags):
+        return train.parse_args(["--from-scratch", "--train-file", __file__, *flags])[0].architecture
+
+    assert architecture() == "modernbert"
+    assert architecture("--line-by-line") == "deberta"
+    assert architecture("--block-size", "8", "--max-length", "64") == "roberta"
+    assert architecture("--line-by-line", "--architecture", "roberta") == "roberta"
+    assert train.parse_args(["--quick-test"])[0].architecture == "deberta"

@@ -9,5 +9,10 @@ from textdiffusion.training.build import (  # noqa: F401
 )
 from textdiffusion.training.callbacks import StopOnSignal, TrainingStep  # noqa: F401
 from textdiffusion.training.plots import plot_loss_by_level  # noqa: F401
-from textdiffusion.training.saving import FINAL_MODEL, save_final_model, save_run  # noqa: F401
+from textdiffusion.training.saving import (  # noqa: F401
+    FINAL_MODEL,
+    plateau_warning,
+    save_final_model,
+    save_run,
+)
 from textdiffusion.training.trainer import LEVEL_NAMES, NUM_LEVELS, DiffusionTrainer  # noqa: F401
