@@ -35,6 +35,9 @@ DATASETS = {
     "shakespeare-char": Corpus("tinyshakespeare/input.txt", None, CHAR, "Tiny Shakespeare, characters, 90/10 split",
                                reference={2000: 1.88}),
     "warandpeace-char": Corpus("warandpeace/input.txt", None, CHAR, "War and Peace, characters, 90/10 split"),
+    "tinystories": Corpus("tinystories/tinystories_sample_2MiB.txt", None, BPE, "TinyStories 2 MiB sample, BPE, 90/10 split"),
+    "simple": Corpus("simple/simple-train.txt", "simple/simple-test.txt", BPE,
+                     "minimal-text-diffusion's simple sentences, one per line"),
 }
 
 
