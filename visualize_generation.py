@@ -6,12 +6,13 @@ The sampler (diffusion.sample) records every step; this script only draws that t
 show a step the sampler did not take. The frames and the GIF show sample --frames-sample (default the first); with
 --num-samples N the viewer holds all N and a selector switches between them. Output, all in --output-dir:
 frames/step_000.png ..., text_diffusion_animation.gif, run.json, run.js and a copy of view_animation.html
-(open it from the file system, or serve the directory with `python -m http.server`).
+(open it from the file system, or serve the directory with `python -m http.server`). It prints every sample's
+text and the paths it wrote; --open says in one line when it found no browser to open the viewer in.
 """
 
 import json
-import logging
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,14 +22,17 @@ from config import SamplingArguments, VisualizationArguments
 from textdiffusion import cli, models, rendering, sampling
 from textdiffusion.cli import UsageError
 
-logger = logging.getLogger(__name__)
-
 VIEWER = Path(__file__).resolve().parent / "view_animation.html"
 GIF_NAME = "text_diffusion_animation.gif"
 WIDTH = 960
 MARGIN = 28
 TOKEN_SIZE = 22
 TEXT_TOP = 150  # the tokens start this far down a frame, below the header and the bars
+BAR_TOPS = (84, 104)  # the two progress bars: steps done, and the share of the text revealed
+BAR_HEIGHT = 10
+BAR_LABEL_SIZE = 13
+BAR_LABEL_WIDTH = 170  # each bar's label stands left of it
+REVEALED_BAR = (170, 170, 170)
 SETTINGS = ("schedule", "strategy", "steps", "seed", "sampling", "temperature", "top_k", "top_p", "threshold", "block_size", "max_length")
 
 
@@ -53,7 +57,7 @@ def run_settings(args: SamplingArguments, result, text: str, block_size: int | N
     settings["block_size"] = block_size or args.block_size
     return {
         "format": "text-diffusion-run",
-        "version": 2,
+        "version": 3,
         "model": args.checkpoint,
         "prompt": args.infill if args.infill is not None else args.prefix,
         "mode": "infill" if args.infill is not None else "prefix",
@@ -91,6 +95,33 @@ def render_frames(states: list[rendering.StepState], info: dict) -> list[Image.I
     return [_frame(state, placed, info, height, legend_top, blocks) for state, (placed, _) in zip(states, layouts)]
 
 
+def _span(state: rendering.StepState) -> tuple[int, int, int]:
+    """(positions the sampler writes, how many are masked now, how many this step revealed)."""
+    span = len(state.labels) - state.count(rendering.FIXED)
+    return span, state.count(rendering.MASKED) + state.count(rendering.REMASKED), state.count(rendering.NEW)
+
+
+def progress_bars(state: rendering.StepState) -> list[tuple[str, list]]:
+    """The frame's two bars, each (its label, its (share, colour) parts): the sampler's steps done, and the share of
+    the generated span revealed (earlier in grey, this step in green) and still masked."""
+    span, masked, new = _span(state)
+    revealed = span - masked
+    done = state.step / state.steps if state.steps else 1.0
+    share = (lambda n: n / span) if span else (lambda n: 0.0)
+    return [
+        (f"steps done {state.step}/{state.steps}", [(done, rendering.COLOURS[rendering.FIXED])]),
+        (f"text revealed {share(revealed):.0%}",
+         [(share(revealed - new), REVEALED_BAR), (share(new), rendering.COLOURS[rendering.NEW]), (share(masked), rendering.COLOURS[rendering.MASKED])]),
+    ]
+
+
+def share_counts(state: rendering.StepState) -> str:
+    span, masked, new = _span(state)
+    revealed, share_masked = span - masked, masked / span if span else 0.0
+    return (f"revealed {revealed}/{span} ({1 - share_masked:.0%})   masked {masked}/{span} ({share_masked:.0%})   "
+            f"new this step {new}   re-masked {state.count(rendering.REMASKED)}")
+
+
 def _frame(state: rendering.StepState, placed, info: dict, height: int, legend_top: float, blocks: bool) -> Image.Image:
     image = Image.new("RGB", (WIDTH, height), rendering.BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -103,24 +134,10 @@ def _frame(state: rendering.StepState, placed, info: dict, height: int, legend_t
         subtitle += f", blocks of {s['block_size']}"
     draw.text((MARGIN, 56), rendering.fit_text(subtitle, 14, right - MARGIN), font=rendering.font(14), fill=rendering.DIM)
 
-    # progress through the steps
-    progress = state.step / state.steps if state.steps else 1.0
-    rendering.draw_bar(draw, (MARGIN, 84, right, 92), [(progress, rendering.COLOURS[rendering.FIXED])])
-
-    # share of the generated span still masked vs revealed
-    span = len(state.labels) - state.count(rendering.FIXED)
-    masked = state.count(rendering.MASKED) + state.count(rendering.REMASKED)
-    revealed = span - masked
-    new = state.count(rendering.NEW)
-    share_masked = masked / span if span else 0.0
-    bar = (MARGIN, 104, right, 118)
-    rendering.draw_bar(
-        draw,
-        bar,
-        [((revealed - new) / max(span, 1), (170, 170, 170)), (new / max(span, 1), rendering.COLOURS[rendering.NEW]), (share_masked, rendering.COLOURS[rendering.MASKED])],
-    )
-    counts = f"revealed {revealed}/{span} ({1 - share_masked:.0%})   masked {masked}/{span} ({share_masked:.0%})   new this step {new}   re-masked {state.count(rendering.REMASKED)}"
-    draw.text((MARGIN, 124), counts, font=rendering.font(14), fill=rendering.DIM)
+    for (label, parts), top in zip(progress_bars(state), BAR_TOPS):
+        draw.text((MARGIN, top - 3), label, font=rendering.font(BAR_LABEL_SIZE), fill=rendering.DIM)
+        rendering.draw_bar(draw, (MARGIN + BAR_LABEL_WIDTH, top, right, top + BAR_HEIGHT), parts)
+    draw.text((MARGIN, 124), share_counts(state), font=rendering.font(14), fill=rendering.DIM)
 
     rendering.draw_tokens(draw, placed, MARGIN, TEXT_TOP, TOKEN_SIZE)
     draw.line((MARGIN, legend_top - 12, right, legend_top - 12), fill=rendering.PANEL, width=1)
@@ -176,13 +193,37 @@ def main(argv=None) -> dict:
 
     frames = render_frames(states, info)
     write_outputs(out, states, frames, frame_durations(len(frames), vis.fps, vis.hold), info)
-    logger.info("%d frames, %s and the viewer written to %s", len(frames), GIF_NAME, out)
-    print(generation.texts[shown])
-    if vis.open:
-        import webbrowser
-
-        webbrowser.open((out / VIEWER.name).resolve().as_uri())
+    print_outputs(out, generation.texts, shown, len(frames))
+    if vis.open and (problem := open_viewer(out / VIEWER.name)):
+        print(problem, file=sys.stderr)
     return info
+
+
+def print_outputs(out: Path, texts: list[str], shown: int, frames: int) -> None:
+    """Every sample's text, then where each file went (the frames and the GIF draw sample `shown`)."""
+    for k, text in enumerate(texts):
+        print(f"sample {k}: {text}" if len(texts) > 1 else text)
+    drawn = f", sample {shown}" if len(texts) > 1 else ""
+    print(f"frames: {out / 'frames'} ({frames} PNGs{drawn})")
+    print(f"GIF:    {out / GIF_NAME}")
+    print(f"viewer: {out / VIEWER.name}")
+    print(f"data:   {out / 'run.json'} (and run.js, which the viewer reads)")
+
+
+def open_viewer(page: Path) -> str | None:
+    """Open the viewer in the user's browser; None when it opened, else a one-line message saying why not and how
+    to open it by hand."""
+    import os
+    import webbrowser
+
+    by_hand = f"the files are written: open {page.resolve()} in a browser by hand"
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return f"--open: no display (DISPLAY and WAYLAND_DISPLAY are unset), so no browser was started; {by_hand}"
+    try:
+        opened = webbrowser.get().open(page.resolve().as_uri())
+    except webbrowser.Error:
+        opened = False
+    return None if opened else f"--open: no web browser could be found; {by_hand}"
 
 
 if __name__ == "__main__":

@@ -177,23 +177,147 @@ def test_help_exits_0(capsys):
 
 
 def test_a_run_of_end_tokens_is_one_chip_and_masked_slots_are_never_merged():
-    tokens = ["a", "</s>", "</s>", "</s>", "<mask>", "</s>", "</s>", "b", "</s>"]
-    labels = ["fixed", "revealed", "new", "revealed", "masked", "fixed", "fixed", "new", "revealed"]
-    active = [False, False, False, True, True, False, False, False, False]
-    shown, kinds, previous, marked = rendering.collapse_end_runs(tokens, labels, [None] * 9, "</s>", active)
-    assert shown == ["a", "</s> \u00d73", "<mask>", "</s> \u00d72", "b", "</s>"]
+    tokens = ["a", "</s>", "</s>", "</s>", "<mask>", "</s>", "</s>", "b", "</s>", "</s>"]
+    labels = ["fixed", "new", "new", "new", "masked", "fixed", "fixed", "new", "revealed", "revealed"]
+    active = [False, False, False, True, True, False, False, False, False, False]
+    shown, kinds, _, marked = rendering.collapse_end_runs(tokens, labels, [None] * 10, "</s>", active)
+    assert shown == ["a", "</s> \u00d73", "<mask>", "</s> \u00d72", "b", "</s> \u00d72"]
     assert kinds == ["fixed", "new", "masked", "fixed", "new", "revealed"]
     assert marked == [False, True, True, False, False, False]  # a chip is active if any of its run is
-    assert rendering.collapse_end_runs(tokens, labels, [None] * 9, "</s>")[3] is None
-    assert rendering.collapse_end_runs(tokens, labels, [None] * 9, None)[0] == tokens
-    placed, _ = rendering.layout_tokens(tokens, labels, [None] * 9, 400, 20, end_token="</s>")
+    assert rendering.collapse_end_runs(tokens, labels, [None] * 10, "</s>")[3] is None
+    assert rendering.collapse_end_runs(tokens, labels, [None] * 10, None)[0] == tokens
+    placed, _ = rendering.layout_tokens(tokens, labels, [None] * 10, 400, 20, end_token="</s>")
     assert sum("\u00d73" in p.text for p in placed) == 1 and len(placed) == 6
+
+
+def test_an_end_chip_whose_tokens_differ_in_state_is_split_into_one_part_per_state():
+    # "</s> x4" where one end token came earlier and three this step (in any order): two parts, each its state's.
+    tokens = ["tom", " found", " it", *["</s>"] * 4]
+    labels = ["fixed", "fixed", "revealed", "new", "revealed", "new", "new"]
+    active = [False, False, False, False, True, False, False]
+    shown, kinds, _, marked = rendering.collapse_end_runs(tokens, labels, [None] * 7, "</s>", active)
+    assert shown == ["tom", " found", " it", "</s> \u00d71", " </s> \u00d73"]
+    assert kinds == ["fixed", "fixed", "revealed", "revealed", "new"]
+    assert marked == [False, False, False, True, False]  # the part holding the active token
+    fixed_and_new = rendering.collapse_end_runs(["</s>"] * 3, ["new", "fixed", "new"], [None] * 3, "</s>")
+    assert fixed_and_new[:2] == (["</s> \u00d71", " </s> \u00d72"], ["fixed", "new"])
+
+    # The frame draws each part in its own state's colours: the new part on the new fill, the earlier one without.
+    state = rendering.StepState(2, 2, list(range(7)), tokens, labels, [None] * 7, "</s>")
+    frame = visualize_generation.render_frames([state], {"model": "m", "settings": {"schedule": "s", "strategy": "x", "sampling": "topk", "seed": 0}})[0]
+    width = visualize_generation.WIDTH - 2 * visualize_generation.MARGIN
+    size = visualize_generation.TOKEN_SIZE
+    placed, _ = rendering.layout_tokens(tokens, labels, [None] * 7, width, size, end_token="</s>")
+    ascent, descent = rendering.font(size).getmetrics()
+
+    def colours(piece):
+        x, y = visualize_generation.MARGIN + piece.x, visualize_generation.TEXT_TOP + piece.y
+        return set(frame.crop((int(x) + 1, int(y) + 1, int(x + piece.width) - 1, int(y + ascent + descent) - 1)).getdata())
+
+    earlier, new = placed[3], placed[4]
+    assert (earlier.text, earlier.label, new.text, new.label) == ("</s> \u00d71", "revealed", " </s> \u00d73", "new")
+    assert rendering.COLOURS["revealed"] in colours(earlier) and rendering.NEW_FILL not in colours(earlier)
+    assert rendering.COLOURS["new"] not in colours(earlier)
+    assert {rendering.NEW_FILL, rendering.COLOURS["new"]} <= colours(new) and rendering.COLOURS["revealed"] not in colours(new)
+
+
+def test_the_frames_progress_bars_are_labelled_with_what_they_measure():
+    tokens = ["tom", " found", " a", "<mask>", " ball"]
+    state = rendering.StepState(2, 6, list(range(5)), tokens, ["fixed", "fixed", "revealed", "masked", "new"], [None] * 5)
+    bars = visualize_generation.progress_bars(state)
+    assert [label for label, _ in bars] == ["steps done 2/6", "text revealed 67%"]
+    assert [share for share, _ in bars[0][1]] == [2 / 6]
+    assert [share for share, _ in bars[1][1]] == [1 / 3, 1 / 3, 1 / 3]  # earlier, this step, still masked
+
+    frame = visualize_generation.render_frames([state], {"model": "m", "settings": {"schedule": "s", "strategy": "x", "sampling": "topk", "seed": 0}})[0]
+    for (label, _), top in zip(bars, visualize_generation.BAR_TOPS):
+        # The label, drawn alone where the frame draws it, gives the same pixels as the frame has there.
+        alone = Image.new("RGB", frame.size, rendering.BACKGROUND)
+        ImageDraw.Draw(alone).text((visualize_generation.MARGIN, top - 3), label, font=rendering.font(visualize_generation.BAR_LABEL_SIZE), fill=rendering.DIM)
+        box = (0, top - 4, visualize_generation.MARGIN + visualize_generation.BAR_LABEL_WIDTH - 2, top + visualize_generation.BAR_HEIGHT + 2)
+        assert alone.crop(box).getbbox() is not None  # the label has ink
+        assert ImageChops.difference(alone.crop(box), frame.crop(box)).getbbox() is None
+        bar_left = visualize_generation.MARGIN + visualize_generation.BAR_LABEL_WIDTH
+        assert alone.crop((bar_left, top, bar_left + 1, top + 1)).getpixel((0, 0)) == rendering.BACKGROUND  # the label stops before its bar
+
+
+def test_visualize_prints_every_samples_text_and_the_paths_it_wrote(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "vis"
+    visualize_generation.main(_args(tiny_checkpoint, out, "--num-samples", "3", "--frames-sample", "2", "--steps", "3"))
+    run = json.loads((out / "run.json").read_text())
+    texts = [sample["text"] for sample in run["samples"]]
+    paths = [
+        f"frames: {out / 'frames'} (4 PNGs, sample 2)",
+        f"GIF:    {out / visualize_generation.GIF_NAME}",
+        f"viewer: {out / 'view_animation.html'}",
+        f"data:   {out / 'run.json'} (and run.js, which the viewer reads)",
+    ]
+    # The random tiny model writes control characters too (a "\r" in a text): compare the whole output.
+    assert len(set(texts)) == 3
+    assert capsys.readouterr().out == "".join(f"sample {k}: {text}\n" for k, text in enumerate(texts)) + "\n".join(paths) + "\n"
+    assert len(list((out / "frames").glob("*.png"))) == 4 and (out / visualize_generation.GIF_NAME).is_file()
+
+    visualize_generation.main(_args(tiny_checkpoint, out, "--steps", "3"))  # one sample: its text alone
+    assert capsys.readouterr().out.startswith(json.loads((out / "run.json").read_text())["text"] + "\nframes: ")
+
+
+class _Browser:
+    def __init__(self, opens=True):
+        self.opens, self.urls = opens, []
+
+    def open(self, url):
+        self.urls.append(url)
+        return self.opens
+
+
+def test_open_without_a_browser_or_a_display_says_so_in_one_line(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    import webbrowser
+
+    page = tmp_path / "vis" / "view_animation.html"
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("DISPLAY", ":0")
+    browser = _Browser()
+    monkeypatch.setattr(webbrowser, "get", lambda: browser)
+    visualize_generation.main(_args(tiny_checkpoint, tmp_path / "vis", "--steps", "2", "--open"))
+    assert browser.urls == [page.resolve().as_uri()] and "--open" not in capsys.readouterr().err
+
+    def no_browser():
+        raise webbrowser.Error("could not locate runnable browser")
+
+    monkeypatch.setattr(webbrowser, "get", no_browser)
+    visualize_generation.main(_args(tiny_checkpoint, tmp_path / "vis", "--steps", "2", "--open"))
+    err = [line for line in capsys.readouterr().err.splitlines() if "--open" in line]  # (not the library's loading bars)
+    assert err == [f"--open: no web browser could be found; the files are written: open {page.resolve()} in a browser by hand"]
+    monkeypatch.setattr(webbrowser, "get", lambda: _Browser(opens=False))  # found, but it did not open
+    assert visualize_generation.open_viewer(page) == err[0]
+
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(webbrowser, "get", lambda: browser)
+    assert visualize_generation.open_viewer(page).startswith("--open: no display (DISPLAY and WAYLAND_DISPLAY are unset)")
+    assert len(browser.urls) == 1  # no browser was started without a display
 
 
 def test_trajectory_states_name_the_end_token(story_tokenizer):
     states = rendering.trajectory_states(_hand_made_result(), story_tokenizer)
     assert {s.end_token for s in states} == {"</s>"}
     assert states[0].to_dict()["end_token"] == "</s>"  # the viewer's run data carries it
+
+
+def test_each_token_keeps_the_confidence_of_the_step_that_revealed_it(story_tokenizer):
+    result = _hand_made_result()
+    # What the sampler records: the probability each position's token was drawn with; a new block starts at 0 again.
+    confidence = [[0, 0, 0, 0, 0], [0, 0, 0.5, 0.25, 0], [0, 0, 0, 0, 0.75], [0, 0, 0, 0.125, 0.75]]
+    for step, row in zip(result.trajectory, confidence):
+        step.confidence = torch.tensor([row], dtype=torch.float)
+    states = rendering.trajectory_states(result, story_tokenizer)
+    assert [s.confidence for s in states] == [
+        [None, None, None, None],
+        [None, 0.5, 0.25, None],
+        [None, 0.5, None, 0.75],  # position 2 keeps step 1's 0.5; the re-masked position has none
+        [None, 0.5, 0.125, 0.75],  # revealed again: the new draw's
+    ]
+    assert states[3].to_dict()["confidence"] == [None, 0.5, 0.125, 0.75]  # the viewer's run data carries it
 
 
 def test_states_carry_the_candidates_of_the_positions_each_step_revealed(tiny_mlm, story_tokenizer):

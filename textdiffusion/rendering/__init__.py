@@ -11,6 +11,7 @@ from textdiffusion.rendering.raster import (  # noqa: F401
     DIM,
     LEGEND,
     MASK_BOX_CHARS,
+    NEW_FILL,
     PANEL,
     TEXT,
     Placed,
@@ -26,6 +27,7 @@ from textdiffusion.rendering.raster import (  # noqa: F401
     save_gif,
 )
 from textdiffusion.rendering.states import (  # noqa: F401
+    CHIP_ORDER,
     FIXED,
     LABELS,
     MASKED,

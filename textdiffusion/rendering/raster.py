@@ -3,7 +3,7 @@
 
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -47,6 +47,9 @@ COLOURS = {
 }
 
 
+NEW_FILL = (24, 70, 45)  # behind a token revealed this step
+
+
 # Block-wise sampling: a band behind the tokens of the block a step worked on (not a token state: any label can be in it).
 ACTIVE_LEGEND = "active block (the block this step works on)"
 
@@ -57,7 +60,7 @@ ACTIVE_FILL = (42, 40, 66)
 ACTIVE_OUTLINE = (167, 139, 250)
 
 
-@lru_cache(maxsize=None)
+@cache
 def font_path(bold: bool = False) -> str:
     from matplotlib import font_manager
 
@@ -65,12 +68,12 @@ def font_path(bold: bool = False) -> str:
     return font_manager.findfont(props, fallback_to_default=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(font_path(bold), size)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _font_codepoints() -> frozenset:
     """Characters the font has a glyph for; others are written as escapes instead of empty boxes."""
     from fontTools.ttLib import TTFont
@@ -201,7 +204,7 @@ def draw_tokens(draw: ImageDraw.ImageDraw, placed: list[Placed], left: float, to
             draw.rounded_rectangle(box, radius=4, fill=COLOURS[MASKED], outline=colour if p.label == REMASKED else None, width=2)
             continue
         if p.label == NEW:
-            draw.rounded_rectangle((x - 1, y, x + p.width + 1, y + ascent + descent), radius=3, fill=(24, 70, 45))
+            draw.rounded_rectangle((x - 1, y, x + p.width + 1, y + ascent + descent), radius=3, fill=NEW_FILL)
         draw.text((x, y), p.text, font=font(size, bold=p.label == NEW), fill=colour)
         if p.struck:
             middle = y + ascent * 0.62
@@ -260,6 +263,6 @@ def fit_text(text: str, size: int, width: float, bold: bool = False) -> str:
 def save_gif(frames: list[Image.Image], durations_ms: list[int], path) -> None:
     """An animated GIF, one image per frame and one duration per frame (holds are longer durations)."""
     # GIF delays are centiseconds and browsers treat delays under 20 ms as 100 ms.
-    durations = [max(20, int(round(d / 10.0)) * 10) for d in durations_ms]
+    durations = [max(20, round(d / 10.0) * 10) for d in durations_ms]
     palette = [frame.convert("RGB").quantize(colors=255, method=Image.Quantize.MEDIANCUT) for frame in frames]
     palette[0].save(path, save_all=True, append_images=palette[1:], duration=durations, loop=0, optimize=False, disposal=1)

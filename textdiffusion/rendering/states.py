@@ -17,7 +17,9 @@ class StepState:
     `tokens[i]` is the decoded string of `ids[i]` (the mask token's string where masked). `previous[i]` is the
     token a re-masked position held before this step (None elsewhere), so a frame can show what was hidden.
     `active[i]` says whether position i is in the block this step worked on (block-wise sampling); None when the
-    step had no block of its own (ordinary sampling, the start, a final fill step).
+    step had no block of its own (ordinary sampling, the start, a final fill step). `confidence[i]` is the
+    probability the sampler drew the token at i with, at the step that revealed it (carried to every later step
+    the token stays; None where masked or fixed).
     """
 
     step: int
@@ -30,6 +32,7 @@ class StepState:
     # For each position the step revealed: the sampler's top candidates there, [[token, probability], ...].
     candidates: list | None = None
     active: list[bool] | None = None
+    confidence: list[float | None] | None = None
 
     def count(self, label: str) -> int:
         return self.labels.count(label)
@@ -51,11 +54,17 @@ def _token_string(tokenizer, token_id: int) -> str:
     return cache[token_id]
 
 
+# The parts of a chip in this order, whatever order their tokens come in: the tokens of a run are all the same.
+CHIP_ORDER = (FIXED, REVEALED, NEW)
+
+
 def collapse_end_runs(tokens, labels, previous, end_token: str | None, active=None):
-    """(tokens, labels, previous, active) with every run of two or more shown `end_token`s as one token "</s> ×N";
-    its label is new if any of the run is new, fixed if all are fixed, else revealed, and it is active if any of
-    the run is. Masked and re-masked positions are never merged (each is a slot still to fill). `active` None
-    (no active block) stays None."""
+    """(tokens, labels, previous, active) with every run of two or more shown `end_token`s as one chip "</s> ×N".
+
+    A chip whose tokens differ in state is split into one part per state, each "</s> ×n" with its own label
+    (fixed, then revealed earlier, then new; parts after the first start with a space): "</s> ×1", " </s> ×3" when
+    one came earlier and three this step. A part is active if any of its tokens is. Masked and re-masked positions
+    are never merged (each is a slot still to fill). `active` None (no active block) stays None."""
     if end_token is None:
         return list(tokens), list(labels), list(previous), None if active is None else list(active)
     out_tokens, out_labels, out_previous, out_active = [], [], [], []
@@ -65,12 +74,12 @@ def collapse_end_runs(tokens, labels, previous, end_token: str | None, active=No
         while j < len(tokens) and tokens[j] == end_token and labels[j] not in (MASKED, REMASKED):
             j += 1
         if j - i >= 2:
-            run = labels[i:j]
-            label = NEW if NEW in run else FIXED if all(x == FIXED for x in run) else REVEALED
-            out_tokens.append(f"{end_token} \u00d7{j - i}")
-            out_labels.append(label)
-            out_previous.append(None)
-            out_active.append(active is not None and any(active[i:j]))
+            for part, label in enumerate(x for x in CHIP_ORDER if x in labels[i:j]):
+                members = [k for k in range(i, j) if labels[k] == label]
+                out_tokens.append(f"{' ' if part else ''}{end_token} \u00d7{len(members)}")
+                out_labels.append(label)
+                out_previous.append(None)
+                out_active.append(active is not None and any(active[k] for k in members))
             i = j
         else:
             out_tokens.append(tokens[i])
@@ -100,6 +109,7 @@ def trajectory_states(result, tokenizer, sample: int = 0, skip_start: bool = Tru
     fixed = result.fixed[sample, first:].tolist()
     mask_id = tokenizer.mask_token_id
     states, before = [], None
+    carried = [None] * len(fixed)  # the probability each shown token was drawn with, from the step that revealed it
     for k, step in enumerate(trajectory):
         ids = step.ids[sample, first:].tolist()
         revealed = step.revealed[sample, first:].tolist()
@@ -128,6 +138,10 @@ def trajectory_states(result, tokenizer, sample: int = 0, skip_start: bool = Tru
                 for i in range(len(ids))
             ]
         active = None if step.active is None else step.active[sample, first:].tolist()
-        states.append(StepState(k, len(trajectory) - 1, ids, tokens, labels, previous, end_token_string(tokenizer), candidates, active))
+        drawn = step.confidence[sample, first:].tolist()
+        carried = [round(drawn[i], 4) if label == NEW else None if label in (FIXED, MASKED, REMASKED) else carried[i]
+                   for i, label in enumerate(labels)]
+        states.append(StepState(k, len(trajectory) - 1, ids, tokens, labels, previous, end_token_string(tokenizer), candidates,
+                                active, carried))
         before = ids
     return states
