@@ -3,12 +3,15 @@
 Skipped, with the reason, when the playwright package or a Chromium binary is missing.
 """
 
+import colorsys
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import visualize_generation
 from textdiffusion import rendering
@@ -27,7 +30,7 @@ HOSTILE = ['<img src=x onerror="window.__pwned=1">', "<script>window.__pwned=1</
 @pytest.fixture(scope="module")
 def browser():
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import Error, sync_playwright
     except ImportError:
         pytest.skip("the playwright package is not installed (pip install playwright)")
     if not Path(CHROMIUM).is_file():
@@ -35,7 +38,7 @@ def browser():
     with sync_playwright() as p:
         try:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        except Exception as err:  # playwright raises its own Error type for a browser that does not start
+        except Error as err:  # a browser that does not start
             pytest.skip(f"Chromium at {CHROMIUM} did not start: {str(err).splitlines()[0]}")
         yield browser
         browser.close()
@@ -173,6 +176,8 @@ def test_model_text_is_shown_literally_and_never_executes(page, tmp_path):
         ("window.DIFFUSION_RUN = 42;", "not a JSON object"),
         ("window.DIFFUSION_RUN = {\"states\": [{\"tokens\": [\"a\"], \"labels\": [\"new\"], \"active\": [1, 0]}]};",
          "states[0].active must be a list of 1 true/false values"),
+        ("window.DIFFUSION_RUN = {\"states\": [{\"tokens\": [\"a\"], \"labels\": [\"new\"], \"confidence\": [2]}]};",
+         "states[0].confidence must be a list of 1 probabilities (or null)"),
         ("window.DIFFUSION_RUN = {states: [", "no run.js"),  # a syntax error: the data never arrives
         (None, "no run.js"),
     ],
@@ -206,17 +211,214 @@ def test_a_run_of_end_tokens_is_one_labelled_chip(page, tmp_path):
     assert page.errors == []
 
 
-def test_hovering_a_revealed_token_names_the_candidates_the_sampler_weighed(page, tmp_path):
-    tokens = ["tom", " found", " <b>x</b>"]
-    first = {"step": 0, "tokens": tokens, "labels": ["fixed", "masked", "masked"]}
-    state = {"step": 1, "tokens": tokens, "labels": ["fixed", "new", "masked"],
-             "candidates": [None, [[" found", 0.5], [" <b>x</b>", 0.25], [" saw", 0.125]], None]}
+def test_an_end_chip_whose_tokens_differ_in_state_has_one_part_per_state(page, tmp_path):
+    tokens = ["tom", " found", *["</s>"] * 4]
+    first = {"step": 0, "tokens": tokens, "labels": ["fixed", "fixed"] + ["masked"] * 4, "end_token": "</s>"}
+    one = {"step": 1, "tokens": tokens, "labels": ["fixed", "fixed", "masked", "new", "masked", "masked"], "end_token": "</s>",
+           "confidence": [None, None, None, 0.75, None, None]}
+    two = {"step": 2, "tokens": tokens, "labels": ["fixed", "fixed", "new", "revealed", "new", "new"], "end_token": "</s>",
+           "confidence": [None, None, 0.5, 0.75, 1.0, 0.875]}
+    page.goto(_viewer_dir(tmp_path, {"settings": {"steps": 2}, "states": [first, one, two]}).as_uri())
+    page.evaluate("window.diffusionViewer.show(2)")
+    spans = page.eval_on_selector_all("#tokens .tok", "nodes => nodes.map(n => [n.className.split(' ').slice(1, 3), n.textContent, n.dataset.pos])")
+    expected = rendering.collapse_end_runs(tokens, two["labels"], [None] * 6, "</s>")
+    assert [text for _, text, _ in spans] == expected[0] == ["tom", " found", "</s> \u00d71", " </s> \u00d73"]
+    assert [cls for cls, _, _ in spans][2:] == [["revealed", "run"], ["new", "run"]]
+    assert [pos for _, _, pos in spans][2:] == ["3", "2,4,5"]
+    colours = _colours(page)
+    assert colours[2] == "rgb(232, 232, 232)" and colours[3] == "rgb(61, 220, 132)"  # each part its state's colour
+    page.hover("#tokens .tok[data-pos='2,4,5']")
+    panel = page.text_content("#inspect")
+    assert "3 end tokens, at positions 2, 4, 5." in panel and "Revealed: \u00d73 at step 2 (this step)." in panel
+    assert "drew each with probability at least 50.0%." in panel  # the least sure of the three
+    page.hover("#tokens .tok[data-pos='3']")  # a part of one token explains that token
+    assert "Position 3." in page.text_content("#inspect") and "Revealed at step 1." in page.text_content("#inspect")
+    assert page.errors == []
+
+
+def _panel_candidates(page):
+    """The candidate rows of the panel: [(token as JSON, percent shown, chosen?)]."""
+    return page.eval_on_selector_all(
+        "#inspect li", "items => items.map(li => [li.querySelector('.cand').textContent, li.querySelector('.pct').textContent, li.classList.contains('chosen')])")
+
+
+def _percent(text: str) -> float:
+    return float(text.rstrip("%"))
+
+
+@pytest.fixture(scope="module")
+def confidence_run(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("viewer-confidence-run")
+    visualize_generation.main(
+        ["--checkpoint", tiny_checkpoint, "--output-dir", str(out), "--prompt", "tom found", "--max-length", "24",
+         "--steps", "8", "--strategy", "confidence", "--fps", "20", "--hold", "0.05"]
+    )
+    return out, json.loads((out / "run.json").read_text())["states"]
+
+
+def _kept_from(states, k):
+    """Positions step k revealed that keep their token to the last step."""
+    return [i for i, label in enumerate(states[k]["labels"]) if label == "new" and all(s["labels"][i] == "revealed" for s in states[k + 1:])]
+
+
+def test_a_token_revealed_at_step_1_shows_its_candidates_at_the_last_step(page, confidence_run):
+    out, states = confidence_run
+    last = len(states) - 1
+    page.goto((out / "view_animation.html").as_uri())
+    page.evaluate(f"window.diffusionViewer.show({last})")
+    shown = [i for i in _kept_from(states, 1) if page.locator(f"#tokens .tok[data-pos='{i}']").count()]  # not in an end chip
+    assert shown, "step 1 revealed no token that stays to the end as a token of its own"
+    i = shown[0]
+    page.hover(f"#tokens .tok[data-pos='{i}']")
+    panel = page.text_content("#inspect")
+    assert "Revealed at step 1." in panel and f"Position {i}." in panel
+    weighed = states[1]["candidates"][i]
+    rows = _panel_candidates(page)
+    assert [json.loads(token) for token, _, _ in rows] == [token for token, _ in weighed]
+    assert all(abs(_percent(pct) - 100 * p) < 0.051 for (_, pct, _), (_, p) in zip(rows, weighed))
+    assert [chosen for _, _, chosen in rows] == [token == states[last]["tokens"][i] for token, _ in weighed]
+    drawn = states[1]["confidence"][i]
+    assert abs(float(re.search(r"drew it with probability ([0-9.]+)%", panel).group(1)) - 100 * drawn) < 0.051
+    # every token shown at the last step explains itself: the ones revealed at each step, not only the last one's
+    assert page.locator("#tokens .tok.revealed:not(.scored)").count() == 0
+    assert states[last]["confidence"][i] == drawn  # the run data carries it to the last step
+    assert page.locator("#tokens [title^='candidates']").count() == 0 and page.errors == []
+
+
+def test_tapping_a_token_pins_it_to_the_panel_while_stepping(browser, confidence_run):
+    out, states = confidence_run
+    last = len(states) - 1
+    page = browser.new_page(viewport={"width": 800, "height": 900}, has_touch=True)
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto((out / "view_animation.html").as_uri())
+    page.evaluate(f"window.diffusionViewer.show({last})")
+    k = next(k for k in range(2, last) if any(page.locator(f"#tokens .tok[data-pos='{i}']").count() for i in _kept_from(states, k)))
+    i = next(i for i in _kept_from(states, k) if page.locator(f"#tokens .tok[data-pos='{i}']").count())
+    page.tap(f"#tokens .tok[data-pos='{i}']")
+    assert page.get_attribute("body", "data-pinned") == str(i)
+    assert "Pinned token" in page.text_content("#inspect") and f"Revealed at step {k}." in page.text_content("#inspect")
+    assert "picked" in page.get_attribute(f"#tokens .tok[data-pos='{i}']", "class")
+    page.evaluate(f"window.diffusionViewer.show({k - 1})")  # before it was revealed: the pinned slot is still masked
+    assert f"Position {i}: still masked." in page.text_content("#inspect")
+    page.evaluate(f"window.diffusionViewer.show({k})")
+    assert f"Revealed at step {k} (this step)." in page.text_content("#inspect")
+    page.keyboard.press("Escape")
+    assert page.get_attribute("body", "data-pinned") == "" and "Hover over or tap a token" in page.text_content("#inspect")
+    assert errors == []
+    page.close()
+
+
+def test_the_candidates_panel_is_visible_in_a_screenshot(page, tmp_path):
+    tokens = ["tom", " found", " a", " ball"]
+    first = {"step": 0, "tokens": tokens, "labels": ["fixed", "fixed", "masked", "masked"]}
+    state = {"step": 1, "tokens": tokens, "labels": ["fixed", "fixed", "new", "masked"], "confidence": [None, None, 0.5, None],
+             "candidates": [None, None, [[" a", 0.5], [" <b>x</b>", 0.25], [" the", 0.125]], None]}
     page.goto(_viewer_dir(tmp_path, {"settings": {"steps": 1}, "states": [first, state]}).as_uri())
     page.evaluate("window.diffusionViewer.show(1)")
-    titles = page.eval_on_selector_all("#tokens .tok", "nodes => nodes.map(n => n.title)")
-    assert titles[1] == 'candidates: " found" 50.0% \u00b7 " <b>x</b>" 25.0% \u00b7 " saw" 12.5%'
-    assert page.query_selector("#tokens b") is None  # candidates are text, never markup
-    assert titles[0] == "" and page.errors == []
+    page.click("#tokens .tok[data-pos='2']")
+    page.mouse.move(0, 0)  # the pointer leaves: the pinned token stays in the panel
+    panel = page.locator("#inspect")
+    assert panel.is_visible()
+    box = panel.bounding_box()
+    assert box["width"] > 200 and box["height"] > 100
+    assert _panel_candidates(page) == [['" a"', "50.0%", True], ['" <b>x</b>"', "25.0%", False], ['" the"', "12.5%", False]]
+    assert page.query_selector("#inspect b") is None  # candidates are text, never markup
+    assert "Revealed at step 1 (this step)." in panel.text_content() and "drew it with probability 50.0%" in panel.text_content()
+    shot = tmp_path / "panel.png"
+    panel.screenshot(path=str(shot))
+    with Image.open(shot) as image:
+        assert image.width >= box["width"] - 1 and len(set(image.convert("RGB").getdata())) > 10  # drawn text, not a blank box
+    assert page.errors == []
+
+
+def _colours(page):
+    return page.eval_on_selector_all("#tokens .tok", "nodes => nodes.map(n => getComputedStyle(n).color)")
+
+
+def _hsl(hue: float) -> str:
+    r, g, b = colorsys.hls_to_rgb(hue / 360, 0.62, 0.75)
+    return f"rgb({round(r * 255)}, {round(g * 255)}, {round(b * 255)})"
+
+
+def test_colouring_by_confidence_changes_the_tokens_colours(page, tmp_path):
+    tokens = ["tom", " found", " a", " red", " ball", "<mask>"]
+    first = {"step": 0, "tokens": tokens, "labels": ["fixed", "fixed"] + ["masked"] * 4}
+    one = {"step": 1, "tokens": tokens, "labels": ["fixed", "fixed", "new", "masked", "new", "masked"], "confidence": [None, None, 0.9, None, 0.2, None]}
+    two = {"step": 2, "tokens": tokens, "labels": ["fixed", "fixed", "revealed", "new", "revealed", "masked"], "confidence": [None, None, 0.9, 1.0, 0.2, None]}
+    page.goto(_viewer_dir(tmp_path, {"settings": {"steps": 2}, "states": [first, one, two]}).as_uri())
+    page.evaluate("window.diffusionViewer.show(2)")
+    plain = _colours(page)
+    assert plain[2] == plain[4] == "rgb(232, 232, 232)" and plain[3] == "rgb(61, 220, 132)"  # revealed earlier, new
+    assert page.is_hidden("#confidence-key")
+    page.check("#by-confidence")
+    coloured = _colours(page)
+    assert coloured[:2] == plain[:2] == ["rgb(90, 169, 255)"] * 2  # the prompt has no confidence: its own colour
+    assert coloured[2:5] == [_hsl(150 * 0.9), _hsl(150 * 1.0), _hsl(150 * 0.2)]  # red (unsure) to green (sure)
+    assert page.is_visible("#confidence-key")
+    page.keyboard.press("c")  # the key turns it off again
+    assert _colours(page) == plain and page.errors == []
+
+
+def _remask_run():
+    """Step 1 reveals ' b' and ' c', step 2 re-masks ' b', it stays masked at step 3 and ' d' fills it at step 4."""
+    tokens = [["a", "<mask>", "<mask>"], ["a", " b", " c"], ["a", "<mask>", " c"], ["a", "<mask>", " c"], ["a", " d", " c"]]
+    labels = [["fixed", "masked", "masked"], ["fixed", "new", "new"], ["fixed", "remasked", "revealed"],
+              ["fixed", "masked", "revealed"], ["fixed", "new", "revealed"]]
+    previous = [[None] * 3, [None] * 3, [None, " b", None], [None] * 3, [None] * 3]
+    candidates = [None, [None, [[" b", 0.5], [" d", 0.25]], [[" c", 0.75]]], None, None, [None, [[" d", 0.625]], None]]
+    states = [{"step": k, "tokens": t, "labels": lab, "previous": prev, "candidates": cand}
+              for k, (t, lab, prev, cand) in enumerate(zip(tokens, labels, previous, candidates))]
+    return {"settings": {"steps": 4}, "states": states}
+
+
+def test_a_re_masked_token_shows_what_it_was_while_its_slot_is_masked(page, tmp_path):
+    page.goto(_viewer_dir(tmp_path, _remask_run()).as_uri())
+    page.evaluate("window.diffusionViewer.show(2)")
+    assert page.text_content("#tokens .tok[data-pos='1']") == " b"  # struck through, in the re-masking step
+    page.hover("#tokens .tok[data-pos='1']")
+    panel = page.text_content("#inspect")
+    assert "Position 1: re-masked this step." in panel and "It held: b" in panel and "Revealed at step 1." in panel
+    assert _panel_candidates(page) == [['" b"', "50.0%", True], ['" d"', "25.0%", False]]
+
+    page.evaluate("window.diffusionViewer.show(3)")  # masked still: dashed, and the panel remembers
+    assert "was-remasked" in page.get_attribute("#tokens .tok[data-pos='1']", "class")
+    page.hover("#tokens .tok[data-pos='2']")
+    page.hover("#tokens .tok[data-pos='1']")
+    panel = page.text_content("#inspect")
+    assert "Position 1: still masked." in panel and "A re-masking at step 2 hid the token it held: b" in panel
+    assert _panel_candidates(page) == [['" b"', "50.0%", True], ['" d"', "25.0%", False]]
+    assert "masked again after a re-masking" in page.text_content("#legend")
+
+    page.evaluate("window.diffusionViewer.show(4)")  # filled again: the new token's own step and candidates
+    page.hover("#tokens .tok[data-pos='2']")
+    page.hover("#tokens .tok[data-pos='1']")
+    assert "Revealed at step 4 (this step)." in page.text_content("#inspect")
+    assert _panel_candidates(page) == [['" d"', "62.5%", True]]
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("strategy", ["remask", "remdm"])
+def test_re_masked_tokens_of_a_real_run_show_what_they_were(page, tiny_checkpoint, tmp_path, strategy):
+    out = tmp_path / "run"
+    visualize_generation.main(
+        ["--checkpoint", tiny_checkpoint, "--output-dir", str(out), "--prompt", "tom found", "--max-length", "24",
+         "--steps", "8", "--strategy", strategy, "--seed", "1", "--fps", "20", "--hold", "0.05"]
+    )
+    states = json.loads((out / "run.json").read_text())["states"]
+    hidden = [(k, i) for k, s in enumerate(states) for i, label in enumerate(s["labels"]) if label == "remasked"]
+    assert hidden, f"{strategy} re-masked nothing in this run"
+    page.goto((out / "view_animation.html").as_uri())
+    for k, i in hidden:
+        revealed_at = max(j for j in range(k) if states[j]["labels"][i] == "new")
+        page.evaluate(f"window.diffusionViewer.show({k})")
+        page.hover(f"#tokens .tok[data-pos='{i}']")
+        panel = page.text_content("#inspect")
+        assert "re-masked this step" in panel and f"Revealed at step {revealed_at}." in panel
+        assert page.text_content("#inspect .shown") == page.text_content(f"#tokens .tok[data-pos='{i}']")  # the token it held
+        assert len(_panel_candidates(page)) == len(states[revealed_at]["candidates"][i])
+        page.mouse.move(0, 0)
+    assert page.errors == []
 
 
 def test_the_sample_selector_switches_between_every_sample_of_the_run(page, tiny_checkpoint, tmp_path):
