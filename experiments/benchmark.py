@@ -68,7 +68,7 @@ class BenchmarkArguments:
     max_steps: int | None = field(default=None, metadata={"help": "Training steps (both models). " + real_corpora.default_help("max_steps")})
     ar_steps: int | None = field(
         default=None, metadata={"help": "GPT-2's training steps, when they differ from the diffusion model's --max-steps: a GPT-2 "
-                                "that overfits a small text trained shorter, the early-stopped baseline (RESULTS.md, 'BPE over training length')."}
+                                "that overfits a small text trained shorter, the early-stopped baseline (RESULTS.md, 'Diffusion vs GPT-2 on real text, over training length')."}
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the diffusion model."})
     ar_learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of GPT-2. Default: --learning-rate."})

@@ -59,7 +59,7 @@ class GenerationSettings:
         default="auto",
         metadata={"help": "auto (the default): threshold for a model of line-by-line documents, adaptive for one of packed "
         "running text, where threshold decoding falls into repetition, confidence for packed text of characters "
-        "(RESULTS.md, 'The default sampler by kind of model'). remask: re-mask a random share each step. random: reveal random positions. confidence: reveal the most "
+        "(RESULTS.md, 'Which sampler'). remask: re-mask a random share each step. random: reveal random positions. confidence: reveal the most "
         "confident. threshold: reveal all above --threshold. entropy-bounded: reveal the most certain positions while "
         "their summed entropy, less the largest, stays within --entropy-budget (EB-sampler). remdm: ReMDM, decoded "
         "tokens are re-masked with probability sigma_t (--remask-schedule, --remask-eta). adaptive: reveal all above "
