@@ -23,6 +23,7 @@ from textdiffusion import cli, models, rendering, sampling
 from textdiffusion.cli import UsageError
 from textdiffusion.data import tokenization
 from textdiffusion.metrics import evaluation, tables
+from textdiffusion.sampling.prompts import generated_text_tokens, text_token_count
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class ModelRun:
     times: list[float]
     nfe: list[int]
     text: str
-    generated_tokens: int
+    text_tokens: int  # tokens of the text after the prompt; end tokens not counted (sampling.text_token_count)
     unit: str  # what one step of this model is: "step" (diffusion) or "token" (autoregressive)
     extra: dict = field(default_factory=dict)
 
@@ -58,8 +59,8 @@ class ModelRun:
             "checkpoint": self.checkpoint,
             "seconds": round(self.seconds, 4),
             "forward_passes": self.nfe[-1],
-            "generated_tokens": self.generated_tokens,
-            "tokens_per_second": round(self.generated_tokens / self.seconds, 1) if self.seconds > 0 else None,
+            "text_tokens": self.text_tokens,
+            "tokens_per_second": round(self.text_tokens / self.seconds, 1) if self.seconds > 0 else None,
             "text": self.text,
             **self.extra,
         }
@@ -121,9 +122,9 @@ def run_diffusion(args: SamplingArguments, checkpoint: models.Checkpoint) -> Mod
     # stamps[k] is when forward k+1 began, i.e. when step k (which needed forward k) had finished.
     times = [0.0] + [stamp - start for stamp in stamps[1:]] + [out.seconds]
     states = rendering.trajectory_states(out.result, checkpoint.tokenizer, sample=0)
-    span = int((~out.result.fixed[0]).sum())
+    tokens = generated_text_tokens(checkpoint.tokenizer, out.ids, out.result.fixed, checkpoint.line_by_line)[0]
     return ModelRun(
-        "diffusion", args.checkpoint, states, times[: len(states)], list(range(len(states))), out.texts[0], span, "step",
+        "diffusion", args.checkpoint, states, times[: len(states)], list(range(len(states))), out.texts[0], tokens, "step",
         extra={"steps": len(states) - 1},
     )
 
@@ -134,7 +135,8 @@ def run_autoregressive(args: SamplingArguments, model, tokenizer, checkpoint: st
     out = sampling.sample_autoregressive(model, tokenizer, replace(args, num_samples=1))
     generated = out.generated[0]
     states = ar_states(tokenizer, out.prompt, generated)
-    return ModelRun("autoregressive", checkpoint, states, out.times, list(range(len(states))), out.texts[0], len(generated), "token")
+    tokens = text_token_count(tokenizer, generated)
+    return ModelRun("autoregressive", checkpoint, states, out.times, list(range(len(states))), out.texts[0], tokens, "token")
 
 
 def ar_states(tokenizer, prompt: list[int], generated: list[int]) -> list[rendering.StepState]:
@@ -228,17 +230,23 @@ def frame_durations(ticks: list[float], clock: str, frame_ms: int) -> list[int]:
 # ----------------------------------------------------------------------------- report
 
 
+TOKENS_NOTE = ("tokens: the text after the prompt; the end token that closes it is not counted, nor the end tokens "
+               "that fill the rest of a diffusion row (the same for both models); tokens/s = tokens / wall s.")
+
+
 def print_table(rows: list[dict], columns=None) -> None:
-    """Plain-text table, one row per model; extra columns (e.g. metrics) are passed in `columns`."""
+    """Plain-text table, one row per model, and a line saying how tokens are counted; extra columns (e.g.
+    metrics) are passed in `columns`."""
     columns = columns or [
         ("model", "model", "{}"), ("seconds", "wall s", "{:.3f}"), ("forward_passes", "forward passes", "{}"),
-        ("generated_tokens", "tokens", "{}"), ("tokens_per_second", "tokens/s", "{:.1f}"),
+        ("text_tokens", "tokens", "{}"), ("tokens_per_second", "tokens/s", "{:.1f}"),
     ]
     cells = [[fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns] for row in rows]
     widths = [max(len(head), *(len(c[i]) for c in cells)) for i, (_, head, _) in enumerate(columns)]
     print("  ".join(head.ljust(w) for (_, head, _), w in zip(columns, widths)) + "  text")
     for row, line in zip(rows, cells):
         print("  ".join(c.ljust(w) for c, w in zip(line, widths)) + "  " + row["text"])
+    print(TOKENS_NOTE)
 
 
 def write_results(out: Path, frames, durations, rows: list[dict], args, cmp) -> None:

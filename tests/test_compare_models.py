@@ -13,6 +13,7 @@ import compare_models
 from textdiffusion import models, rendering
 from textdiffusion.data import tokenization
 from textdiffusion.errors import SettingsError
+from textdiffusion.sampling import prompts
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,7 +33,8 @@ def test_nfe_clock_gif_has_one_frame_per_forward_pass_with_both_panels(tiny_chec
     assert diffusion_row["forward_passes"] == 5
     # GPT-2: one forward pass per generated token, at most the room left after <s> and the prompt.
     prompt_tokens = 1 + len(tokenization.load_tokenizer(tiny_gpt2_checkpoint)("tom found", add_special_tokens=False)["input_ids"])
-    assert ar_row["forward_passes"] == ar_row["generated_tokens"] <= 20 - prompt_tokens
+    # GPT-2: one forward pass per drawn token, the end token that stops it included but not counted as text.
+    assert ar_row["text_tokens"] <= ar_row["forward_passes"] <= min(ar_row["text_tokens"] + 1, 20 - prompt_tokens)
     with Image.open(out) as gif:
         assert gif.size == (2 * compare_models.PANEL_WIDTH, gif.size[1])
         frames = sum(1 for _ in ImageSequence.Iterator(gif))
@@ -40,7 +42,7 @@ def test_nfe_clock_gif_has_one_frame_per_forward_pass_with_both_panels(tiny_chec
     saved = json.loads((out.parent / "results.json").read_text())
     assert saved["models"] == rows and saved["clock"] == "nfe"
     table = capsys.readouterr().out
-    assert "forward passes" in table and "tokens/s" in table
+    assert "forward passes" in table and "tokens/s" in table and compare_models.TOKENS_NOTE in table
     assert diffusion_row["text"] in table and ar_row["text"] in table
 
 
@@ -142,3 +144,46 @@ def test_block_wise_diffusion_panel_marks_its_active_block_and_the_gpt2_panel_no
     left, right = (0, 0, compare_models.PANEL_WIDTH, frames[0].height), (compare_models.PANEL_WIDTH, 0, *frames[0].size)
     assert outline(frames[0], left) + outline(frames[0], right) > 0
     assert outline(frames[1], left) > outline(frames[0], left) and outline(frames[1], right) == outline(frames[0], right)
+
+
+def _ending_early(checkpoint: str, directory: Path, bias: float) -> str:
+    """A copy of `checkpoint` whose LM head favours the end token by `bias` nats, so its rows end early."""
+    model, tokenizer = models.load_masked_lm(checkpoint)
+    with torch.no_grad():
+        model.get_output_embeddings().bias[tokenization.end_token_id(tokenizer)] += bias
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    models.DiffusionConfig.load(checkpoint).save(directory)
+    return str(directory)
+
+
+def test_a_diffusion_row_that_ends_early_counts_only_its_text_tokens(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path, capsys):
+    early = _ending_early(tiny_checkpoint, tmp_path / "early", bias=2.0)
+    # Random order: the end token is revealed wherever it is drawn (no end-after-text rule), here at position 12.
+    argv = _argv(early, tiny_gpt2_checkpoint, tmp_path / "c.gif", "--steps", "18", "--strategy", "random")
+    diffusion = compare_models.main(argv)[0]
+    table = capsys.readouterr().out
+    # The same run again (same seed), to read its last state: the prompt fixed, then the text up to the first end
+    # token, then what the row holds after it (not text: the document ended).
+    args, cmp = compare_models.parse_args(argv)
+    run = compare_models.run_diffusion(args, compare_models.load_models(args, cmp)[0])
+    assert run.text == diffusion["text"]
+    end = tokenization.end_token_id(tokenization.load_tokenizer(early))
+    final = run.states[-1]
+    generated = [i for i, label in zip(final.ids, final.labels) if label != rendering.FIXED]
+    assert end in generated and generated.index(end) < len(generated) - 1  # it ended early
+    assert diffusion["text_tokens"] == generated.index(end) > 0
+    assert diffusion["tokens_per_second"] == pytest.approx(diffusion["text_tokens"] / diffusion["seconds"], rel=0.01)  # seconds rounded
+    line = next(line for line in table.splitlines() if line.startswith("diffusion"))
+    assert line.split()[3] == str(diffusion["text_tokens"])
+
+
+def test_text_tokens_stop_before_the_first_end_token(story_tokenizer):
+    end = tokenization.end_token_id(story_tokenizer)
+    assert prompts.text_token_count(story_tokenizer, [50, 51, 52, end]) == 3  # GPT-2: the end token stopped it
+    assert prompts.text_token_count(story_tokenizer, [50, 51, 52]) == 3  # ran out of room
+    assert prompts.text_token_count(story_tokenizer, [50, end, end, end]) == 1  # a diffusion row filled with end tokens
+    assert prompts.text_token_count(story_tokenizer, [50, end, 51], stop_at_end=False) == 3
+    ids = torch.tensor([[0, 7, 8, 50, 51, end, end, end], [0, 7, 8, 50, 51, 52, 53, 54]])
+    fixed = torch.tensor([[True] * 3 + [False] * 5] * 2)
+    assert prompts.generated_text_tokens(story_tokenizer, ids, fixed) == [2, 5]

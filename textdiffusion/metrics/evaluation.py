@@ -14,6 +14,7 @@ from textdiffusion.models.checkpoint import Checkpoint
 from textdiffusion.models.heads import max_positions
 from textdiffusion.sampling.autoregressive import sample_autoregressive
 from textdiffusion.sampling.generation import generate
+from textdiffusion.sampling.prompts import generated_text_tokens, text_token_count
 from textdiffusion.sampling.settings import GenerationSettings
 
 logger = logging.getLogger(__name__)
@@ -88,10 +89,12 @@ def report(
         if line_by_line != checkpoint.line_by_line:
             checkpoint = replace(checkpoint, diffusion_config=replace(checkpoint.diffusion_config, line_by_line=line_by_line))
         diff = generate(checkpoint, settings, progress=False)
-        diff_row.update(speed(diff), **text_metrics.sample_metrics(diff.texts, judge, training_stories), samples=diff.texts)
+        diff_tokens = sum(generated_text_tokens(tokenizer, diff.ids, diff.result.fixed, line_by_line))
+        diff_row.update(speed(diff, diff_tokens), **text_metrics.sample_metrics(diff.texts, judge, training_stories), samples=diff.texts)
         if ar_model is not None:
             ar_out = sample_autoregressive(ar_model, ar_tokenizer, diff.settings)
-            ar_row.update(speed(ar_out), **text_metrics.sample_metrics(ar_out.texts, judge, training_stories), samples=ar_out.texts)
+            ar_tokens = sum(text_token_count(ar_tokenizer, row) for row in ar_out.generated)
+            ar_row.update(speed(ar_out, ar_tokens), **text_metrics.sample_metrics(ar_out.texts, judge, training_stories), samples=ar_out.texts)
         table.append({"model": "reference text", **text_metrics.sample_metrics(docs[: settings.num_samples], judge, training_stories)})
     return table
 
@@ -109,7 +112,8 @@ def load_evaluation_documents(texts_or_file, line_by_line: bool, max_documents: 
     return docs[:max_documents] if max_documents else docs
 
 
-def speed(out) -> dict:
-    """Seconds, forward passes and generated tokens per second of a Generation or ARGeneration."""
+def speed(out, text_tokens: int) -> dict:
+    """Seconds, forward passes and text tokens per second of a Generation or ARGeneration; `text_tokens`: the
+    tokens of its texts, end tokens not counted (sampling.prompts.text_token_count), the same for both models."""
     passes = out.nfe if hasattr(out, "nfe") else out.forward_passes
-    return {"seconds": out.seconds, "forward_passes": passes, "tokens_per_s": out.generated_tokens / max(out.seconds, 1e-9)}
+    return {"seconds": out.seconds, "forward_passes": passes, "tokens_per_s": text_tokens / max(out.seconds, 1e-9)}

@@ -68,6 +68,21 @@ def decode_texts(tokenizer, ids: torch.Tensor, stop_at_end: bool = True) -> list
     return texts
 
 
+def text_token_count(tokenizer, generated: list[int], stop_at_end: bool = True) -> int:
+    """Tokens of one generated text, prompt left out: the ids up to its first end token. That end token (which
+    closes the document) is not counted, nor the end tokens a diffusion row fills its remaining positions with,
+    so a diffusion sample and a GPT-2 one of the same text count the same. `stop_at_end=False` (a model of packed
+    text, which never ends a document): every id counts."""
+    end = end_token_id(tokenizer)
+    return generated.index(end) if stop_at_end and end in generated else len(generated)
+
+
+def generated_text_tokens(tokenizer, ids: torch.Tensor, fixed: torch.Tensor, stop_at_end: bool = True) -> list[int]:
+    """`text_token_count` of each row of a diffusion sample: ids (rows, seq), fixed (rows, seq) True where the
+    prompt or template was given."""
+    return [text_token_count(tokenizer, row[~keep].tolist(), stop_at_end) for row, keep in zip(ids, fixed)]
+
+
 def banned_token_ids(tokenizer, allow_end: bool) -> list[int]:
     """Every special token (mask, padding, start, unknown ...), except the end token when it may be sampled.
 
