@@ -6,6 +6,7 @@ import pytest
 
 import evaluate
 from textdiffusion import cli
+from textdiffusion.metrics import text_metrics
 
 
 def test_evaluate_reports_bound_exact_perplexity_and_sample_metrics(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path, capsys):
@@ -22,7 +23,18 @@ def test_evaluate_reports_bound_exact_perplexity_and_sample_metrics(tiny_checkpo
     assert {"gen_ppl", "entropy", "distinct_2", "valid_rate"} <= set(rows["autoregressive"])
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert [row["model"] for row in saved["rows"]] == ["diffusion", "autoregressive", "reference text"]
-    assert "ppl (bound)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ppl (bound)" in out
+    # The valid share with its 95% Wilson interval, and a line saying what they are and of how many samples.
+    low, high = text_metrics.valid_interval(round(rows["diffusion"]["valid_rate"] * 4), 4)
+    assert (rows["diffusion"]["valid_low"], rows["diffusion"]["valid_high"]) == (low, high)
+    line = next(line for line in out.splitlines() if line.startswith("diffusion"))
+    assert f"{rows['diffusion']['valid_rate']:.3f} [{low:.2f}, {high:.2f}]" in line
+    assert "valid: the share of valid stories among 4 samples, [its 95% Wilson interval]." in out
+
+
+def test_evaluate_draws_256_samples_by_default():
+    assert evaluate.parse_args([])[1].num_samples == 256
 
 
 def test_evaluate_help_exits_zero(capsys):

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from textdiffusion.data import corpus
+from textdiffusion.errors import SettingsError
 from textdiffusion.metrics import text_metrics
 
 
@@ -33,7 +34,34 @@ def test_story_metrics_tell_valid_copied_and_new_stories_apart():
     training = corpus.generate_corpus(100, seed=0)
     new = next(s for s in corpus.generate_corpus(200, seed=5) if s not in training)
     result = text_metrics.story_metrics([training[0], new, "tom found a red ball in the kitchen . zoe"], training)
-    assert result == {"valid_rate": pytest.approx(2 / 3), "novel_valid_rate": pytest.approx(1 / 3)}
+    low, high = text_metrics.valid_interval(2, 3)
+    assert result == {"valid_rate": pytest.approx(2 / 3), "valid_low": low, "valid_high": high,
+                      "novel_valid_rate": pytest.approx(1 / 3), "num_samples": 3}
+
+
+@pytest.mark.parametrize("k, n, low, high", [
+    # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I, method 3 (Wilson).
+    (81, 263, 0.2553, 0.3662),
+    (15, 148, 0.0624, 0.1605),
+    (0, 20, 0.0, 0.1611),
+    (1, 29, 0.0061, 0.1718),
+])
+def test_valid_interval_is_the_wilson_score_interval(k, n, low, high):
+    assert text_metrics.valid_interval(k, n) == (pytest.approx(low, abs=5e-5), pytest.approx(high, abs=5e-5))
+
+
+def test_valid_interval_of_all_valid_reaches_one_and_of_no_samples_is_everything():
+    low, high = text_metrics.valid_interval(20, 20)
+    assert high == 1.0 and low == pytest.approx(1 - 0.1611, abs=5e-5)  # the mirror of 0/20
+    assert text_metrics.valid_interval(0, 0) == (0.0, 1.0)
+    wide, narrow = text_metrics.valid_interval(50, 100, z=2.576), text_metrics.valid_interval(50, 100)
+    assert wide[0] < narrow[0] < 0.5 < narrow[1] < wide[1]  # 99% is wider than 95%
+
+
+@pytest.mark.parametrize("k, n", [(5, 4), (-1, 4), (0, -1)])
+def test_valid_interval_refuses_counts_outside_zero_to_n(k, n):
+    with pytest.raises(SettingsError, match=rf"valid_interval\({k}, {n}\)"):
+        text_metrics.valid_interval(k, n)
 
 
 def test_shape_distance_is_the_total_variation_between_sentence_count_mixes():

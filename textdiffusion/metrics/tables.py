@@ -13,7 +13,7 @@ COLUMNS = (
     ("distinct_2", "dist-2", "{:.3f}"),
     ("distinct_3", "dist-3", "{:.3f}"),
     ("repetition", "rep-3", "{:.3f}"),
-    ("valid_rate", "valid", "{:.3f}"),
+    ("valid_rate", "valid [95%]", "{:.3f}"),
     ("novel_valid_rate", "novel", "{:.3f}"),
     ("forward_passes", "passes", "{}"),
     ("seconds", "seconds", "{:.2f}"),
@@ -29,12 +29,24 @@ def format_table(table: list[dict]) -> str:
     lines = [header]
     for row in table:
         name = row["model"] + ("" if row.get("exact", True) or "ppl" not in row else " *")
-        lines.append([name] + [fmt.format(row[key]) if key in row else "-" for key, _, fmt in columns])
+        lines.append([name] + [_cell(row, key, fmt) for key, _, fmt in columns])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))) for line in lines)
     if any(not r.get("exact", True) for r in table):
         text += "\n* an upper bound on perplexity (the ELBO, MDLM); causal-LM perplexities are exact."
+    counts = sorted({r["num_samples"] for r in table if "valid_low" in r})
+    if counts:
+        text += (f"\nvalid: the share of valid stories among {' / '.join(map(str, counts))} samples, "
+                 "[its 95% Wilson interval].")
     return text
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    if key not in row:
+        return "-"
+    if key == "valid_rate" and "valid_low" in row:
+        return f"{row[key]:.3f} [{row['valid_low']:.2f}, {row['valid_high']:.2f}]"
+    return fmt.format(row[key])
 
 
 def write_csv(path, rows: list[dict], fieldnames: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ from collections import Counter
 import torch
 
 from textdiffusion.data import corpus
+from textdiffusion.errors import SettingsError
 from textdiffusion.metrics.likelihood import judge_perplexity
 from textdiffusion.models.checkpoint import (
     is_causal_lm,
@@ -57,13 +58,32 @@ def repetition_rate(texts, n: int = 3) -> float:
     return repeats / total if total else 0.0
 
 
+def valid_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a share of `k` successes in `n` trials (z = 1.96: 95%), e.g. valid stories
+    among samples. Unlike p +- z * sqrt(p (1 - p) / n) it stays inside [0, 1] and is not empty at k = 0 or k = n
+    (Wilson 1927; Newcombe 1998, method 3). n = 0: (0, 1), nothing is known."""
+    if n < 0 or not 0 <= k <= n:
+        raise SettingsError(f"valid_interval({k}, {n}): needs 0 <= k <= n")
+    if z <= 0:
+        raise SettingsError(f"valid_interval z {z}: must be > 0 (1.96 for 95%)")
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def story_metrics(texts: list[str], training_stories) -> dict:
-    """Built-in corpus only: share of samples that are valid stories, and share valid and not in the training set."""
+    """Built-in corpus only: share of samples that are valid stories (with its 95% Wilson interval, valid_low and
+    valid_high), and share valid and not in the training set."""
     seen = {" ".join(s.split()) for s in training_stories}
     valid = [corpus.is_valid_story(t) for t in texts]
     novel = [v and " ".join(t.split()) not in seen for t, v in zip(texts, valid)]
     n = max(len(texts), 1)
-    return {"valid_rate": sum(valid) / n, "novel_valid_rate": sum(novel) / n}
+    low, high = valid_interval(sum(valid), len(texts))
+    return {"valid_rate": sum(valid) / n, "valid_low": low, "valid_high": high, "novel_valid_rate": sum(novel) / n,
+            "num_samples": len(texts)}
 
 
 def sample_metrics(texts: list[str], judge=None, training_stories=None) -> dict:
