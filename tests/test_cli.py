@@ -2,8 +2,10 @@
 as one line with exit code 130, every spelling of a flag, and outputs that are never half-written."""
 
 import runpy
+import subprocess
 import sys
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,3 +194,55 @@ def test_hidden_fields_parse_and_show_only_in_help_all(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--help-all"])
     assert "--quick-test" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- quiet by default, --verbose
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda module: module.__name__)
+def test_every_script_accepts_verbose(script, capsys):
+    code, err = run_script(script, ["--verbose", "--max-lenght", "10"], capsys)  # --verbose parsed, the typo not
+    assert code == 2 and err == ["error: unknown flag --max-lenght; did you mean --max-length?"]
+    assert "--verbose" in cli.parser_for(Options).format_help()
+
+
+def _pin_memory_warnings(verbose: bool) -> list[str]:
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli.quiet_libraries(verbose)
+        list(torch.utils.data.DataLoader(list(range(4)), batch_size=2, pin_memory=True))
+    cli.quiet_libraries(False)
+    return [str(w.message) for w in caught if "pin_memory" in str(w.message)]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the warning is for a machine without a GPU")
+def test_the_pin_memory_warning_is_hidden_unless_verbose():
+    assert _pin_memory_warnings(verbose=False) == []
+    assert len(_pin_memory_warnings(verbose=True)) >= 1
+
+
+def test_quiet_hides_library_progress_bars_and_keeps_the_training_bar():
+    import datasets
+    import transformers
+
+    cli.quiet_libraries(False)
+    assert not transformers.logging.is_progress_bar_enabled() and not datasets.is_progress_bar_enabled()
+    training_args = next(p for p in cli.parse(train.build_parser(), ["--quick-test"]) if hasattr(p, "disable_tqdm"))
+    assert training_args.disable_tqdm is False  # the Trainer's own bar of training steps stays
+    cli.quiet_libraries(True)
+    assert transformers.logging.is_progress_bar_enabled() and datasets.is_progress_bar_enabled()
+    cli.quiet_libraries(False)
+
+
+@pytest.mark.slow
+def test_a_script_run_prints_no_library_bars_unless_verbose(tiny_checkpoint):
+    argv = [sys.executable, "generate.py", "--checkpoint", tiny_checkpoint, "--max-length", "12", "--num-samples", "1",
+            "--hide-steps"]
+    quiet = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stdout.strip()
+    assert "Loading weights" not in quiet.stderr and "pin_memory" not in quiet.stderr and "it/s]" not in quiet.stderr
+    assert " INFO __main__: 1 samples" in quiet.stderr  # the script's own log stays
+    verbose = subprocess.run([*argv, "--verbose"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 0 and "Loading weights" in verbose.stderr

@@ -9,7 +9,10 @@
 - per-script defaults go through `parser_for(..., defaults={...})`: the dataclass field keeps its meaning and
   its help, the script changes only the default value (--help shows the script's own);
 - every output file is written through `atomic_path`: under a temporary name, renamed when complete, so an error
-  or Ctrl-C never leaves a half-written file.
+  or Ctrl-C never leaves a half-written file;
+- every parser has `--verbose`; without it `parse` hides what the libraries print that means nothing to a user
+  (`quiet_libraries`: transformers' and datasets' progress bars and warnings, torch's pin_memory warning). A
+  script's own log and its training progress bar stay.
 
 `--max-length 8`, `--max-length=8`, `--max_length 8` and a field's seed-project aliases all mean the same; flags
 are never abbreviated (`--max 8` is an unknown flag, not a guess).
@@ -21,6 +24,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Collection
 from contextlib import contextmanager
 from dataclasses import fields
@@ -126,6 +130,9 @@ def parser_for(types, description: str | None = None, defaults: dict | None = No
         action.help = argparse.SUPPRESS  # --no-kv-cache still parses; --help lists only --kv-cache [BOOL]
     if hidden and add_help:
         parser.add_argument("--help-all", action=_HelpAll, hidden=off, help="Show every option, those --help leaves out too, and exit.")
+    if "verbose" not in names:
+        parser.add_argument("--verbose", action="store_true", help="Also show the libraries' progress bars and warnings "
+                            "(weight loading, dataset maps, pin_memory ...), hidden by default.")
     return parser
 
 
@@ -145,6 +152,7 @@ def parse(parser: ArgumentParser, argv: list[str] | None = None) -> tuple:
     if unknown:
         raise UsageError(unknown_flags(parser, unknown))
     values = vars(namespace)
+    quiet_libraries(verbose=values.get("verbose", False))
     parsed = []
     for dtype in parser.dataclass_types:
         names = {f.name for f in fields(dtype) if f.init}
@@ -205,6 +213,39 @@ def atomic_path(path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# Library output hidden unless --verbose: each means nothing a user can act on.
+_NOISE = (
+    # torch's DataLoader on a machine without a GPU, for the Trainer's default dataloader_pin_memory=True
+    r".*'pin_memory' argument is set as true but no accelerator is found.*",
+)
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Hide transformers' and datasets' progress bars (weight loading, shard writing, dataset maps) and warnings,
+    and the warnings in _NOISE; `verbose`: the libraries' own defaults (all shown). The Trainer's progress bar of
+    training steps is its own tqdm and stays either way."""
+    import datasets
+    import transformers
+
+    for message in _NOISE:
+        warnings.filters[:] = [f for f in warnings.filters if not (f[0] == "ignore" and f[1] is not None and f[1].pattern == message)]
+        if not verbose:
+            warnings.filterwarnings("ignore", message=message)
+    if verbose:
+        transformers.logging.set_verbosity_warning()
+        transformers.logging.enable_progress_bar()
+        datasets.logging.set_verbosity_warning()
+        datasets.enable_progress_bars()
+    else:
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        datasets.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    # TrainingArguments turns the training bar off when its logger is quieter than WARNING (disable_tqdm=None):
+    # that bar stays.
+    logging.getLogger("transformers.training_args").setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
 def log_to_stderr() -> None:
