@@ -23,7 +23,11 @@ from textdiffusion import cli, models, rendering, sampling
 from textdiffusion.cli import UsageError
 from textdiffusion.data import tokenization
 from textdiffusion.metrics import evaluation, tables
-from textdiffusion.sampling.prompts import generated_text_tokens, text_token_count
+from textdiffusion.sampling.prompts import (
+    clean_prefix,
+    generated_text_tokens,
+    text_token_count,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +269,7 @@ def main(argv=None) -> list[dict]:
     if args.infill is not None:
         raise UsageError("--infill is not supported here: GPT-2 can only continue a prompt; use --prompt")
     args.check()
+    args.prefix = clean_prefix(args.prefix)  # only whitespace: no prompt for either model, said in one line
 
     checkpoint, (ar, ar_tokenizer) = load_models(args, cmp)
     runs = [run_diffusion(args, checkpoint), run_autoregressive(args, ar, ar_tokenizer, cmp.gpt2_checkpoint)]

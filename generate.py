@@ -14,6 +14,7 @@ from pathlib import Path
 
 from config import SamplingArguments
 from textdiffusion import cli, models, sampling
+from textdiffusion.sampling.prompts import clean_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,15 @@ def main(argv: list[str] | None = None) -> list[str]:
     args = parse_args(argv)
     cli.log_to_stderr()
     args.check()
+    args.prefix = clean_prefix(args.prefix)  # only whitespace: no prompt, said in one line
     checkpoint = models.load_checkpoint(args.checkpoint, args.device)
     out = sampling.generate(checkpoint, args)
     if not args.hide_steps:
         print_steps(checkpoint.tokenizer, out.result, stop_at_end=checkpoint.line_by_line)
     for text in out.texts:
         print(text)
-    logger.info("%d samples, %d forward passes, %.2f s", len(out.texts), out.nfe, out.seconds)
+    prompt = "an infill template" if args.infill is not None else f"the prompt {args.prefix!r}" if args.prefix else "no prompt"
+    logger.info("%d samples from %s, %d forward passes, %.2f s", len(out.texts), prompt, out.nfe, out.seconds)
     if args.output:
         save_jsonl(args.output, out.settings, out, checkpoint.line_by_line)
         logger.info("samples written to %s", args.output)

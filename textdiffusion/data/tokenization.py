@@ -4,6 +4,8 @@ Every tokenizer here has RoBERTa's special tokens (<s> <pad> </s> <unk> <mask>);
 start, end and special ids of any hub tokenizer too (BERT's [CLS]/[SEP] included).
 """
 
+import functools
+import json
 import os
 from pathlib import Path
 
@@ -156,3 +158,42 @@ def same_tokenizer(a, b) -> bool:
         return False
     probe = "the red ball, 12 kites; Tom's hat!"
     return a(probe, add_special_tokens=False)["input_ids"] == b(probe, add_special_tokens=False)["input_ids"]
+
+
+PIECE_COUNTS = "piece_counts.json"  # beside the tokenizer's files: how often training text used each piece
+
+
+def save_piece_counts(tokenizer, texts: list[str], directory) -> Path:
+    """Write how often each piece of `tokenizer` occurs in `texts` (the training text) to DIRECTORY/piece_counts.json,
+    so a prompt whose pieces training never or rarely used can be warned about (sampling.prompts.prompt_warning).
+    Pieces that never occur are left out (count 0). Returns the file written."""
+    from collections import Counter
+
+    counts = Counter()
+    for start in range(0, len(texts), 1000):
+        for ids in tokenizer(texts[start : start + 1000], add_special_tokens=False)["input_ids"]:
+            counts.update(ids)
+    pieces = dict(zip(tokenizer.convert_ids_to_tokens(list(counts)), counts.values()))
+    path = Path(directory) / PIECE_COUNTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(dict(sorted(pieces.items(), key=lambda kv: -kv[1])), ensure_ascii=False))
+    os.replace(tmp, path)
+    return path
+
+
+def load_piece_counts(tokenizer) -> dict[str, int] | None:
+    """The piece counts saved beside a tokenizer loaded from a directory (its own, or the run's tokenizer/ next to
+    a final-model), or None when there are none (a hub tokenizer, a checkpoint trained before they were saved)."""
+    if not tokenizer.name_or_path:
+        return None
+    directory = Path(tokenizer.name_or_path)
+    for path in (directory / PIECE_COUNTS, directory.parent / "tokenizer" / PIECE_COUNTS):
+        if path.is_file():
+            return _read_counts(str(path.resolve()))
+    return None
+
+
+@functools.cache
+def _read_counts(path: str) -> dict[str, int]:
+    return json.loads(Path(path).read_text())

@@ -1,13 +1,25 @@
-"""Prompts in, text out: the input row laid out as in training, banned tokens, and decoded texts.
+"""Prompts in, text out: the input row laid out as in training (and a warning for prompt words training never
+had), banned tokens, decoded texts and how many tokens of text they hold.
 """
+
+import functools
+import logging
+import re
 
 import torch
 
 from textdiffusion.data.tokenization import (
     end_token_id,
+    is_character_level,
+    load_piece_counts,
     special_token_ids,
     start_token_id,
 )
+from textdiffusion.errors import SettingsError
+
+logger = logging.getLogger(__name__)
+
+RARE = 5  # a piece the training text used fewer times than this is rare (with saved piece counts)
 
 _INFILL_MASK = r"\[MASK\](?:\*(\d+))?"
 
@@ -22,12 +34,15 @@ def build_inputs(
     Infill mode: `<s>` followed by the template, each `[MASK]*n` becoming n masks; every other token is fixed.
     With `end_token` (line-by-line models, which saw every document end with it) a fixed end token follows the
     template when it fits.
-    Raises ValueError with a one-line reason for a template without masks or a prompt that does not fit.
+    A whitespace-only prefix is no prefix (said in one line); prompt words the model rarely or never saw are
+    warned about in one line (`prompt_warning`).
+    Raises ValueError with a one-line reason for a template without masks, a prompt that does not fit or one
+    made only of pieces unknown to the model.
     """
-    import re
-
-    from textdiffusion.data.tokenization import end_token_id
-
+    prefix = clean_prefix(prefix)
+    warning = prompt_warning(tokenizer, re.sub(_INFILL_MASK, " ", infill) if infill is not None else prefix)
+    if warning:
+        _warn_once(warning)
     start = start_token_id(tokenizer)
     if infill is not None:
         ids = [start]
@@ -54,10 +69,90 @@ def build_inputs(
     return torch.tensor([ids] * num_samples)
 
 
+def clean_prefix(prefix: str) -> str:
+    """`prefix`, or "" for one that is only whitespace (which would otherwise become a prompt of space pieces),
+    said in one line."""
+    if prefix and not prefix.strip():
+        _warn_once(f"prefix {prefix!r} is only whitespace: generating without a prompt (unconditionally)")
+        return ""
+    return prefix
+
+
+def _pieces(tokenizer, word: str, first: bool) -> list[str]:
+    """The pieces of one prompt word as the prompt tokenizes it: after a space unless it is the first word."""
+    ids = tokenizer(word if first else " " + word, add_special_tokens=False)["input_ids"]
+    return tokenizer.convert_ids_to_tokens(ids)
+
+
+def unfamiliar_words(tokenizer, text: str, piece_counts: dict[str, int] | None = None) -> dict[str, str]:
+    """The words of `text` the model rarely or never saw in training, each with why (words in their order).
+
+    A word is unfamiliar when a piece is the unknown token; when, with `piece_counts` (the training text's, see
+    tokenization.save_piece_counts), a piece was used fewer than RARE times; when it has a capital letter and
+    splits into more pieces than the same word in lower case (a case the training text lacked: "Tom" is 'T' 'om'
+    where "tom" is one piece); or, without counts, when it splits into three or more pieces, most of them single
+    characters, in lower case too (a word the tokenizer, trained on the training text, never merged). Character-level tokenizers
+    split every word into characters, so only the first two tests apply to them."""
+    characters = is_character_level(tokenizer)
+    reasons = {}
+    for i, word in enumerate(text.split()):
+        pieces = _pieces(tokenizer, word, first=i == 0)
+        lower = _pieces(tokenizer, word.lower(), first=i == 0)
+        if tokenizer.unk_token is not None and tokenizer.unk_token in pieces:
+            reasons[word] = "unknown to the tokenizer"
+        elif piece_counts is not None and any(piece_counts.get(p, 0) < RARE for p in pieces):
+            rare = {p: piece_counts.get(p, 0) for p in pieces if piece_counts.get(p, 0) < RARE}
+            never = [p for p, n in rare.items() if n == 0]
+            said = ([f"{_shown(tokenizer, never)} never"] if never else []) + [
+                f"{_shown(tokenizer, [p])} only {n}x" for p, n in rare.items() if n]
+            whole = "" if len(rare) == len(set(pieces)) else f"{_shown(tokenizer, pieces)}: "
+            reasons[word] = f"{whole}{', '.join(said)} in the training text"
+        elif not characters and _mostly_characters(tokenizer, lower):
+            reasons[word] = f"{len(pieces)} pieces, mostly single characters: rare or absent in the training text"
+        elif word != word.lower() and len(pieces) > len(lower):
+            reasons[word] = f"{len(pieces)} pieces where {word.lower()!r} is {len(lower)}: a case the training text lacks"
+    return reasons
+
+
+def _shown(tokenizer, pieces: list[str], most: int = 4) -> str:
+    """Pieces as the text they stand for ("' d' 'r' 'a'"); more than `most`: their number."""
+    if len(pieces) > most:
+        return f"{len(pieces)} pieces"
+    return ("piece " if len(pieces) == 1 else "pieces ") + " ".join(repr(tokenizer.convert_tokens_to_string([p])) for p in pieces)
+
+
+def _mostly_characters(tokenizer, pieces: list[str]) -> bool:
+    """Three or more pieces, most of them one character: a word the tokenizer never merged."""
+    single = sum(len(tokenizer.convert_tokens_to_string([p]).strip()) <= 1 for p in pieces)
+    return len(pieces) >= 3 and single * 2 > len(pieces)
+
+
+def prompt_warning(tokenizer, text: str, piece_counts: dict[str, int] | None = None) -> str | None:
+    """One line naming the prompt's words the model rarely or never saw in training and why (`unfamiliar_words`;
+    `piece_counts`: by default those saved beside the tokenizer, if any), or None when there are none.
+    Raises SettingsError when every piece of the prompt is unknown: the model would be given nothing."""
+    if not text.strip():
+        return None
+    counts = load_piece_counts(tokenizer) if piece_counts is None else piece_counts
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+    never = {tokenizer.unk_token} | ({p for p in pieces if counts.get(p, 0) == 0} if counts is not None else set())
+    if pieces and all(p in never for p in pieces):
+        raise SettingsError(f"prompt {text.strip()!r}: every piece of it is unknown to the model (not in its training "
+                            "text); write it in words of that text (a lower-case corpus wants lower case)")
+    reasons = unfamiliar_words(tokenizer, text, counts)
+    if not reasons:
+        return None
+    words = "; ".join(f"{word!r} ({why})" for word, why in reasons.items())
+    return f"prompt words the model rarely or never saw in training, so the text may not follow them: {words}"
+
+
+@functools.cache
+def _warn_once(line: str) -> None:
+    logger.warning(line)
+
+
 def decode_texts(tokenizer, ids: torch.Tensor, stop_at_end: bool = True) -> list[str]:
     """Text of each row: the start token dropped, and (line-by-line models) everything from the end token on."""
-    from textdiffusion.data.tokenization import end_token_id
-
     start, end = start_token_id(tokenizer), end_token_id(tokenizer)
     texts = []
     for row in ids.tolist():
