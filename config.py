@@ -200,7 +200,7 @@ TRAINING_DEFAULTS = {
 
 # Optimiser defaults by how the model starts. A pretrained checkpoint wants a small learning rate (fine-tuning);
 # a model built from a config learns almost nothing at that rate in a few thousand steps and needs a large one
-# with a short warm-up (chosen by experiments/recipe_grid.py, RESULTS.md "Recipe grid"). train.py applies the one
+# with a short warm-up (chosen by experiments/recipe_grid.py on the built-in stories; on real text see RESULTS.md, "Defaults on real text"). train.py applies the one
 # that fits (--from-scratch or not) after TRAINING_DEFAULTS and before --quick-test and the user's own flags, for
 # the diffusion model and the GPT-2 baseline alike, so a comparison stays fair.
 PRESETS = {
@@ -229,9 +229,9 @@ QUICK_TEST = {
     "vocab_size": "1000",
     "mask_rates": "continuous",
     # Copying warm-up and untied embeddings: without both, this model never learned to repeat the opening's words
-    # (RESULTS.md, "Why the quick-test did not learn the rule"). No visible prefix in training (the default): with
+    # (RESULTS.md, "Why a copying warm-up and untied embeddings"). No visible prefix in training (the default): with
     # 0-8 visible leading tokens it generated the opening badly. 300 warm-up steps, not 150: with 150 one seed of
-    # five did not copy the person (both in RESULTS.md, "Quick-test over five seeds").
+    # five did not copy the person (both measured on earlier quick-tests; git history of RESULTS.md).
     "repeat_mask_steps": "300",
     "tie_word_embeddings": "false",
     "per_device_train_batch_size": "32",
