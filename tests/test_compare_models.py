@@ -1,5 +1,6 @@
 """compare_models.py: one clock drives both panels; each panel shows its own model's real steps."""
 
+import itertools
 import json
 import runpy
 import sys
@@ -58,7 +59,7 @@ def test_time_clock_shows_each_model_at_its_measured_step(tiny_checkpoint, tiny_
     for run in runs:
         shown = [compare_models.state_at(run, "time", t) for t in ticks]
         assert shown[0] == 0 and shown[-1] == len(run.states) - 1
-        assert all(a <= b for a, b in zip(shown, shown[1:]))  # the clock never runs backwards
+        assert all(a <= b for a, b in itertools.pairwise(shown))  # the clock never runs backwards
         for t, k in zip(ticks, shown):
             assert run.times[k] <= t + 1e-9
 
@@ -70,7 +71,7 @@ def test_autoregressive_panel_appends_one_token_per_state(story_tokenizer):
 
 
 def test_kv_cache_decoding_matches_full_recompute(tiny_gpt2_checkpoint):
-    args, cmp = compare_models.parse_args(["--prompt", "tom found", "--max-length", "14", "--sampling", "greedy"])
+    args, _ = compare_models.parse_args(["--prompt", "tom found", "--max-length", "14", "--sampling", "greedy"])
     model, tokenizer = models.load_causal_lm(tiny_gpt2_checkpoint)
     run = compare_models.run_autoregressive(args, model.eval(), tokenizer, tiny_gpt2_checkpoint)
     ids = list(run.states[0].ids)

@@ -5,10 +5,10 @@ import importlib
 import importlib.util
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from textdiffusion import cli
 
@@ -118,20 +118,19 @@ def check_pip(args: list[str]) -> None:
 
 
 def test_commands_are_read_from_code_blocks_with_continuations_and_without_comments():
-    markdown = "\n".join([
-        "python outside.py --no",
-        "```bash",
-        "# a comment line",
-        "python train.py --quick-test      # about 3 min",
-        "python compare_models.py --prompt \"the # not a comment\" \\",
-        "    --metrics",
-        "pip install -e \".[dev]\"",
-        "textdiffusion/           the library",
-        "python generate.py --sampling greedy | --sampling topk",
-        "python generate.py --prefix \"it's",
-        "textdiffusion's files",
-        "```",
-    ])
+    markdown = """python outside.py --no
+```bash
+# a comment line
+python train.py --quick-test      # about 3 min
+python compare_models.py --prompt "the # not a comment" \\
+    --metrics
+pip install -e ".[dev]"
+textdiffusion/           the library
+python generate.py --sampling greedy | --sampling topk
+python generate.py --prefix "it's
+textdiffusion's files
+```
+"""
     assert readme_commands(markdown) == [
         "python train.py --quick-test",
         "python compare_models.py --prompt 'the # not a comment' --metrics",
