@@ -27,6 +27,7 @@ from experiments.helpers import tables, training_runs
 from textdiffusion import cli, models, sampling
 from textdiffusion.cli import UsageError
 from textdiffusion.data import corpus
+from textdiffusion.metrics import text_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,23 @@ def valid_over_sample_seeds(directory: Path, seeds: list[int], num_samples: int)
     return rates
 
 
+def plot(rows: list[dict], num_samples: int, path: Path) -> None:
+    """Each seed's valid share with its 95% interval, and the 0.8 line."""
+    plt = tables.pyplot()
+    figure, axis = plt.subplots(figsize=(6.4, 3.2))
+    labels = [str(row["seed"]) for row in rows]
+    rates = [row["valid_rate"] for row in rows]
+    bounds = [text_metrics.valid_interval(round(rate * num_samples), num_samples) for rate in rates]
+    axis.errorbar(range(len(rows)), rates, yerr=[[r - lo for r, (lo, _) in zip(rates, bounds)], [hi - r for r, (_, hi) in zip(rates, bounds)]],
+                  fmt="o", capsize=3, label=f"valid share of {num_samples} stories (95% interval)")
+    axis.axhline(0.8, color="grey", linestyle="--", linewidth=1)
+    axis.set_xticks(range(len(rows)), labels)
+    axis.set_xlabel("train.py --quick-test --seed")
+    axis.set_ylim(0, 1)
+    axis.legend(loc="lower right", fontsize=8)
+    tables.save_figure(figure, path)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = cli.parse_args(SeedArguments, argv, __doc__.splitlines()[0])
     cli.log_to_stderr()
@@ -78,11 +96,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rates = valid_over_sample_seeds(out / f"seed{row['seed']}", args.sample_seeds, args.num_samples)
             row["valid_over_sample_seeds"] = " ".join(f"{rate:.3f}" for rate in rates)
             row["valid_mean_over_sample_seeds"] = sum(rates) / len(rates)
-    columns = ["seed", "train_seconds", "eval_loss", "eval_elbo", "valid_rate", "well_formed_rate", "shape_distance", "opening_distance", "broken_A",
+    for row in rows:
+        low, high = text_metrics.valid_interval(round(row["valid_rate"] * args.num_samples), args.num_samples)
+        row["valid_interval"] = f"{low:.3f}-{high:.3f}"
+    columns = ["seed", "train_seconds", "eval_loss", "eval_elbo", "valid_rate", "valid_interval", "well_formed_rate", "shape_distance", "opening_distance", "broken_A",
                "broken_B", "broken_C", "broken_O", "broken_P", "nfe", "ancestral_valid_rate", "ancestral_well_formed_rate", "ancestral_shape_distance",
                "ancestral_opening_distance"] + (["valid_over_sample_seeds", "valid_mean_over_sample_seeds"] if args.sample_seeds else [])
     tables.write_csv(out / "quick_test_seeds.csv", [{c: row.get(c) for c in columns} for row in rows], columns)
     print(tables.markdown_table(rows, columns, lambda c, v: f"{v:.3f}" if isinstance(v, float) else str(v)))
+    plot(rows, args.num_samples, out / "quick_test_seeds.png")
     for measure in ("valid_rate", "shape_distance", "opening_distance", "ancestral_valid_rate", "train_seconds"):
         print(f"{measure}: {tables.spread(row[measure] for row in rows)}")
     return rows

@@ -49,6 +49,8 @@ def train_tokenizer_and_build_model(model_args, data_args, training_args, train_
         tokenizer = tokenization.train_tokenizer(train_docs, model_args.tokenizer_type, model_args.vocab_size)
         if training_args.process_index == 0:
             tokenizer.save_pretrained(saved)
+            # How often training used each piece: a prompt of pieces it rarely saw gets a warning when sampling.
+            tokenization.save_piece_counts(tokenizer, train_docs, saved)
     # The Trainer seeds only when it is created, after the model exists: seed here so the initial weights, and
     # with them the whole run, are the same for the same seed.
     set_seed(training_args.seed)
