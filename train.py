@@ -60,10 +60,12 @@ def resolved_defaults(given: dict) -> dict:
     from_scratch = given.get("from_scratch", quick_test)
     defaults = {**TRAINING_DEFAULTS, **PRESETS["from-scratch" if from_scratch else "fine-tuning"], **(QUICK_TEST if quick_test else {})}
     defaults["architecture"] = default_architecture(given, defaults)
-    if given.get("eval_strategy") == "no":
-        defaults["load_best_model_at_end"] = False  # nothing is evaluated, so there is no best checkpoint
-    elif given.get("eval_strategy") == "epoch":
+    evaluation = given.get("eval_strategy", defaults["eval_strategy"])
+    if given.get("eval_strategy") == "epoch" and "save_strategy" not in given:
         defaults["save_strategy"] = "epoch"
+    if evaluation == "no" or given.get("save_strategy", defaults.get("save_strategy", "steps")) not in (evaluation, "best"):
+        # Nothing evaluated, nothing saved, or not at the same moments: there is no best checkpoint to keep.
+        defaults["load_best_model_at_end"] = False
     if "eval_steps" in given and "save_steps" not in given:
         defaults["save_steps"] = given["eval_steps"]  # the best checkpoint needs one saved at every evaluation
     # The AR baseline gets its own default directory so it never replaces the diffusion model in results/.

@@ -522,3 +522,14 @@ def test_the_architecture_default_follows_the_data_layout():
     assert architecture("--block-size", "8", "--max-length", "64") == "roberta"
     assert architecture("--line-by-line", "--architecture", "roberta") == "roberta"
     assert train.parse_args(["--quick-test"])[0].architecture == "deberta"
+
+
+@pytest.mark.parametrize(("flags", "keeps_best"), [
+    ([], True), (["--save-strategy", "no"], False), (["--eval-strategy", "no"], False), (["--eval-strategy", "epoch"], True),
+    (["--eval-strategy", "epoch", "--save-strategy", "steps"], False), (["--eval-steps", "30"], True),
+])
+def test_the_best_checkpoint_is_kept_whenever_evaluation_and_saving_coincide(flags, keeps_best):
+    training_args = train.parse_args(["--quick-test", *flags])[4]
+    assert training_args.load_best_model_at_end is keeps_best
+    if flags == ["--eval-steps", "30"]:
+        assert training_args.save_steps == 30  # saved at every evaluation, so any of them can be the best
