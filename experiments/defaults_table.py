@@ -41,6 +41,7 @@ class DefaultsArguments:
     corpora: list[str] = field(default_factory=lambda: list(LAYOUTS), metadata={"help": f"Corpora: any of {', '.join(LAYOUTS)}."})
     seeds: list[int] = field(default_factory=lambda: [42, 0, 1], metadata={"help": "train.py --seed of each run (42: the default)."})
     max_steps: int = field(default=1500, metadata={"help": "train.py --max-steps, the budget a user gives."})
+    objectives: list[str] = field(default_factory=lambda: ["diffusion", "ar"], metadata={"help": "Which models to train: diffusion, ar (the matched GPT-2) or both; the table needs both (two processes can share the work)."})
     threads: int | None = field(default=None, metadata={"help": "torch threads per run. Default: torch's own (all cores)."})
     data_dir: str = field(default="../shared/data", metadata={"help": "Folder holding the shared corpora."})
     output_dir: str = field(default="runs/defaults_table", metadata={"help": "One folder per corpus, objective and seed; the tables."})
@@ -81,7 +82,7 @@ def plot(by_corpus: dict, path: Path) -> None:
     names = list(by_corpus)
     for i, name in enumerate(names):
         rows = by_corpus[name]
-        axes[0].scatter([i] * len(rows), [row["ratio"] for row in rows], color="tab:blue")
+        axes[0].scatter([i] * len(rows), [row.get("ratio", float("nan")) for row in rows], color="tab:blue")
         axes[1].scatter([i] * len(rows), [row.get("bound_over_ar", float("nan")) for row in rows], color="tab:orange")
     axes[0].axhline(0.8, color="grey", linestyle="--", linewidth=1)
     axes[0].set_title("loss at mask 0.1 / at 1.0 (below 0.8: reads context)")
@@ -96,6 +97,8 @@ def plot(by_corpus: dict, path: Path) -> None:
 def main(argv=None):
     (args,) = cli.parse(cli.parser_for((DefaultsArguments,), __doc__.splitlines()[0]), argv)
     cli.log_to_stderr()
+    if not args.objectives or set(args.objectives) - {"diffusion", "ar"}:
+        raise cli.UsageError(f"--objectives {' '.join(args.objectives)}: give diffusion, ar or both")
     unknown = [name for name in args.corpora if name not in LAYOUTS]
     if unknown:
         raise cli.UsageError(f"--corpora {unknown[0]} is unknown; choose any of {', '.join(LAYOUTS)}")
@@ -104,7 +107,9 @@ def main(argv=None):
     for corpus in args.corpora:
         by_corpus[corpus] = []
         for seed in args.seeds:
-            row = {"corpus": corpus, "seed": seed, **run_cell(args, corpus, "diffusion", seed), **run_cell(args, corpus, "ar", seed)}
+            row = {"corpus": corpus, "seed": seed}
+            for objective in args.objectives:
+                row.update(run_cell(args, corpus, objective, seed))
             by_corpus[corpus].append(row)
             rows.append(row)
             logger.info("%s seed %d: %s", corpus, seed, row)

@@ -50,6 +50,12 @@ def train_and_measure(flags: list[str], directory: Path, threads: int | None = N
             row.update(text_metrics.checkpoint_story_quality(str(directory / "final-model"), num_samples, threads=threads))
             cached.write_text(json.dumps(row))
         return row
+    if (directory / "metrics.json").is_file() and (directory / "final-model").is_dir() and not num_samples:
+        # Finished (train.py writes metrics.json last) but measured by another process: reuse it, untimed.
+        final = json.loads((directory / "metrics.json").read_text())
+        row = {"train_seconds": None, "eval_loss": final["eval_loss"], "eval_elbo": final.get("eval_elbo")}
+        cached.write_text(json.dumps(row))
+        return row
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     log_path = directory.with_name(f"{directory.name}.log")
     directory.parent.mkdir(parents=True, exist_ok=True)
