@@ -130,15 +130,18 @@ def _mostly_characters(tokenizer, pieces: list[str]) -> bool:
 def prompt_warning(tokenizer, text: str, piece_counts: dict[str, int] | None = None) -> str | None:
     """One line naming the prompt's words the model rarely or never saw in training and why (`unfamiliar_words`;
     `piece_counts`: by default those saved beside the tokenizer, if any), or None when there are none.
-    Raises SettingsError when every piece of the prompt is unknown: the model would be given nothing."""
+    Raises SettingsError when every piece of the prompt is the tokenizer's unknown token: the model would be given
+    nothing. A prompt whose pieces exist but never occurred in training is generated from, with that warning."""
     if not text.strip():
         return None
     counts = load_piece_counts(tokenizer) if piece_counts is None else piece_counts
     pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
-    never = {tokenizer.unk_token} | ({p for p in pieces if counts.get(p, 0) == 0} if counts is not None else set())
-    if pieces and all(p in never for p in pieces):
-        raise SettingsError(f"prompt {text.strip()!r}: every piece of it is unknown to the model (not in its training "
-                            "text); write it in words of that text (a lower-case corpus wants lower case)")
+    if pieces and all(p == tokenizer.unk_token for p in pieces):
+        raise SettingsError(f"prompt {text.strip()!r}: every piece of it is unknown to the model's tokenizer; write it "
+                            "in words of the training text (a lower-case corpus wants lower case)")
+    if pieces and counts is not None and all(counts.get(p, 0) == 0 for p in pieces):
+        return (f"prompt {text.strip()!r}: no piece of it occurs in the model's training text, so the text will not "
+                "follow it; write it in words of that text (a lower-case corpus wants lower case)")
     reasons = unfamiliar_words(tokenizer, text, counts)
     if not reasons:
         return None
