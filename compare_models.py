@@ -98,7 +98,7 @@ def load_models(args: SamplingArguments, cmp: CompareArguments):
             f"--gpt2-checkpoint {cmp.gpt2_checkpoint}: no such directory; train one with "
             "`python train.py --quick-test --objective ar` (writes results-ar/final-model) or pass a hub name such as gpt2"
         )
-    checkpoint = models.load_checkpoint(args.checkpoint, args.device)
+    checkpoint = models.load_checkpoint(args.checkpoint, args.device, dtype=args.dtype, compile=args.torch_compile)
     ar_model, ar_tokenizer = models.load_causal_lm(cmp.gpt2_checkpoint)
     return checkpoint, (ar_model.to(checkpoint.device).eval(), ar_tokenizer)
 
@@ -272,7 +272,8 @@ def main(argv=None) -> list[dict]:
     args.prefix = clean_prefix(args.prefix)  # only whitespace: no prompt for either model, said in one line
 
     checkpoint, (ar, ar_tokenizer) = load_models(args, cmp)
-    runs = [run_diffusion(args, checkpoint), run_autoregressive(args, ar, ar_tokenizer, cmp.gpt2_checkpoint)]
+    with checkpoint.forward_context():  # both models in the precision asked for (--dtype)
+        runs = [run_diffusion(args, checkpoint), run_autoregressive(args, ar, ar_tokenizer, cmp.gpt2_checkpoint)]
     rows = [run.summary() for run in runs]
 
     frames, ticks = render_comparison(runs, cmp.clock)

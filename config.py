@@ -9,6 +9,7 @@ says which apply, so they are applied in exactly one place and anything the user
 from dataclasses import dataclass, field
 from typing import Literal
 
+from textdiffusion.models.precision import DTYPE_CHOICES
 from textdiffusion.sampling.settings import SCHEDULE_CHOICES, GenerationSettings
 
 
@@ -32,8 +33,7 @@ class ModelArguments:
         default=None,
         metadata={"help": "Masked LM built with --from-scratch: roberta (post-LN, like BERT), roberta-prelayernorm (pre-LN), "
                   "modernbert (pre-LN, rotary positions) or deberta (relative-position attention). Default, chosen from the "
-                  "data: modernbert for packed text, deberta with --line-by-line, roberta with --block-size. The AR "
-                  "baseline is GPT-2."},
+                  "data: modernbert for packed text, deberta with --line-by-line, roberta with --block-size."},
     )
     tokenizer_type: Literal["bpe", "word", "char"] = field(
         default="bpe", metadata={"help": "Tokenizer trained with --from-scratch: byte-level BPE, word-level or characters."}
@@ -56,6 +56,20 @@ class ModelArguments:
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow a hub checkpoint to run its own modelling code. Off by default for safety."}
+    )
+    lora_r: int = field(
+        default=0,
+        metadata={"help": "LoRA rank (peft; a pretrained checkpoint only): adapters on the encoder's linear layers, the LM "
+                  "head trained in full. 0: off. final-model/ holds the merged model, final-model/adapter/ the adapter."},
+    )
+    lora_alpha: float | None = field(
+        default=None, metadata={"help": "LoRA scale: the adapters' update is multiplied by alpha / r. Default: 2 * --lora-r."}
+    )
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the input of each LoRA adapter, in [0, 1)."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Linear layers of the encoder that get LoRA adapters, by name or dotted suffix (query value, or "
+                  "attention.self.query), space- or comma-separated. Default: every linear layer of the encoder."},
     )
 
 
@@ -141,6 +155,10 @@ class DiffusionArguments:
         metadata={"help": "Curriculum: over the first N steps the largest time drawn grows from 20%% of the window to "
                   "--max-mask-time. 0: none."},
     )
+    new_weights_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the weights a pretrained checkpoint lacks (random at loading: an MLM head)."},
+    )
 
 
 @dataclass
@@ -167,6 +185,17 @@ class SamplingArguments(GenerationSettings):
         metadata={"help": "Diffusion checkpoint directory (written by train.py).", "aliases": ["--roberta-checkpoint"]},
     )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... Default: cuda when available."})
+    dtype: DTYPE_CHOICES | None = field(
+        default=None,
+        metadata={"help": "Precision of the model's forward passes (autocast; the weights stay float32): bfloat16 on a "
+                  "CPU that torch can autocast to it or a GPU, float16 on a CUDA GPU only. Default: bfloat16 on a GPU, "
+                  "float32 on a CPU."},
+    )
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "Compile the model's encoder with torch.compile (inductor) before sampling: the first pass "
+                  "waits for the compiler, the later ones are faster. Needs a C++ compiler on a CPU, triton on a GPU."},
+    )
     hide_steps: bool = field(default=False, metadata={"help": "Print only the final texts, not the text emerging step by step."})
     output: str | None = field(
         default=None,
@@ -208,6 +237,10 @@ PRESETS = {
         "learning_rate": "5e-5",
         "warmup_steps": "0",
         "lr_scheduler_type": "linear",
+        # The weights the checkpoint lacks (MiniLM's MLM head transform) start at random: they learn at the
+        # from-scratch rate. MiniLM on TinyStories, 150 steps: held-out bound 5.31 nats/token against 6.03 with
+        # everything at 5e-5 (RESULTS.md, "Pretrained checkpoints").
+        "new_weights_learning_rate": "2e-3",
     },
     "from-scratch": {
         "learning_rate": "2e-3",
@@ -280,6 +313,8 @@ TRAINING_HELP = {
     "save_total_limit": "Keep at most this many checkpoints (the oldest are removed).",
     "report_to": "Where the logs go as well: none, all, tensorboard, wandb, or a comma-separated list.",
     "seed": "Random seed (weights, data order, masks): the same seed gives the same losses.",
+    "push_to_hub": "Upload final-model and its model card to the hub at the end.",
+    "hub_model_id": "Repository of --push-to-hub (user/name); default: the --output-dir name.",
 }
 
 

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cli.log_to_stderr()
     check_args(eval_args, sampling)
 
-    checkpoint = models.load_checkpoint(sampling.checkpoint, sampling.device)
+    checkpoint = models.load_checkpoint(sampling.checkpoint, sampling.device, dtype=sampling.dtype, compile=sampling.torch_compile)
     line_by_line = checkpoint.line_by_line if eval_args.line_by_line is None else eval_args.line_by_line
     docs = evaluation.load_evaluation_documents(eval_args.validation_file, line_by_line, eval_args.max_eval_samples)
     if not length_given:  # measure on the blocks the model was trained on

@@ -12,6 +12,10 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+from transformers.generation.streamers import BaseStreamer
+
 from config import SamplingArguments
 from textdiffusion import cli, models, sampling
 from textdiffusion.sampling.prompts import clean_prefix
@@ -23,13 +27,29 @@ def parse_args(argv: list[str] | None = None) -> SamplingArguments:
     return cli.parse_args(SamplingArguments, argv, description=__doc__.splitlines()[0])
 
 
-def print_steps(tokenizer, result: sampling.SampleResult, stop_at_end: bool, row: int = 0) -> None:
-    """The text of sample `row` after each step of the trajectory (step 0: all masked)."""
-    last = len(result.trajectory) - 1
-    width = len(str(last))
-    for k, step in enumerate(result.trajectory):
-        print(f"[{k:>{width}}/{last}] {sampling.render_state(tokenizer, step.ids[row], stop_at_end)}")
-    print()
+class StepPrinter(BaseStreamer):
+    """The step-by-step view, a streamer of transformers' TextDiffusionStreamer protocol fed by the sampler: the
+    text of sample `row` after each step, from step 0 (all masked) on. The lines are printed at end(): each one's
+    `[k/last]` needs the number of steps, known only then (threshold strategies stop early, a block model after
+    the block in which every row ended). tqdm.write, so they never land on a progress bar's line."""
+
+    _takes_start_draft = True  # step 0, the start, as the first draft
+
+    def __init__(self, tokenizer, stop_at_end: bool, row: int = 0):
+        self.tokenizer, self.stop_at_end, self.row = tokenizer, stop_at_end, row
+        self.final, self.lines = [], []  # ids confirmed so far (prompt, finished blocks); one text per step
+
+    def put(self, value: torch.Tensor) -> None:
+        self.final.append(value[self.row])  # (batch, n) confirmed tokens
+
+    def put_draft(self, value: torch.Tensor, **kwargs) -> None:
+        row = torch.cat([*self.final, value[self.row]])  # value (batch, n): the positions not yet confirmed
+        self.lines.append(sampling.render_state(self.tokenizer, row, self.stop_at_end))
+
+    def end(self) -> None:
+        last = len(self.lines) - 1
+        tqdm.write("".join(f"[{k:>{len(str(last))}}/{last}] {line}\n" for k, line in enumerate(self.lines)))
+        self.final, self.lines = [], []
 
 
 def save_jsonl(path: str, args: SamplingArguments, out: sampling.Generation, line_by_line: bool) -> None:
@@ -51,10 +71,9 @@ def main(argv: list[str] | None = None) -> list[str]:
     cli.log_to_stderr()
     args.check()
     args.prefix = clean_prefix(args.prefix)  # only whitespace: no prompt, said in one line
-    checkpoint = models.load_checkpoint(args.checkpoint, args.device)
-    out = sampling.generate(checkpoint, args)
-    if not args.hide_steps:
-        print_steps(checkpoint.tokenizer, out.result, stop_at_end=checkpoint.line_by_line)
+    checkpoint = models.load_checkpoint(args.checkpoint, args.device, dtype=args.dtype, compile=args.torch_compile)
+    steps = None if args.hide_steps else StepPrinter(checkpoint.tokenizer, stop_at_end=checkpoint.line_by_line)
+    out = sampling.generate(checkpoint, args, streamer=steps)
     for text in out.texts:
         print(text)
     prompt = "an infill template" if args.infill is not None else f"the prompt {args.prefix!r}" if args.prefix else "no prompt"

@@ -18,6 +18,7 @@ from transformers import TrainingArguments
 from transformers.integrations import get_available_reporting_integrations
 from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import is_torch_bf16_gpu_available
 
 from config import (
     PRESET_HELP,
@@ -34,6 +35,7 @@ from config import (
 from textdiffusion import blocks, cli, training
 from textdiffusion.cli import UsageError
 from textdiffusion.data import documents, tokenization
+from textdiffusion.models import compilation, lora, precision
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,9 @@ def resolved_defaults(given: dict) -> dict:
     # The AR baseline gets its own default directory so it never replaces the diffusion model in results/.
     if given.get("objective") == "ar":
         defaults["output_dir"] = "results-ar"
+    if given.get("bf16") and not torch.cuda.is_available() and not is_torch_bf16_gpu_available():
+        # No GPU: --bf16 means this CPU (TrainingArguments refuses bf16 without a GPU unless told --use-cpu).
+        defaults["use_cpu"] = "true"
     if quick_test and "output_dir" not in given and earlier_quick_test(Path(defaults["output_dir"])):
         # The one directory train.py replaces unasked: the quick-test's own, holding an earlier quick-test.
         defaults["overwrite_output_dir"] = True
@@ -143,6 +148,8 @@ def check_args(model_args, data_args, diff_args, run_args, training_args) -> Non
     if diff_args.mask_curriculum_steps < 0:
         raise UsageError(f"--mask-curriculum-steps {diff_args.mask_curriculum_steps} must be 0 or more")
     check_report_to(training_args)
+    check_lora_args(model_args, run_args)
+    check_precision(training_args)
     if data_args.train_file and not Path(data_args.train_file).is_file():
         raise UsageError(f"--train-file not found: {data_args.train_file}")
     out = Path(training_args.output_dir)
@@ -175,6 +182,51 @@ def check_report_to(training_args) -> None:
     training_args.report_to = names
 
 
+def check_precision(training_args) -> None:
+    """--fp16 needs a CUDA GPU, --bf16 a device torch can autocast to bfloat16 (this CPU, often), --torch-compile a
+    compiler that works here (models.compilation.compile_problem: a C++ compiler on a CPU, triton on a GPU)."""
+    device = training_args.device
+    bf16 = precision.supports(device, "bfloat16")
+    if training_args.fp16 and device.type != "cuda":
+        instead = "use --bf16 (this CPU can) or neither" if bf16 else "train without it"
+        raise UsageError(f"--fp16 needs a CUDA GPU and this run is on {device.type}; {instead}")
+    if training_args.bf16 and not bf16:
+        instead = "; use --fp16 or neither" if device.type == "cuda" else "; train without --bf16"
+        raise UsageError(f"--bf16: torch cannot autocast to bfloat16 on this {device.type}{instead}")
+    backend = training_args.torch_compile_backend or "inductor"
+    if training_args.torch_compile and (problem := compilation.compile_problem(device, backend)):
+        raise UsageError(f"--torch-compile: torch.compile ({backend}) does not work on {device.type} here: {problem}; "
+                         "run without --torch-compile")
+
+
+def check_lora_args(model_args, run_args) -> None:
+    """--lora-r R adapts a pretrained checkpoint: R >= 1 with valid --lora-* settings, or 0 (off) with none of them.
+    The target modules are stored back split at commas."""
+    r = model_args.lora_r
+    if r < 0:
+        raise UsageError(f"--lora-r {r} must be 0 (LoRA off) or a rank of at least 1")
+    if r == 0:
+        others = {"--lora-alpha": model_args.lora_alpha, "--lora-dropout": model_args.lora_dropout or None,
+                  "--lora-target-modules": " ".join(model_args.lora_target_modules or []) or None}
+        for flag, value in others.items():
+            if value is not None:
+                raise UsageError(f"{flag} {value} has no effect with --lora-r 0 (LoRA off); add --lora-r R (R >= 1) or drop it")
+        return
+    if run_args.quick_test or model_args.from_scratch:
+        preset = "--quick-test" if run_args.quick_test else "--from-scratch"
+        raise UsageError(f"--lora-r {r} adapts a pretrained checkpoint, but {preset} builds a new model, which is trained "
+                         f"in full; drop --lora-r or {preset}")
+    if model_args.lora_alpha is not None and not model_args.lora_alpha > 0:
+        raise UsageError(f"--lora-alpha {model_args.lora_alpha} must be > 0")
+    if not 0 <= model_args.lora_dropout < 1:
+        raise UsageError(f"--lora-dropout {model_args.lora_dropout} must be in [0, 1)")
+    if model_args.lora_target_modules is not None:
+        names = [name.strip() for entry in model_args.lora_target_modules for name in entry.split(",") if name.strip()]
+        if not names:
+            raise UsageError("--lora-target-modules names no module; give layer names such as query value, or leave it out")
+        model_args.lora_target_modules = names
+
+
 def prepare_output_dir(run_args, training_args) -> None:
     """Create --output-dir; when this run replaces the one there, remove its checkpoints (a later
     --resume-from-checkpoint would take them for this run's) and say so in one line. Nothing else is deleted."""
@@ -205,6 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, diff_args, run_args, training_args = parse_args(argv)
     cli.log_to_stderr()
     check_args(model_args, data_args, diff_args, run_args, training_args)
+    # --push-to-hub: the repository now (a missing token shows before training), final-model at the end.
+    hub_repo = training.create_hub_repo(training_args) if training_args.push_to_hub and training_args.process_index == 0 else None
     logger.info("process %d of world size %d on %s", training_args.process_index, training_args.world_size, training_args.device)
     if training_args.world_size > 1 and torch.distributed.is_initialized():
         # Every rank checks that --output-dir is empty; without this wait, rank 0 could already have written into it
@@ -222,6 +276,9 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer = pretrained or training.train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs)
     if config.objective == "diffusion" and config.block_size:
         blocks.check_model(model, config.block_size, config.max_length)
+    # LoRA: the adapters go into `model` itself, which the Trainer trains; `adapted`, peft's view of it, saves it.
+    adapted = lora.add_adapters(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
+                                model_args.lora_target_modules, seed=training_args.seed) if model_args.lora_r else None
     train_set = tokenization.tokenize_documents(tokenizer, train_docs, data_args.max_length, data_args.line_by_line, "tokenize train")
     valid_set = tokenization.tokenize_documents(tokenizer, valid_docs, data_args.max_length, data_args.line_by_line, "tokenize valid")
     logger.info("%d training / %d validation sequences of %d tokens", len(train_set), len(valid_set), data_args.max_length)
@@ -230,14 +287,19 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.process_index == 0:
         write_run_args(out, model_args, data_args, diff_args, run_args, training_args)
     stop = training.StopOnSignal()
-    trainer = training.build_trainer(model, tokenizer, training_args, train_set, valid_set, config, diff_args, callbacks=[stop])
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    training_args.push_to_hub = False  # the Trainer's push would upload OUTPUT_DIR at every save; we push final-model
+    trainer = training.build_trainer(model, tokenizer, training_args, train_set, valid_set, config, diff_args,
+                                     callbacks=[stop, training.CheckpointCards(config, out)])
+    with compilation.compile_errors("--torch-compile"):  # a failure at the first compiled pass: one line
+        trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if stop.signal is not None:
         logger.warning("stopped by %s at step %d; resume with --resume-from-checkpoint", signal.Signals(stop.signal).name, trainer.state.global_step)
         sys.exit(128 + stop.signal)
     metrics = trainer.evaluate()
     if trainer.is_world_process_zero():
-        metrics = training.save_run(trainer, out, config, metrics)
+        metrics = training.save_run(trainer, out, config, metrics, hub_model_id=hub_repo, adapted=adapted)
+        if hub_repo:
+            training.push_final_model(out / training.FINAL_MODEL, hub_repo, training_args)
         if warning := training.plateau_warning(metrics):
             logger.warning(warning)
     return metrics

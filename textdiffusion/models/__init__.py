@@ -10,6 +10,7 @@ from textdiffusion.models.build import (  # noqa: F401
 from textdiffusion.models.checkpoint import (  # noqa: F401
     DIFFUSION_CONFIG,
     Checkpoint,
+    check_device,
     check_vocab_fits,
     is_causal_lm,
     load_causal_lm,

@@ -2,6 +2,7 @@
 """
 
 import os
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from transformers.models.auto.modeling_auto import (
 
 from textdiffusion.data.tokenization import load_tokenizer, unreachable_message
 from textdiffusion.errors import SettingsError
+from textdiffusion.models import compilation, precision
 from textdiffusion.models.diffusion_config import DIFFUSION_CONFIG, DiffusionConfig
 from textdiffusion.models.heads import max_positions
 
@@ -49,7 +51,18 @@ def load_masked_lm(name_or_path: str, trust_remote_code: bool = False, dtype=Non
             "or another AutoModelForMaskedLM checkpoint"
         )
     tokenizer = load_tokenizer(tokenizer_path or name_or_path, need_mask=True, trust_remote_code=trust_remote_code)
-    model = AutoModelForMaskedLM.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, dtype=dtype)
+    model, info = AutoModelForMaskedLM.from_pretrained(
+        name_or_path, trust_remote_code=trust_remote_code, dtype=dtype, output_loading_info=True
+    )
+    adapted = sorted(k for k in info["unexpected_keys"] if ".base_layer." in k or "lora_" in k)
+    if adapted:
+        raise SettingsError(
+            f"'{name_or_path}' holds LoRA training weights ({adapted[0]}, ...), which a plain masked LM cannot load; "
+            "sample from the run's final-model (the merged model), or continue it with train.py --resume-from-checkpoint"
+        )
+    # Weights the checkpoint lacked and that were initialised at random (BERT's MLM head transform, for a checkpoint
+    # saved without its head): training gives them a learning rate of their own (train.py --new-weights-learning-rate).
+    model.newly_initialised = frozenset(info["missing_keys"])
     check_vocab_fits(model, tokenizer, name_or_path)
     return model, tokenizer
 
@@ -79,6 +92,21 @@ def pick_device(name: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def check_device(name: str | None) -> torch.device:
+    """The device `name` names (None: cuda when available, else cpu); SettingsError when it is not a device or not
+    on this machine (CUDA asked for where there is none, or a GPU index past the last)."""
+    try:
+        device = pick_device(name)
+    except RuntimeError:
+        raise SettingsError(f"device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SettingsError(f"device {name} requested but CUDA is not available; use device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SettingsError(f"device {name}: there are only {torch.cuda.device_count()} CUDA devices; use device "
+                            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
 @dataclass
 class Checkpoint:
     """A trained diffusion model with everything known about it, ready to sample (eval mode, on `device`)."""
@@ -89,6 +117,18 @@ class Checkpoint:
     # How it was trained (diffusion_config.json); the defaults for a plain hub masked LM, which has none.
     diffusion_config: DiffusionConfig = field(default_factory=DiffusionConfig)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # The precision it runs in (models.precision.DTYPES name; None: the device's default) and whether its encoder
+    # is compiled (load_checkpoint's `dtype` and `compile`).
+    dtype: str | None = None
+    compiled: bool = False
+
+    @contextmanager
+    def forward_context(self):
+        """The context every forward pass of this model runs in: autocast to `dtype` (nothing in float32) and, when
+        compiled, a compiler failure at a first pass as a one-line SettingsError."""
+        with precision.autocast(self.device, self.dtype or precision.default_dtype(self.device)):
+            with compilation.compile_errors() if self.compiled else nullcontext():
+                yield
 
     @property
     def line_by_line(self) -> bool:
@@ -118,23 +158,26 @@ def _run_file_source(directory: Path, is_there) -> Path | None:
     return None
 
 
-def load_checkpoint(path: str, device: str | None = None, trust_remote_code: bool = False) -> Checkpoint:
+def load_checkpoint(path: str, device: str | None = None, trust_remote_code: bool = False, dtype: str | None = None,
+                    compile: bool = False) -> Checkpoint:
     """The one loader of a diffusion checkpoint: a final-model directory train.py wrote, a Trainer checkpoint-N
     directory of a run (its tokenizer and settings then come from the run's final-model/ or tokenizer/), or any
-    saved masked LM."""
+    saved masked LM. `dtype`: the precision to sample in (models.precision; None: bfloat16 on a GPU, float32 on a
+    CPU); `compile`: torch.compile its encoder. Both are checked against the device before anything is loaded."""
     if not Path(path).is_dir():
         raise SettingsError(
             f"checkpoint {path}: no such directory; a trained model's final-model directory is expected"
         )
-    try:
-        torch_device = pick_device(device)
-    except RuntimeError:
-        raise SettingsError(f"device {device!r} is not a device; use cpu, cuda or cuda:N") from None
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise SettingsError(f"device {device} requested but CUDA is not available; use device cpu")
+    torch_device = check_device(device)
+    dtype = precision.check_dtype(torch_device, dtype)
+    if compile:
+        compilation.check_compile(torch_device)
     has_tokenizer = lambda d: (d / "tokenizer_config.json").is_file() or (d / "tokenizer.json").is_file()
     source = _run_file_source(Path(path), has_tokenizer)
     model, tokenizer = load_masked_lm(path, trust_remote_code=trust_remote_code, tokenizer_path=str(source or path))
     settings_dir = _run_file_source(Path(path), lambda d: (d / DIFFUSION_CONFIG).is_file())
     config = DiffusionConfig.load(settings_dir) if settings_dir else DiffusionConfig()
-    return Checkpoint(path, model.to(torch_device).eval(), tokenizer, config, torch_device)
+    model = model.to(torch_device).eval()
+    if compile:
+        compilation.compile_encoder(model)
+    return Checkpoint(path, model, tokenizer, config, torch_device, dtype, compile)

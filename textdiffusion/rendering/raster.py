@@ -161,9 +161,9 @@ def layout_tokens(tokens, labels, previous, width: float, size: int, line_gap: f
             w = piece_font.getlength(chunk)
             if x > 0 and x + gap + w > width:
                 newline()
-                if chunk.startswith(" ") and chunk.strip():
-                    chunk = chunk.lstrip(" ")  # a word's leading space is not drawn at the start of a line
-                    w = piece_font.getlength(chunk)
+            if x == 0 and chunk.startswith(" ") and chunk.strip():
+                chunk = chunk.lstrip(" ")  # a word's leading space is not drawn at the start of a line
+                w = piece_font.getlength(chunk)
             x += gap if x > 0 else 0.0
             placed.append(Placed(x, y, chunk, label, w, struck, marked))
             x += w

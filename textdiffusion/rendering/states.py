@@ -50,8 +50,38 @@ def _token_string(tokenizer, token_id: int) -> str:
     cache = tokenizer.__dict__.setdefault("_rendering_token_cache", {})
     if token_id not in cache:
         token = tokenizer.convert_ids_to_tokens([token_id])[0]
-        cache[token_id] = tokenizer.convert_tokens_to_string([token]) if token is not None else f"<id {token_id}>"
+        if token is None:
+            cache[token_id] = f"<id {token_id}>"
+        elif _spaces_between_tokens(tokenizer):
+            cache[token_id] = _string_after_anchor(tokenizer, token_id)
+        else:
+            cache[token_id] = tokenizer.convert_tokens_to_string([token])
     return cache[token_id]
+
+
+def _anchor_id(tokenizer) -> int:
+    return next(i for i in (tokenizer.unk_token_id, tokenizer.mask_token_id, 0) if i is not None)
+
+
+def _string_after_anchor(tokenizer, token_id: int) -> str:
+    """What `token_id` adds to decoded text after a whole word: ' the' for a word, 'e' for a WordPiece
+    continuation '##e', '.' where decoding joins punctuation to the word before it."""
+    anchor = _anchor_id(tokenizer)
+    before = tokenizer.decode([anchor], skip_special_tokens=False)
+    return tokenizer.decode([anchor, token_id], skip_special_tokens=False)[len(before):]
+
+
+def _spaces_between_tokens(tokenizer) -> bool:
+    """True for tokenizers whose pieces carry no space of their own and whose decoder puts one between words
+    (WordPiece's '##' continuations, SentencePiece's '▁'): a token decoded alone loses its word boundary, so
+    each one is drawn as what it adds after a word. Byte-level BPE pieces carry their space (' the') and decode alone."""
+    flag = tokenizer.__dict__.get("_rendering_spaced")
+    if flag is None:
+        anchor = _anchor_id(tokenizer)
+        alone = tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens([anchor]))
+        flag = tokenizer.decode([anchor, anchor], skip_special_tokens=False) != alone + alone
+        tokenizer.__dict__["_rendering_spaced"] = flag
+    return flag
 
 
 # The parts of a chip in this order, whatever order their tokens come in: the tokens of a run are all the same.

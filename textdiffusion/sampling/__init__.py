@@ -40,6 +40,7 @@ from textdiffusion.sampling.sampler import (  # noqa: F401
     SampleResult,
     TrajectoryStep,
     sample,
+    stream_result,
 )
 from textdiffusion.sampling.settings import (  # noqa: F401
     CONFIDENCE_CHOICES,

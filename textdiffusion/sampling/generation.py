@@ -2,7 +2,6 @@
 """
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -20,7 +19,7 @@ from textdiffusion.models.checkpoint import Checkpoint
 from textdiffusion.models.heads import max_positions
 from textdiffusion.sampling.guidance import guide_nll, load_guide
 from textdiffusion.sampling.prompts import banned_token_ids, build_inputs, decode_texts
-from textdiffusion.sampling.sampler import SampleResult, TrajectoryStep, sample
+from textdiffusion.sampling.sampler import SampleResult, TrajectoryStep, sample, stream_result
 from textdiffusion.sampling.settings import GenerationSettings
 
 MASK_SYMBOL = "_"  # how a still-masked position is shown in the step-by-step view
@@ -64,12 +63,17 @@ def check_block_settings(settings: GenerationSettings, block_size: int) -> None:
                          "checkpoint (its prompt is in the key/value cache); leave it out")
 
 
-def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: bool | None = None) -> Generation:
+def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: bool | None = None,
+             streamer=None) -> Generation:
     """Sample `settings.num_samples` texts from `checkpoint`: the generation loop every script uses.
 
     With `settings.guide` the causal LM guides every step and, with `settings.rerank` N > 1, N candidates are
     drawn per sample and the guide keeps the one it finds most likely per token.
     `progress`: None shows a tqdm bar on a terminal for runs longer than a second, True always, False never.
+    `streamer` (transformers' TextDiffusionStreamer protocol: put_draft, put, end) gets every step as it is taken
+    (sampler._Stream); with rerank N > 1 the kept candidates' steps, once the guide has chosen them. Give a streamer
+    that draws on the terminal as it goes (transformers.TextDiffusionStreamer) progress=False, or the bar and its
+    drafts overwrite each other.
     """
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     line_by_line = checkpoint.line_by_line
@@ -91,13 +95,14 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     config = settings.sampler()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = checkpoint.forward_context()  # its precision: bfloat16 autocast on a GPU unless told otherwise
     bar = tqdm(total=config.steps, desc="sampling", unit="step", delay=1.0, leave=False,
                disable=None if progress is None else not progress)
     start = time.perf_counter()
     with autocast:
         result = sample(model, input_ids, tokenizer.mask_token_id, config, banned, generator, progress=bar.update,
-                                  guide=guide, end_token_id=end_token_id(tokenizer) if allow_end else None)
+                        guide=guide, end_token_id=end_token_id(tokenizer) if allow_end else None,
+                        streamer=streamer if settings.rerank == 1 else None)
         if settings.rerank > 1:
             end = end_token_id(tokenizer)
             # Score each candidate's text: the generated positions up to and including its first end token.
@@ -106,6 +111,8 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
             best = nll.argmin(-1) + torch.arange(settings.num_samples) * settings.rerank
             result = result.rows(best)
             result.guide_nfe += 1
+            if streamer is not None:
+                stream_result(streamer, result)
     synchronize(device)
     seconds = time.perf_counter() - start
     bar.close()

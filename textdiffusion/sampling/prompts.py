@@ -40,7 +40,10 @@ def build_inputs(
     made only of pieces unknown to the model.
     """
     prefix = clean_prefix(prefix)
-    warning = prompt_warning(tokenizer, re.sub(_INFILL_MASK, " ", infill) if infill is not None else prefix)
+    prompt = re.sub(_INFILL_MASK, " ", infill) if infill is not None else prefix
+    if prompt != prompt.lower() and lower_cases(tokenizer):
+        _say_once(f"the model's tokenizer lower-cases text: the prompt reads {' '.join(prompt.lower().split())!r}")
+    warning = prompt_warning(tokenizer, prompt)
     if warning:
         _warn_once(warning)
     start = start_token_id(tokenizer)
@@ -149,9 +152,19 @@ def prompt_warning(tokenizer, text: str, piece_counts: dict[str, int] | None = N
     return f"prompt words the model rarely or never saw in training, so the text may not follow them: {words}"
 
 
+def lower_cases(tokenizer) -> bool:
+    """True for an uncased tokenizer (BERT's uncased WordPiece): "Tom" and "tom" are the same ids."""
+    return tokenizer("Tom Was", add_special_tokens=False)["input_ids"] == tokenizer("tom was", add_special_tokens=False)["input_ids"]
+
+
 @functools.cache
 def _warn_once(line: str) -> None:
     logger.warning(line)
+
+
+@functools.cache
+def _say_once(line: str) -> None:
+    logger.info(line)
 
 
 def decode_texts(tokenizer, ids: torch.Tensor, stop_at_end: bool = True) -> list[str]:

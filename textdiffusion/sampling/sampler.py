@@ -88,6 +88,7 @@ def sample(
     progress=None,
     guide=None,
     end_token_id: int | None = None,
+    streamer=None,
 ) -> SampleResult:
     """Iteratively unmask every `mask_token_id` position of `input_ids` (batch, seq).
 
@@ -95,8 +96,8 @@ def sample(
     computed over the cached prefix, and with `end_token_id` sampling stops after the first block by which every
     row has written an end token), or a masked LM. Positions not masked at the start are fixed (prefix, infill
     context, suffix). `banned_token_ids` are never drawn (the mask, padding and start tokens; the end token too
-    unless the model was trained to end documents with it). `progress`, if given, is called once per step.
-    `guide` (with config.guide_weight > 0), a causal LM, joins the draws as a product of experts (guided_by).
+    unless the model was trained to end documents with it). `progress`, if given, is called once per step, and
+    `streamer` (transformers' TextDiffusionStreamer protocol, see _Stream) is handed each step as it is taken. `guide` (with config.guide_weight > 0), a causal LM, joins the draws as a product of experts (guided_by).
     `end_token_id` with config.end_after_text: certainty-ordered strategies reveal an end token only as part of a
     run that starts right after revealed text (strategies.EndAfterText).
     """
@@ -108,8 +109,10 @@ def sample(
     propose = Proposals(denoiser, config, ids, mask_token_id, banned_token_ids, generator, attention_mask, guide)
     nothing = torch.zeros_like(generated)
     trajectory = [_record(ids, nothing, nothing, torch.zeros(ids.shape))]  # step 0: the start
+    stream = _Stream(streamer, trajectory[0].ids, generated.cpu(), progress)
     blocks = _blocks(generated.cpu(), denoiser.block_size or config.block_size, aligned=denoiser.block_size is not None)
     for columns, steps in zip(blocks, _shared(config.steps, len(blocks))):
+        stream.block(trajectory[-1].ids, columns)
         columns = columns.to(ids.device).expand_as(generated)
         block, confidence = generated & columns, torch.zeros(ids.shape, device=ids.device)
         for step in range(1, steps + 1):
@@ -125,13 +128,75 @@ def sample(
             confidence = torch.where(reveal, view.proposal_conf, confidence).masked_fill(now_masked, 0.0)
             trajectory.append(_record(new_ids, view.masked & ~now_masked, ~view.masked & now_masked, confidence,
                                       *candidates, columns if len(blocks) > 1 else None))
+            stream.step(trajectory)
             ids = new_ids
-            if progress is not None:
-                progress()
         if denoiser.block_size and end_token_id is not None and (ids == end_token_id).any(-1).all():
             ids = _end_everywhere_after(ids, mask_token_id, end_token_id, confidence, trajectory)
+            stream.step(trajectory, progress=False)  # the fill step, if it took one
             break
+    stream.end(trajectory[-1].ids)
     return SampleResult(ids.cpu(), (~generated).cpu(), trajectory, propose.nfe, propose.guide_nfe)
+
+
+def stream_result(streamer, result: SampleResult) -> None:
+    """Hand a finished `result` to `streamer` step by step, with the very calls sample() makes while it samples:
+    for a caller that knows only at the end which rows it keeps (generate's rerank)."""
+    steps = result.trajectory
+    stream = _Stream(streamer, steps[0].ids, ~result.fixed)
+    for step in steps[1:]:
+        if step.active is not None:  # recorded with more than one block: the block this step worked on
+            stream.block(step.ids, step.active.any(0))
+        stream.draft(step.ids)
+    stream.end(steps[-1].ids)
+
+
+class _Stream:
+    """The sampling as transformers' diffusion generate() hands it to a streamer (TextDiffusionStreamer protocol):
+    `put(prompt)` first, so that `skip_prompt` skips it; `put_draft(value=...)` after every step, the current state of
+    every position not yet final, masks included (only to a streamer with put_draft, as there); `put(tokens)` once
+    a block's tokens are final (without blocks: at the end); `end()`. Every value is a (batch, n) CPU tensor of
+    the whole batch, as recorded in the trajectory: transformers' text streamers show one sequence and raise
+    ValueError at the first put for batch > 1, before any forward pass.
+    A streamer with `_takes_start_draft = True` also gets the start (every generated position masked) as a first
+    draft, like trajectory step 0. With `streamer` None it only calls `progress` (if given) once per step."""
+
+    def __init__(self, streamer, start: torch.Tensor, generated: torch.Tensor, progress=None):
+        self.streamer, self.drafts, self.progress, self.sent = streamer, hasattr(streamer, "put_draft"), progress, 1
+        if streamer is None:
+            return
+        todo = generated.any(0)
+        # The prompt: the fixed tokens before the first generated position (start token, prefix, a template's
+        # opening words); a fixed token after it (infill context, a closing end token) belongs to the draft.
+        self.final = int(todo.nonzero().min()) if todo.any() else start.size(-1)
+        streamer.put(start[:, : self.final])
+        if getattr(streamer, "_takes_start_draft", False):
+            self.draft(start)
+
+    def step(self, trajectory: list, progress: bool = True) -> None:
+        """The trajectory's steps not yet handed on, each as a draft; `progress` once per call."""
+        for step in trajectory[self.sent:]:
+            self.draft(step.ids)
+        self.sent = len(trajectory)
+        if progress and self.progress is not None:
+            self.progress()
+
+    def draft(self, ids: torch.Tensor) -> None:
+        if self.streamer is not None and self.drafts:
+            self.streamer.put_draft(value=ids[:, self.final :])
+
+    def block(self, ids: torch.Tensor, columns: torch.Tensor) -> None:
+        """A block (its (seq,) columns) starts: everything before it is final."""
+        self._confirm(ids, int(columns.nonzero().min()))
+
+    def end(self, ids: torch.Tensor) -> None:
+        if self.streamer is not None:
+            self._confirm(ids, ids.size(-1))
+            self.streamer.end()
+
+    def _confirm(self, ids: torch.Tensor, upto: int) -> None:
+        if self.streamer is not None and upto > self.final:
+            self.streamer.put(ids[:, self.final : upto])
+            self.final = upto
 
 
 class Proposals:

@@ -1,4 +1,5 @@
-"""Training: the masked-diffusion Trainer, its callbacks, building a run from its settings and saving what it made.
+"""Training: the masked-diffusion Trainer, its callbacks, building a run from its settings and saving what it made
+(with its model card, pushed to the hub on request).
 """
 
 from textdiffusion.training.build import (  # noqa: F401
@@ -8,6 +9,8 @@ from textdiffusion.training.build import (  # noqa: F401
     train_tokenizer_and_build_model,
 )
 from textdiffusion.training.callbacks import StopOnSignal, TrainingStep  # noqa: F401
+from textdiffusion.training.hub import create_hub_repo, push_final_model  # noqa: F401
+from textdiffusion.training.model_card import CheckpointCards, write_model_card  # noqa: F401
 from textdiffusion.training.plots import plot_loss_by_level  # noqa: F401
 from textdiffusion.training.saving import (  # noqa: F401
     FINAL_MODEL,

@@ -49,6 +49,7 @@ def train_tokenizer_and_build_model(model_args, data_args, training_args, train_
         tokenizer = tokenization.train_tokenizer(train_docs, model_args.tokenizer_type, model_args.vocab_size)
         if training_args.process_index == 0:
             tokenizer.save_pretrained(saved)
+            tokenization.make_tokenizer_config_portable(saved)
             # How often training used each piece: a prompt of pieces it rarely saw gets a warning when sampling.
             tokenization.save_piece_counts(tokenizer, train_docs, saved)
     # The Trainer seeds only when it is created, after the model exists: seed here so the initial weights, and
@@ -109,5 +110,6 @@ def build_trainer(model, tokenizer, training_args, train_set, valid_set, config:
         eval_collator=DiffusionCollator(eval_times=EVAL_TIMES, seed=training_args.seed, **layout),
         loss_weighting=config.loss_weighting,
         block_size=config.block_size,
+        new_weights_learning_rate=diff_args.new_weights_learning_rate,
         banned_ids={tokenizer.mask_token_id, tokenizer.pad_token_id, tokenization.start_token_id(tokenizer)},
     )

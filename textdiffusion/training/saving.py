@@ -1,5 +1,5 @@
-"""What a finished run leaves in its output directory: the final model (written atomically), its metrics, the
-Trainer's log history and the loss-by-level plot.
+"""What a finished run leaves in its output directory: the final model (written atomically, with its model card),
+its metrics, the Trainer's log history and the loss-by-level plot.
 """
 
 import json
@@ -7,7 +7,10 @@ import logging
 import shutil
 from pathlib import Path
 
+from textdiffusion.errors import SettingsError
+from textdiffusion.models import lora
 from textdiffusion.models.diffusion_config import DiffusionConfig
+from textdiffusion.training.model_card import finish_model_folder, read_run_args
 from textdiffusion.training.plots import plot_loss_by_level
 
 logger = logging.getLogger(__name__)
@@ -20,12 +23,25 @@ FINAL_MODEL = "final-model"
 PLATEAU_RATIO = 0.9
 
 
-def save_final_model(trainer, directory: Path, config: DiffusionConfig) -> None:
-    """Write model, tokenizer and diffusion_config.json elsewhere, then rename: never a half-written model."""
+def save_final_model(trainer, directory: Path, config: DiffusionConfig, metrics: dict | None = None,
+                     hub_model_id: str | None = None, adapted=None) -> None:
+    """Write model, tokenizer, diffusion_config.json and the model card (README.md, with `metrics`) elsewhere, then
+    rename: never a half-written model. A folder that cannot be written is a SettingsError naming it."""
     tmp = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))  # safetensors + tokenizer (the Trainer's processing_class)
-    config.save(tmp)
+    try:
+        if adapted is None:
+            trainer.save_model(str(tmp))  # safetensors + tokenizer (the Trainer's processing_class)
+        else:  # LoRA (`adapted`: models.lora.add_adapters' PeftModel): the merged model, and its adapter in adapter/
+            lora.save_merged(adapted, tmp)
+            trainer.processing_class.save_pretrained(tmp)
+        config.save(tmp)
+        finish_model_folder(tmp, config, metrics, read_run_args(directory.parent), trainer.model, str(directory), hub_model_id)
+    except (OSError, SettingsError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written model left behind
+        if isinstance(err, SettingsError):
+            raise
+        raise SettingsError(f"cannot write {directory}: {err.strerror or err}") from None
     old = directory.with_name(f".{directory.name}.old")
     if directory.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -34,7 +50,8 @@ def save_final_model(trainer, directory: Path, config: DiffusionConfig) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_run(trainer, out: Path, config: DiffusionConfig, metrics: dict) -> dict:
+def save_run(trainer, out: Path, config: DiffusionConfig, metrics: dict, hub_model_id: str | None = None,
+             adapted=None) -> dict:
     """OUTPUT_DIR/final-model, metrics.json, trainer_state.json (the whole log history and the final step) and,
     for a diffusion model, loss_by_mask_level.png; returns the metrics written (with `best_step`, the step
     final-model was saved at). Call it on the main process only."""
@@ -44,7 +61,7 @@ def save_run(trainer, out: Path, config: DiffusionConfig, metrics: dict) -> dict
         metrics = {**metrics, "best_step": int(step) if step.isdigit() else step}
         logger.info("final-model is step %s of %d, the lowest held-out loss (%.4f)", step, trainer.state.global_step,
                     trainer.state.best_metric)
-    save_final_model(trainer, out / FINAL_MODEL, config)
+    save_final_model(trainer, out / FINAL_MODEL, config, metrics, hub_model_id, adapted)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     trainer.save_state()
     if config.objective == "diffusion":

@@ -11,6 +11,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from textdiffusion.blocks.training import masked_logits
 from textdiffusion.masking.loss import masked_diffusion_loss
+from textdiffusion.models.compilation import compile_encoder
 
 NUM_LEVELS = 10  # loss is logged per mask-rate bucket (0, 0.1], (0.1, 0.2], ... (0.9, 1.0]
 LEVEL_NAMES = [f"{(i + 1) / NUM_LEVELS:.1f}" for i in range(NUM_LEVELS)]
@@ -24,8 +25,10 @@ class DiffusionTrainer(Trainer):
     loss; `block_size` is block diffusion's (None: one masking unit per row).
     """
 
-    def __init__(self, *args, loss_weighting: str = "uniform", banned_ids=(), eval_collator=None, block_size=None, **kwargs):
+    def __init__(self, *args, loss_weighting: str = "uniform", banned_ids=(), eval_collator=None, block_size=None,
+                 new_weights_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.new_weights_learning_rate = new_weights_learning_rate
         self.loss_weighting = loss_weighting
         self.block_size = block_size
         self.banned_ids = torch.tensor(sorted(banned_ids), dtype=torch.long)
@@ -35,6 +38,33 @@ class DiffusionTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         self._levels = {True: torch.zeros(3, NUM_LEVELS, dtype=torch.float64), False: torch.zeros(3, NUM_LEVELS, dtype=torch.float64)}
+        if self.args.torch_compile:
+            # Accelerate compiles the whole model, whose forward our loss never calls (it runs the encoder, then the
+            # head at the masked positions only): the encoder is compiled in place.
+            compile_encoder(self.model, self.args.torch_compile_backend, self.args.torch_compile_mode)
+
+    def create_optimizer(self, model=None):
+        """The Trainer's AdamW; the weights the loaded checkpoint lacked (`model.newly_initialised`) get
+        `new_weights_learning_rate` in groups of their own, keeping their weight decay."""
+        optimizer = super().create_optimizer(model)
+        new = new_weight_names(self.model)
+        if self.new_weights_learning_rate is None or not new or getattr(self, "_new_weights_grouped", False):
+            return optimizer
+        new_ids = {id(p) for n, p in self.model.named_parameters() if _checkpoint_name(n) in new}
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in new_ids]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in new_ids]
+                optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": moved,
+                                           "lr": self.new_weights_learning_rate})
+        optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+        self._new_weights_grouped = True
+        return optimizer
+
+    def autocast_smart_context_manager(self, cache_enabled: bool | None = True):
+        """--bf16/--fp16: autocast around the whole loss. Accelerate autocasts only `model.forward`, and our loss
+        calls the encoder and the head directly (masked_logits), so without this they would run in float32."""
+        return self.accelerator.autocast()
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
         """The Trainer's evaluation batches, collated by the eval collator (the training one stays the Trainer's)."""
@@ -106,3 +136,18 @@ class DiffusionTrainer(Trainer):
             torch.distributed.all_reduce(stats)
             stats = stats.cpu()
         return stats
+
+
+def new_weight_names(model) -> frozenset:
+    """Names (as in the checkpoint) of the weights initialised at random when `model` was loaded; empty for a model
+    built from a config, whose weights are all new alike."""
+    for module in (model, getattr(model, "base_model", None), getattr(getattr(model, "base_model", None), "model", None)):
+        names = getattr(module, "newly_initialised", None)
+        if names is not None:
+            return names
+    return frozenset()
+
+
+def _checkpoint_name(name: str) -> str:
+    """A parameter's name in the checkpoint, without the wrappers' parts (peft's base_model.model., modules_to_save)."""
+    return name.removeprefix("base_model.model.").replace(".modules_to_save.default", "").replace(".original_module", "")
