@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("architecture %s, the from-scratch default for %s (--architecture to choose)", model_args.architecture,
                     "blocks" if diff_args.block_size else "line-by-line text" if data_args.line_by_line else "packed text")
     config = training.run_diffusion_config(model_args, data_args, diff_args)
-    pretrained = None if model_args.from_scratch else training.load_pretrained(model_args, data_args.max_length)
+    pretrained = None if model_args.from_scratch else training.load_pretrained(model_args, data_args.max_length, training_args.seed)
     train_docs, valid_docs = documents.load_documents(data_args)
     model, tokenizer = pretrained or training.train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs)
     if config.objective == "diffusion" and config.block_size:

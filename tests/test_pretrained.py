@@ -141,3 +141,13 @@ def test_the_loaded_checkpoint_is_a_bert_with_its_own_layout(minilm_run):
     with torch.no_grad():
         logits = checkpoint.model(input_ids=torch.tensor([ids])).logits
     assert logits.shape == (1, len(ids), 30522)
+
+
+def test_the_same_seed_gives_the_same_fine_tuning_losses(minilm_dir, minilm_text, tmp_path):
+    # The MLM head MiniLM lacks is drawn at load: seeded, two runs of one seed train alike.
+    losses = []
+    for run in ("a", "b"):
+        fine_tune(minilm_dir, minilm_text, tmp_path / run, 2)
+        history = json.loads((tmp_path / run / "trainer_state.json").read_text())["log_history"]
+        losses.append([e["loss"] for e in history if "loss" in e] + [e["eval_loss"] for e in history if "eval_loss" in e])
+    assert losses[0] == losses[1] and len(losses[0]) >= 2

@@ -25,8 +25,10 @@ from textdiffusion.training.trainer import DiffusionTrainer
 logger = logging.getLogger(__name__)
 
 
-def load_pretrained(model_args, max_length: int):
-    """(model, tokenizer) of a hub name or local checkpoint, checked before any data is read."""
+def load_pretrained(model_args, max_length: int, seed: int):
+    """(model, tokenizer) of a hub name or local checkpoint, checked before any data is read. Seeded first: the
+    weights the checkpoint lacks (a missing MLM head) are drawn at load, so the same seed gives the same run."""
+    set_seed(seed)
     load = load_causal_lm if model_args.objective == "ar" else load_masked_lm
     model, tokenizer = load(model_args.model_name_or_path, model_args.trust_remote_code)
     if max_length > max_positions(model):
