@@ -80,6 +80,16 @@ def test_ctrl_c_is_one_line_and_exit_code_130(capsys):
     assert code == 130 and err == ["interrupted (Ctrl-C)"]
 
 
+def test_output_piped_into_a_reader_that_leaves_stops_without_a_traceback():
+    import subprocess
+    import sys
+
+    program = "from textdiffusion import cli; cli.run(lambda argv: [print('line', i) for i in range(10**6)])"
+    done = subprocess.run(f"{sys.executable} -c \"{program}\" | head -n 2", shell=True, capture_output=True, text=True)
+    assert done.stdout.splitlines() == ["line 0", "line 1"]
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
+
+
 def test_ctrl_c_before_training_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(documents, "load_documents", interrupt)
     code, err = run_script(train, ["--quick-test", "--output-dir", str(tmp_path / "out")], capsys)

@@ -50,6 +50,9 @@ def run(main, argv: list[str] | None = None):
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # `script | head`: the reader left; stop quietly (Python's documented way)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 class ArgumentParser(HfArgumentParser):
