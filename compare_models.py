@@ -109,7 +109,6 @@ def load_models(args: SamplingArguments, cmp: CompareArguments):
 def run_diffusion(args: SamplingArguments, checkpoint: models.Checkpoint) -> ModelRun:
     """The shared sampler (sampling.generate); each step's end is timed by the start of the next forward pass."""
     model = checkpoint.model
-    sampling.warm_up(model)
     stamps = []
 
     def before_forward(module, inputs):
@@ -119,12 +118,13 @@ def run_diffusion(args: SamplingArguments, checkpoint: models.Checkpoint) -> Mod
     # The encoder runs once per pass whether the sampler asks the whole model or the head at some positions.
     hook = model.base_model.register_forward_pre_hook(before_forward)
     try:
-        start = time.perf_counter()
         out = sampling.generate(checkpoint, args, progress=False)
     finally:
         hook.remove()
-    # stamps[k] is when forward k+1 began, i.e. when step k (which needed forward k) had finished.
-    times = [0.0] + [stamp - start for stamp in stamps[1:]] + [out.seconds]
+    # stamps[k] is when forward k+1 began, i.e. when step k (which needed forward k) had finished; the untimed
+    # warm-up pass before out.started is not a step.
+    stamps = [stamp for stamp in stamps if stamp >= out.started]
+    times = [0.0] + [stamp - out.started for stamp in stamps[1:]] + [out.seconds]
     states = rendering.trajectory_states(out.result, checkpoint.tokenizer, sample=0)
     tokens = generated_text_tokens(checkpoint.tokenizer, out.ids, out.result.fixed, checkpoint.line_by_line)[0]
     return ModelRun(
@@ -135,7 +135,6 @@ def run_diffusion(args: SamplingArguments, checkpoint: models.Checkpoint) -> Mod
 
 def run_autoregressive(args: SamplingArguments, model, tokenizer, checkpoint: str) -> ModelRun:
     """The shared autoregressive sampler (sampling.sample_autoregressive) on one row, timed token by token."""
-    sampling.warm_up(model)
     out = sampling.sample_autoregressive(model, tokenizer, replace(args, num_samples=1))
     generated = out.generated[0]
     states = ar_states(tokenizer, out.prompt, generated)

@@ -282,3 +282,29 @@ def test_a_line_by_line_model_is_sampled_with_the_end_after_text_rule(tiny_check
     # an infill template fixes where the text ends: no end token may be drawn, so there is nothing to order
     end = None if infill else tokenization.end_token_id(story_tokenizer)
     assert seen == [(True, end), (False, end)]
+
+
+def test_both_samplers_report_seconds_after_one_untimed_warm_up_pass(tiny_checkpoint, tiny_gpt2_checkpoint):
+    """The seconds a script reports are measured alike for diffusion and GPT-2: each starts its clock after a
+    warm-up forward pass of 4 tokens, so neither is billed the first pass's lazy set-up."""
+    import time
+
+    def calls(model):
+        seen = []
+        hook = model.register_forward_pre_hook(lambda module, args, kwargs: seen.append((time.perf_counter(), tuple(kwargs.get("input_ids", args[0] if args else None).shape))),
+                                               with_kwargs=True)
+        return seen, hook
+
+    checkpoint = models.load_checkpoint(str(tiny_checkpoint))
+    seen, hook = calls(checkpoint.model.base_model)  # the encoder: the sampler runs the LM head only where it draws
+    out = sampling.generate(checkpoint, sampling.GenerationSettings(max_length=16, num_samples=2, steps=4), progress=False)
+    hook.remove()
+    before = [shape for stamp, shape in seen if stamp < out.started]
+    assert before == [(1, 4)] and len(seen) - 1 == out.nfe
+
+    model, tokenizer = models.load_causal_lm(str(tiny_gpt2_checkpoint))
+    seen, hook = calls(model)
+    ar = sampling.sample_autoregressive(model, tokenizer, sampling.GenerationSettings(max_length=16, num_samples=2))
+    hook.remove()
+    assert seen[0][1] == (1, 4) and all(shape[0] == 2 for _, shape in seen[1:]) and len(seen) > 1
+    assert ar.times[0] == 0.0

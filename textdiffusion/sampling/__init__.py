@@ -5,7 +5,6 @@ and the autoregressive sampler.
 from textdiffusion.sampling.autoregressive import (  # noqa: F401
     ARGeneration,
     sample_autoregressive,
-    warm_up,
 )
 from textdiffusion.sampling.drawing import (  # noqa: F401
     CONFIDENCE_MEASURES,
@@ -16,11 +15,12 @@ from textdiffusion.sampling.drawing import (  # noqa: F401
 )
 from textdiffusion.sampling.generation import (  # noqa: F401
     MASK_SYMBOL,
-    Generation,
     check_block_settings,
     generate,
+    Generation,
     render_state,
     synchronize,
+    warm_up,
 )
 from textdiffusion.sampling.guidance import (  # noqa: F401
     guide_nll,

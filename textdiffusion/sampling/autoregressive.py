@@ -15,7 +15,7 @@ from textdiffusion.data.tokenization import (
 from textdiffusion.errors import SettingsError
 from textdiffusion.models.heads import max_positions
 from textdiffusion.sampling.drawing import draw_tokens
-from textdiffusion.sampling.generation import synchronize
+from textdiffusion.sampling.generation import synchronize, warm_up
 from textdiffusion.sampling.settings import GenerationSettings
 
 
@@ -40,14 +40,6 @@ class ARGeneration:
         return sum(len(row) for row in self.generated)
 
 
-def warm_up(model) -> None:
-    """One untimed forward pass, so lazy initialisation is not billed to the first timed step."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        model(input_ids=torch.zeros((1, 4), dtype=torch.long, device=device))
-    synchronize(device)
-
-
 @torch.no_grad()
 def sample_autoregressive(model, tokenizer, settings: GenerationSettings) -> ARGeneration:
     """`settings.num_samples` continuations of `settings.prefix`, token by token with the KV cache, drawn by
@@ -69,6 +61,7 @@ def sample_autoregressive(model, tokenizer, settings: GenerationSettings) -> ARG
     cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     tokens, times = [], [0.0]
+    warm_up(model)  # as generation.generate does: both samplers' reported seconds start warm
     start = time.perf_counter()
     for _ in range(budget):
         out = model(input_ids=inputs, use_cache=True, **{cache_name: past})

@@ -28,12 +28,15 @@ MASK_SYMBOL = "_"  # how a still-masked position is shown in the step-by-step vi
 @dataclass
 class Generation:
     """What one generate() call produced: the sampler's result (ids, fixed positions, trajectory, nfe), the texts,
-    the wall-clock seconds of the sampling loop and the settings as sampled (GenerationSettings.resolved)."""
+    the wall-clock seconds of the sampling loop (after one untimed warm-up pass, as the autoregressive sampler's, unless
+    a streamer was given),
+    the settings as sampled (GenerationSettings.resolved) and the time.perf_counter() at which those seconds began."""
 
     result: SampleResult
     texts: list[str]
     seconds: float
     settings: GenerationSettings | None = None
+    started: float | None = None
 
     @property
     def ids(self) -> torch.Tensor:
@@ -98,6 +101,9 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
     autocast = checkpoint.forward_context()  # its precision: bfloat16 autocast on a GPU unless told otherwise
     bar = tqdm(total=config.steps, desc="sampling", unit="step", delay=1.0, leave=False,
                disable=None if progress is None else not progress)
+    if streamer is None:  # a streamer may refuse the batch at its first put, before any forward pass (transformers')
+        with checkpoint.forward_context():
+            warm_up(checkpoint.model)  # as sample_autoregressive does: the first pass's lazy set-up is not billed
     start = time.perf_counter()
     with autocast:
         result = sample(model, input_ids, tokenizer.mask_token_id, config, banned, generator, progress=bar.update,
@@ -116,7 +122,15 @@ def generate(checkpoint: Checkpoint, settings: GenerationSettings, progress: boo
     synchronize(device)
     seconds = time.perf_counter() - start
     bar.close()
-    return Generation(result, decode_texts(tokenizer, result.ids, stop_at_end=line_by_line), seconds, settings)
+    return Generation(result, decode_texts(tokenizer, result.ids, stop_at_end=line_by_line), seconds, settings, start)
+
+
+def warm_up(model) -> None:
+    """One untimed forward pass, so lazy initialisation is not billed to the first timed step."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        model(input_ids=torch.zeros((1, 4), dtype=torch.long, device=device))
+    synchronize(device)
 
 
 def synchronize(device: torch.device) -> None:
