@@ -118,7 +118,7 @@ def measure(args, directory: Path, held_out: Path, judge) -> dict:
     learning curve of its training evaluations in the same unit."""
     cached = directory / "measured.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
+        return {**json.loads(cached.read_text()), **held_out_reference(directory, held_out, args, judge)}
     from textdiffusion import models
     from textdiffusion.metrics import evaluation
     from textdiffusion.sampling import GenerationSettings
@@ -137,10 +137,24 @@ def measure(args, directory: Path, held_out: Path, judge) -> dict:
     curve = [(e["step"], e["eval_elbo"] * tokens_per_byte / math.log(2)) for e in state["log_history"] if "eval_elbo" in e]
     curve = sorted(dict(curve).items())
     row = {"bound_bpb": diffusion["bits_per_byte"], "gen_ppl": diffusion.get("gen_ppl"), "entropy": diffusion.get("entropy"),
-           "reference_entropy": reference.get("entropy"), "train_seconds": seconds, "steps": steps,
+           "reference_entropy": reference.get("entropy"), "reference_gen_ppl": reference.get("gen_ppl"), "train_seconds": seconds, "steps": steps,
            "curve": [[s, b, None if seconds is None else seconds * s / steps] for s, b in curve]}
     cached.write_text(json.dumps(row))
     return row
+
+
+def held_out_reference(directory: Path, held_out: Path, args, judge) -> dict:
+    """The held-out text's entropy and judge perplexity in blocks of the samples' length (the arm's tokenizer): what
+    a cached measurement is compared with (measured.json files written before evaluation.report did this hold a
+    whole-document entropy)."""
+    if not args.num_samples:
+        return {}
+    from textdiffusion.metrics import evaluation, text_metrics
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory / "final-model")
+    metrics = text_metrics.sample_metrics(evaluation.held_out_texts(tokenizer, held_out, args.max_length, args.num_samples), judge)
+    return {"reference_entropy": metrics["entropy"], "reference_gen_ppl": metrics.get("gen_ppl")}
 
 
 def steps_to_reach(curve, target: float) -> int | None:
@@ -171,7 +185,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             if base["train_seconds"]:
                 pre["bound_at_default_seconds"] = bound_at_seconds(pre["curve"], base["train_seconds"])
     out = []
-    keys = ("bound_bpb", "gen_ppl", "entropy", "reference_entropy", "train_seconds", "steps_share_to_default_bound",
+    keys = ("bound_bpb", "gen_ppl", "reference_gen_ppl", "entropy", "reference_entropy", "train_seconds", "steps_share_to_default_bound",
             "gen_ppl_over_default", "bound_at_default_seconds")
     for corpus in dict.fromkeys(r["corpus"] for r in rows):
         for arm in ARMS:
@@ -234,7 +248,7 @@ def main(argv=None):
     summaries = summarise(rows)
     tables.write_csv(out / "pretraining.csv", [{k: v for k, v in r.items() if k != "curve"} for r in rows],
                      list(dict.fromkeys(k for r in rows for k in r if k != "curve")))
-    columns = ["corpus", "arm", "seeds", "bound_bpb", "gen_ppl", "entropy", "reference_entropy", "train_seconds",
+    columns = ["corpus", "arm", "seeds", "bound_bpb", "gen_ppl", "reference_gen_ppl", "entropy", "reference_entropy", "train_seconds",
                "steps_share_to_default_bound", "gen_ppl_over_default", "bound_at_default_seconds"]
     table = tables.markdown_table(summaries, columns)
     (out / "pretraining.md").write_text(table + "\n")

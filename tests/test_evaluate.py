@@ -77,3 +77,22 @@ def test_text_shorter_than_one_block_is_a_usage_error(tiny_checkpoint, tmp_path,
 # ----------------------------------------------------------------------------- experiments
 
 
+
+
+def test_on_packed_text_the_reference_row_is_held_out_blocks_as_long_as_the_samples(tmp_path, tiny_checkpoint):
+    """A whole document's word entropy grows with its length: the samples (max_length tokens) are compared with
+    held-out blocks of the same length, not with whole documents."""
+    from textdiffusion import models, sampling
+    from textdiffusion.metrics import evaluation
+
+    story = "tom found a red kite in the park and showed it to sam . "
+    text = tmp_path / "held.txt"
+    text.write_text("\n\n".join(" ".join(f"{story}{word}{i}" for i in range(30)) for word in ("one", "two")) + "\n")
+    checkpoint = models.load_checkpoint(str(tiny_checkpoint))
+    settings = sampling.GenerationSettings(max_length=16, num_samples=3, steps=4)
+    table = evaluation.report(checkpoint, None, str(text), max_length=16, line_by_line=False, num_t_samples=1, settings=settings)
+    blocks = evaluation.held_out_texts(checkpoint.tokenizer, text, 16, 3)
+    assert table[-1]["model"] == "reference text" and len(blocks) == 3
+    assert table[-1]["entropy"] == pytest.approx(text_metrics.mean_unigram_entropy(blocks))
+    whole = text_metrics.mean_unigram_entropy(text.read_text().split("\n\n"))
+    assert table[-1]["entropy"] < whole - 0.3

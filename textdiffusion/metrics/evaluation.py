@@ -98,7 +98,11 @@ def report(
                 ar_out = sample_autoregressive(ar_model, ar_tokenizer, diff.settings)
             ar_tokens = sum(text_token_count(ar_tokenizer, row) for row in ar_out.generated)
             ar_row.update(speed(ar_out, ar_tokens), **text_metrics.sample_metrics(ar_out.texts, judge, training_stories), samples=ar_out.texts)
-        table.append({"model": "reference text", **text_metrics.sample_metrics(docs[: settings.num_samples], judge, training_stories)})
+        # Packed text: held-out blocks as long as the samples (a whole document's word entropy is not comparable
+        # with a 64-token sample's); line by line: whole documents, as the samples are.
+        reference = docs[: settings.num_samples] if line_by_line else [
+            tokenizer.decode(row, skip_special_tokens=True) for row in rows[: settings.num_samples].tolist()]
+        table.append({"model": "reference text", **text_metrics.sample_metrics(reference, judge, training_stories)})
     return table
 
 
