@@ -45,3 +45,11 @@ def test_bad_settings_are_refused_naming_the_value(argv, said, minilm_dir):
     with pytest.raises(UsageError, match=said.replace("(", r"\(")):
         pretraining.check(parsed)
     assert args.arms == list(pretraining.ARMS)
+
+
+def test_each_arm_is_train_py_with_its_own_flags(tmp_path, minilm_dir):
+    args = pretraining.PretrainingArguments(checkpoint=minilm_dir)
+    assert pretraining.arm_flags(args, "pretrained", tmp_path, 0) == ["--model-name-or-path", minilm_dir]
+    assert pretraining.arm_flags(args, "lora", tmp_path, 0) == ["--model-name-or-path", minilm_dir, "--lora-r", "16", "--learning-rate", "5e-4"]
+    assert pretraining.arm_flags(args, "tiny-default", tmp_path, 0) == ["--from-scratch"]
+    assert pretraining.ARMS == ("pretrained", "lora", "random-init", "tiny-default")
