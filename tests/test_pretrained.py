@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import compare_models
 import evaluate
 import generate
 import train
@@ -151,3 +152,13 @@ def test_the_same_seed_gives_the_same_fine_tuning_losses(minilm_dir, minilm_text
         history = json.loads((tmp_path / run / "trainer_state.json").read_text())["log_history"]
         losses.append([e["loss"] for e in history if "loss" in e] + [e["eval_loss"] for e in history if "eval_loss" in e])
     assert losses[0] == losses[1] and len(losses[0]) >= 2
+
+
+def test_compare_models_runs_the_fine_tuned_bert_beside_a_gpt2_with_another_tokenizer(minilm_run, tiny_gpt2_checkpoint, tmp_path):
+    out = tmp_path / "cmp" / "comparison.gif"
+    rows = compare_models.main(["--roberta-checkpoint", str(minilm_run / "final-model"), "--gpt2-checkpoint", str(tiny_gpt2_checkpoint),
+                                "--output", str(out), "--prompt", "Tom found", "--max-length", "20", "--steps", "5", "--seed", "1",
+                                "--clock", "nfe"])
+    diffusion, ar = rows
+    assert diffusion["forward_passes"] == 5 and diffusion["text"].startswith("tom found")  # uncased, WordPiece joined
+    assert "##" not in diffusion["text"] and out.is_file()
