@@ -19,10 +19,8 @@ from pathlib import Path
 
 import torch
 
-from experiments.helpers import tables
+from experiments.helpers import sampling_models, tables
 from textdiffusion import blocks, cli, masking, models, sampling
-from textdiffusion.cli import UsageError
-from textdiffusion.data import corpus, documents, tokenization
 
 logger = logging.getLogger(__name__)
 
@@ -119,25 +117,6 @@ def _draw_one(row, config, generator):
 # ----------------------------------------------------------------------------- timing
 
 
-def build(args):
-    """(model, tokenizer, banned ids, block size or None) on the chosen device."""
-    device = models.pick_device(args.device)
-    if args.checkpoint:
-        if not Path(args.checkpoint).is_dir():
-            raise UsageError(f"--checkpoint {args.checkpoint}: no such directory; leave it out to time a tiny random model")
-        checkpoint = models.load_checkpoint(args.checkpoint, args.device)
-        model, tokenizer, line_by_line = checkpoint.model, checkpoint.tokenizer, checkpoint.line_by_line
-        block_size = checkpoint.block_size
-        if args.length > models.max_positions(model):
-            raise UsageError(f"--length {args.length} is more than the model's {models.max_positions(model)} positions")
-    else:
-        texts = documents.read_documents(args.vocab_text, line_by_line=True) if args.vocab_text else corpus.generate_corpus(2000)
-        tokenizer = tokenization.train_tokenizer(texts, "bpe", args.vocab_size)
-        model = models.build_model("diffusion", "tiny", tokenizer, args.length)
-        line_by_line, block_size = True, None
-    return model.to(device).eval(), tokenizer, sampling.banned_token_ids(tokenizer, allow_end=line_by_line), block_size
-
-
 def timed(fn, repeats: int, device) -> tuple[float, object]:
     """Median seconds of `repeats` calls after one warm-up call, and the last result."""
     fn()
@@ -152,7 +131,7 @@ def timed(fn, repeats: int, device) -> tuple[float, object]:
 
 
 def bench(args) -> list[dict]:
-    model, tokenizer, banned, block_size = build(args)
+    model, tokenizer, banned, block_size = sampling_models.build(args.checkpoint, args.length, args.vocab_size, args.vocab_text, args.device)
     device = next(model.parameters()).device
     # A block-diffusion checkpoint samples block by block over its key/value cache; the naive loop stays the seed's.
     sampler_model = blocks.BlockModel(model, block_size) if block_size else model

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from experiments import bench_sampling
-from experiments.helpers import tables
+from experiments.helpers import sampling_models, tables
 from textdiffusion import blocks as block_models, cli, sampling
 from textdiffusion.models.heads import Denoiser, as_denoiser
 
@@ -30,7 +29,7 @@ STRATEGIES = [s for s in sampling.STRATEGIES]
 
 @dataclass
 class OverheadArguments:
-    checkpoint: str | None = field(default=None, metadata={"help": "Masked-LM checkpoint. Default: a tiny random model (bench_sampling's)."})
+    checkpoint: str | None = field(default=None, metadata={"help": "Masked-LM checkpoint. Default: a tiny random model (experiments.helpers.sampling_models)."})
     vocab_size: int = field(default=1000, metadata={"help": "Without --checkpoint: the tiny model's vocabulary size."})
     length: int = field(default=128, metadata={"help": "Tokens per sample."})
     steps: int | None = field(default=None, metadata={"help": "Denoising steps. Default: length // 4."})
@@ -120,8 +119,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    build_args = bench_sampling.BenchArguments(checkpoint=args.checkpoint, vocab_size=args.vocab_size, length=args.length, device=args.device)
-    model, tokenizer, banned, block_size = bench_sampling.build(build_args)
+    model, tokenizer, banned, block_size = sampling_models.build(args.checkpoint, args.length, args.vocab_size, device=args.device)
     steps = args.steps or max(1, args.length // 4)
     rows = []
     for strategy in args.strategies:
