@@ -24,7 +24,7 @@ from experiments.helpers import sampling_models, tables
 from textdiffusion import blocks as block_models, cli, sampling
 from textdiffusion.models.heads import Denoiser, as_denoiser
 
-STRATEGIES = [s for s in sampling.STRATEGIES]
+STRATEGIES = list(sampling.STRATEGIES)
 
 
 @dataclass
