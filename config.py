@@ -73,6 +73,9 @@ class ModelArguments:
     )
 
 
+STREAM_SHUFFLE_BUFFER = 10_000  # sequences --streaming shuffles among
+
+
 @dataclass
 class DataArguments:
     train_file: str | None = field(default=None, metadata={"help": "Local training text: .txt, or .jsonl with a 'text' field."})
@@ -86,15 +89,23 @@ class DataArguments:
     line_by_line: bool = field(
         default=False,
         metadata={
-            "help": "Each non-empty line is one document, filled to --max-length with the end token (so generated "
-            "documents end). Default: documents packed into blocks."
+            "help": "One document per non-empty line, filled to --max-length with end tokens. Default: "
+            "documents packed into blocks."
         },
     )
     max_length: int = field(default=128, metadata={"help": "Tokens per training sequence (and the model's positions when built from scratch)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training documents."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many validation documents."})
     validation_split_percentage: int = field(
-        default=10, metadata={"help": "Percentage of the training text held out (its end) without a validation set."}
+        default=10, metadata={"help": "Percent of the training text held out with no validation set."}
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the training text while training (big corpora); "
+                  "needs --max-steps."},
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes that tokenize the text (datasets' num_proc). Default: one."}
     )
 
 
@@ -165,8 +176,8 @@ class DiffusionArguments:
 class RunArguments:
     quick_test: bool = field(
         default=False,
-        metadata={"help": "Preset: tiny model from scratch on the built-in corpus, about three minutes on a 2-core CPU, "
-                  "offline. Replaces an earlier quick-test in its own default directory, and says so."},
+        metadata={"help": "Preset: a tiny model from scratch on the built-in stories, offline, ~3 min on 2 cores; "
+                  "replaces an earlier quick-test."},
     )
     overwrite_output_dir: bool = field(
         default=False,
@@ -304,7 +315,7 @@ TRAINING_HELP = {
     "gradient_accumulation_steps": "Batches whose gradients are summed before each optimiser step.",
     "max_steps": "Optimiser steps to train; overrides --num-train-epochs when > 0.",
     "num_train_epochs": "Passes over the training set (when --max-steps is not given).",
-    "bf16": "Train in bfloat16 mixed precision (recent GPUs and CPUs).",
+    "bf16": "Train in bfloat16 mixed precision (GPUs, recent CPUs).",
     "fp16": "Train in float16 mixed precision (CUDA).",
     "logging_steps": "Log the training loss (per mask level) every N steps.",
     "eval_strategy": "When to evaluate: no, steps (every --eval-steps) or epoch.",

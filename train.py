@@ -10,6 +10,7 @@ import logging
 import shutil
 import signal
 import sys
+import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from config import (
     PRESET_HELP,
     PRESETS,
     QUICK_TEST,
+    STREAM_SHUFFLE_BUFFER,
     TRAINING_ALIASES,
     TRAINING_DEFAULTS,
     TRAINING_HELP,
@@ -45,7 +47,7 @@ ARGUMENT_TYPES = (ModelArguments, DataArguments, DiffusionArguments, RunArgument
 def build_parser(defaults: dict | None = None, add_help: bool = True) -> cli.ArgumentParser:
     """train.py's parser: every option of config.py's dataclasses and the Trainer's, the seed project's aliases,
     `defaults` (field -> value); --help shows the Trainer options of config.TRAINING_HELP, --help-all all of them."""
-    hidden = {f.name for f in fields(TrainingArguments)} - set(TRAINING_HELP)
+    hidden = {f.name for f in fields(TrainingArguments)} - set(TRAINING_HELP) | {"preprocessing_num_workers"}
     parser = cli.parser_for(ARGUMENT_TYPES, __doc__.splitlines()[0], defaults=defaults, helps=TRAINING_HELP, epilog=PRESET_HELP,
                             aliases=TRAINING_ALIASES, hidden=hidden, add_help=add_help)
     # A bare --resume-from-checkpoint means the newest checkpoint in --output-dir.
@@ -147,6 +149,10 @@ def check_args(model_args, data_args, diff_args, run_args, training_args) -> Non
             )
     if diff_args.mask_curriculum_steps < 0:
         raise UsageError(f"--mask-curriculum-steps {diff_args.mask_curriculum_steps} must be 0 or more")
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise UsageError("--streaming reads the text as it trains, so its length is unknown: give --max-steps N")
+    if data_args.preprocessing_num_workers is not None and data_args.preprocessing_num_workers < 1:
+        raise UsageError(f"--preprocessing-num-workers {data_args.preprocessing_num_workers} must be 1 or more")
     check_report_to(training_args)
     check_lora_args(model_args, run_args)
     check_precision(training_args)
@@ -272,16 +278,25 @@ def main(argv: list[str] | None = None) -> dict:
                     "blocks" if diff_args.block_size else "line-by-line text" if data_args.line_by_line else "packed text")
     config = training.run_diffusion_config(model_args, data_args, diff_args)
     pretrained = None if model_args.from_scratch else training.load_pretrained(model_args, data_args.max_length, training_args.seed)
-    train_docs, valid_docs = documents.load_documents(data_args)
-    model, tokenizer = pretrained or training.train_tokenizer_and_build_model(model_args, data_args, training_args, train_docs)
+    started = time.perf_counter()
+    train_docs, valid_docs = documents.load_documents(data_args, data_args.streaming)
+    if data_args.streaming and not pretrained:
+        logger.info("--streaming: the tokenizer learns from the first %s characters of the training text", f"{documents.TOKENIZER_SAMPLE_CHARS:,}")
+    model, tokenizer = pretrained or training.train_tokenizer_and_build_model(
+        model_args, data_args, training_args, documents.leading_text(train_docs) if data_args.streaming else train_docs)
     if config.objective == "diffusion" and config.block_size:
         blocks.check_model(model, config.block_size, config.max_length)
     # LoRA: the adapters go into `model` itself, which the Trainer trains; `adapted`, peft's view of it, saves it.
     adapted = lora.add_adapters(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
                                 model_args.lora_target_modules, seed=training_args.seed) if model_args.lora_r else None
-    train_set = tokenization.tokenize_documents(tokenizer, train_docs, data_args.max_length, data_args.line_by_line, "tokenize train")
-    valid_set = tokenization.tokenize_documents(tokenizer, valid_docs, data_args.max_length, data_args.line_by_line, "tokenize valid")
-    logger.info("%d training / %d validation sequences of %d tokens", len(train_set), len(valid_set), data_args.max_length)
+    workers = data_args.preprocessing_num_workers
+    train_set = tokenization.tokenize_documents(tokenizer, train_docs, data_args.max_length, data_args.line_by_line, "tokenize train", workers)
+    valid_set = tokenization.tokenize_documents(tokenizer, valid_docs, data_args.max_length, data_args.line_by_line, "tokenize valid", workers)
+    if data_args.streaming:
+        train_set = train_set.shuffle(seed=training_args.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
+    logger.info("%s training / %d validation sequences of %d tokens (data ready in %.1f s)",
+                "streamed" if data_args.streaming else len(train_set), len(valid_set), data_args.max_length,
+                time.perf_counter() - started)
 
     prepare_output_dir(run_args, training_args)
     if training_args.process_index == 0:

@@ -46,7 +46,7 @@ def train_tokenizer(texts: list[str], kind: str, vocab_size: int) -> PreTrainedT
         trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
     else:
         raise SettingsError(f"unknown tokenizer type '{kind}'; choose bpe, word or char")
-    tok.train_from_iterator(texts, trainer)
+    tok.train_from_iterator(text_batches(texts), trainer)
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
@@ -163,15 +163,23 @@ def unreachable_message(name: str, err: Exception) -> str:
     )
 
 
-def tokenize_documents(tokenizer, docs: list[str], max_length: int, line_by_line: bool, desc: str = "tokenize"):
-    """A `datasets.Dataset` of equal-length `input_ids` rows.
+def tokenize_documents(tokenizer, docs, max_length: int, line_by_line: bool, desc: str = "tokenize", num_proc: int | None = None):
+    """A `datasets.Dataset` of equal-length `input_ids` rows (an IterableDataset for streamed rows).
 
     line_by_line: `<s> document </s> </s> ...` up to max_length; the trailing end tokens are training targets.
     packed: documents joined by the end token and cut into blocks that each start with `<s>`.
+    `docs`: a list of documents (tokenized in memory), or a dataset of text rows (`data.documents`: `text`, and
+    `ends` where a row ends its document), tokenized and packed in bounded batches into the datasets cache.
     """
     import datasets
 
     start, end = start_token_id(tokenizer), end_token_id(tokenizer)
+    if isinstance(docs, datasets.IterableDataset):
+        return datasets.IterableDataset.from_generator(
+            _streamed_blocks, gen_kwargs={"rows": docs, "tokenizer": tokenizer, "max_length": max_length,
+                                          "line_by_line": line_by_line})
+    if not isinstance(docs, list):
+        return _dataset_blocks(tokenizer, docs, max_length, line_by_line, desc, num_proc)
     raw = datasets.Dataset.from_dict({"text": docs})
 
     def encode(batch):
@@ -181,11 +189,7 @@ def tokenize_documents(tokenizer, docs: list[str], max_length: int, line_by_line
     if line_by_line:
 
         def fill(batch):
-            rows = []
-            for ids in batch["ids"]:
-                ids = [start] + ids[: max_length - 2] + [end]
-                rows.append(ids + [end] * (max_length - len(ids)))
-            return {"input_ids": rows}
+            return {"input_ids": [filled(ids, start, end, max_length) for ids in batch["ids"]]}
 
         return encoded.map(fill, batched=True, remove_columns=["ids"], desc="fill to max length")
 
@@ -202,6 +206,82 @@ def tokenize_documents(tokenizer, docs: list[str], max_length: int, line_by_line
         total = sum(len(ids) + 1 for ids in encoded["ids"])
         raise SettingsError(f"the text has {total} tokens, fewer than one block of max_length {max_length}")
     return packed
+
+
+def filled(ids: list[int], start: int, end: int, max_length: int) -> list[int]:
+    """One line-by-line row: `<s> document </s>` cut to max_length, filled with end tokens."""
+    ids = [start] + ids[: max_length - 2] + [end]
+    return ids + [end] * (max_length - len(ids))
+
+
+def blocks_of(batches, start: int, end: int, max_length: int, line_by_line: bool):
+    """Rows {'input_ids'} from batches {'ids', 'ends'} of tokenized text rows, in order: each row filled
+    (line by line), or the running text packed into blocks, a document's end token after its last row; a
+    remainder shorter than a block at the end is dropped."""
+    block, stream = max_length - 1, []
+    for batch in batches:
+        for ids, ends in zip(batch["ids"], batch["ends"]):
+            if line_by_line:
+                yield {"input_ids": filled(ids, start, end, max_length)}
+                continue
+            stream.extend(ids)
+            if ends:
+                stream.append(end)
+            cut = len(stream) - len(stream) % block
+            for i in range(0, cut, block):
+                yield {"input_ids": [start] + stream[i : i + block]}
+            del stream[:cut]
+
+
+def _dataset_blocks(tokenizer, rows, max_length, line_by_line, desc, num_proc):
+    """tokenize_documents of a dataset of text rows: tokenized in bounded batches (`num_proc` processes), then
+    filled or packed by a generator, each step cached on disk (a second run of the same text and tokenizer reads
+    the cache) and memory mapped."""
+    import datasets
+
+    def encode(batch):
+        return {"ids": tokenizer(batch["text"], add_special_tokens=False)["input_ids"], "ends": batch["ends"]}
+
+    # Rows of a packed text are long (documents.ROW_CHARS characters): a few at a time keeps memory bounded.
+    per_batch = 1000 if line_by_line else 16
+    ids = datasets.Sequence(datasets.Value("int32"))
+    encoded = rows.map(encode, batched=True, batch_size=per_batch, writer_batch_size=per_batch, num_proc=num_proc,
+                       remove_columns=rows.column_names, features=datasets.Features({"ids": ids, "ends": datasets.Value("bool")}),
+                       desc=desc)
+    start, end = start_token_id(tokenizer), end_token_id(tokenizer)
+    fingerprint = datasets.fingerprint.Hasher.hash([encoded._fingerprint, start, end, max_length, line_by_line])
+    blocks = datasets.Dataset.from_generator(
+        _cached_blocks, fingerprint=fingerprint, writer_batch_size=10_000, features=datasets.Features({"input_ids": ids}),
+        gen_kwargs={"encoded": encoded, "start": start, "end": end, "max_length": max_length, "line_by_line": line_by_line,
+                    "per_batch": per_batch},
+    )
+    if len(blocks) == 0:
+        total = sum(len(ids) + ends for batch in encoded.iter(per_batch) for ids, ends in zip(batch["ids"], batch["ends"]))
+        raise SettingsError(f"the text has {total} tokens, fewer than one block of max_length {max_length}")
+    return blocks
+
+
+def _cached_blocks(encoded, start, end, max_length, line_by_line, per_batch):
+    yield from blocks_of(encoded.iter(batch_size=per_batch), start, end, max_length, line_by_line)
+
+
+def _streamed_blocks(rows, tokenizer, max_length, line_by_line):
+    """Blocks of streamed text rows, tokenized a few rows at a time as they are read."""
+    def batches():
+        for batch in rows.iter(batch_size=1000 if line_by_line else 16):
+            yield {"ids": tokenizer(batch["text"], add_special_tokens=False)["input_ids"], "ends": batch["ends"]}
+
+    yield from blocks_of(batches(), start_token_id(tokenizer), end_token_id(tokenizer), max_length, line_by_line)
+
+
+def text_batches(texts, size: int = 1000):
+    """Lists of at most `size` texts from a list of documents or a dataset of text rows."""
+    if isinstance(texts, list):
+        for i in range(0, len(texts), size):
+            yield texts[i : i + size]
+    else:
+        for batch in texts.iter(batch_size=size):
+            yield batch["text"]
 
 
 def same_tokenizer(a, b) -> bool:
@@ -224,8 +304,8 @@ def save_piece_counts(tokenizer, texts: list[str], directory) -> Path:
     from collections import Counter
 
     counts = Counter()
-    for start in range(0, len(texts), 1000):
-        for ids in tokenizer(texts[start : start + 1000], add_special_tokens=False)["input_ids"]:
+    for batch in text_batches(texts):
+        for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
             counts.update(ids)
     pieces = dict(zip(tokenizer.convert_ids_to_tokens(list(counts)), counts.values()))
     path = Path(directory) / PIECE_COUNTS

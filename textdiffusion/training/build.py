@@ -7,6 +7,7 @@ architecture, tie_word_embeddings, initializer_range), `data_args` (max_length, 
 dataset_name) and `diff_args` (the masking options of `masking.DiffusionCollator`).
 """
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -82,6 +83,13 @@ def run_diffusion_config(model_args, data_args, diff_args) -> DiffusionConfig:
     )
 
 
+def leading_rows(rows, count: int = 100_000) -> list[list[int]]:
+    """The `input_ids` of the first `count` rows of a dataset, streamed or not."""
+    if hasattr(rows, "__len__"):
+        return rows[: min(count, len(rows))]["input_ids"]
+    return [row["input_ids"] for row in itertools.islice(rows, count)]
+
+
 def build_trainer(model, tokenizer, training_args, train_set, valid_set, config: DiffusionConfig, diff_args,
                   callbacks=()) -> Trainer:
     """The run's Trainer: for the GPT-2 baseline the HF Trainer with a causal-LM collator; for diffusion a
@@ -102,7 +110,7 @@ def build_trainer(model, tokenizer, training_args, train_set, valid_set, config:
         time_sampling=diff_args.time_sampling, curriculum_steps=diff_args.mask_curriculum_steps,
         repeat_mask_share=diff_args.repeat_mask_share, repeat_mask_steps=diff_args.repeat_mask_steps,
         repeat_mask_direction=diff_args.repeat_mask_direction,
-        common_token_ids=DiffusionCollator.common_tokens(train_set["input_ids"]) if repeats else (),
+        common_token_ids=DiffusionCollator.common_tokens(leading_rows(train_set)) if repeats else (),
         training_step=step, **layout,
     )
     common["callbacks"].append(step)
