@@ -301,16 +301,21 @@ def main(argv: list[str] | None = None) -> dict:
     prepare_output_dir(run_args, training_args)
     if training_args.process_index == 0:
         write_run_args(out, model_args, data_args, diff_args, run_args, training_args)
-    stop = training.StopOnSignal()
+    stop, step_times = training.StopOnSignal(), training.StepTimes()
     training_args.push_to_hub = False  # the Trainer's push would upload OUTPUT_DIR at every save; we push final-model
     trainer = training.build_trainer(model, tokenizer, training_args, train_set, valid_set, config, diff_args,
-                                     callbacks=[stop, training.CheckpointCards(config, out)])
+                                     callbacks=[stop, step_times, training.CheckpointCards(config, out)])
     with compilation.compile_errors("--torch-compile"):  # a failure at the first compiled pass: one line
         trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if stop.signal is not None:
         logger.warning("stopped by %s at step %d; resume with --resume-from-checkpoint", signal.Signals(stop.signal).name, trainer.state.global_step)
         sys.exit(128 + stop.signal)
     metrics = trainer.evaluate()
+    if (seconds := step_times.steady_seconds()) is not None:
+        # Throughput a user can compare across runs and machines: steady-state steps, every position of a row counted.
+        metrics["train_step_seconds"] = round(seconds, 5)
+        rows = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
+        metrics["train_tokens_per_second"] = round(rows * data_args.max_length / seconds, 1)
     if trainer.is_world_process_zero():
         metrics = training.save_run(trainer, out, config, metrics, hub_model_id=hub_repo, adapted=adapted)
         if hub_repo:

@@ -8,7 +8,7 @@ from textdiffusion.training.build import (  # noqa: F401
     run_diffusion_config,
     train_tokenizer_and_build_model,
 )
-from textdiffusion.training.callbacks import StopOnSignal, TrainingStep  # noqa: F401
+from textdiffusion.training.callbacks import StepTimes, StopOnSignal, TrainingStep  # noqa: F401
 from textdiffusion.training.hub import create_hub_repo, push_final_model  # noqa: F401
 from textdiffusion.training.model_card import CheckpointCards, write_model_card  # noqa: F401
 from textdiffusion.training.plots import plot_loss_by_level  # noqa: F401

@@ -1,8 +1,10 @@
-"""Trainer callbacks: the training step for the collator, and a clean stop on SIGINT/SIGTERM.
+"""Trainer callbacks: the training step for the collator, a clean stop on SIGINT/SIGTERM, step times.
 """
 
 import logging
 import signal
+import statistics
+import time
 
 from transformers import TrainerCallback
 
@@ -42,3 +44,21 @@ class StopOnSignal(TrainerCallback):
         if self.signal is not None:
             control.should_save = True
             control.should_training_stop = True
+
+
+class StepTimes(TrainerCallback):
+    """The wall time at the end of every optimiser step, and from it the steady-state step time: the median
+    interval between step ends after the first `skip` steps (compilation, first allocations, the data loader's
+    start), everything the run does between steps included (collation, logging, callbacks)."""
+
+    def __init__(self, skip: int = 5):
+        self.skip, self.stamps = skip, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.stamps.append(time.perf_counter())
+
+    def steady_seconds(self) -> float | None:
+        """The median step time after the first `skip` steps (fewer when the run was short), None under 2 steps."""
+        skip = min(self.skip, max(0, len(self.stamps) - 3))
+        intervals = [b - a for a, b in zip(self.stamps[skip:], self.stamps[skip + 1:])]
+        return statistics.median(intervals) if intervals else None
