@@ -391,3 +391,9 @@ class EvaluationArguments:
         default=None, metadata={"help": "true/false: documents one per line / packed. Default: as the checkpoint was trained."}
     )
     output_dir: str | None = field(default=None, metadata={"help": "Also write metrics.json and the samples (samples.jsonl) here."})
+    tasks: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Instead of the bound and samples: lm-eval tasks built from the held-out text (cloze: the last "
+                  "word; choice: the real ending of four), for this checkpoint and --ar-checkpoint (metrics.tasks)."},
+    )
+    mc_num: int = field(default=128, metadata={"help": "--tasks: Monte Carlo masks per log-likelihood of the diffusion model."})

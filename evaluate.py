@@ -4,10 +4,12 @@ causal LM on the same blocks, and metrics of samples from both (judge perplexity
     python evaluate.py                                            # results/final-model on the built-in corpus
     python evaluate.py --ar-checkpoint results-ar/final-model --num-samples 1024
     python evaluate.py --checkpoint results/final-model --validation-file held_out.txt --max-length 128
+    python evaluate.py --tasks cloze choice --ar-checkpoint results-ar/final-model   # lm-eval, offline
 """
 
 import json
 import logging
+import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from config import EvaluationArguments, SamplingArguments
 from textdiffusion import cli, models
 from textdiffusion.cli import UsageError
 from textdiffusion.data import corpus, documents
-from textdiffusion.metrics import evaluation, tables
+from textdiffusion.metrics import evaluation, tables, tasks
+from textdiffusion.metrics.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,10 @@ def check_args(eval_args, sampling) -> None:
         raise UsageError(f"--max-eval-samples {eval_args.max_eval_samples} must be at least 1")
     if sampling.num_samples < 0:
         raise UsageError(f"--num-samples {sampling.num_samples} must be 0 (no samples) or more")
+    if unknown := [task for task in eval_args.tasks if task not in TASKS]:
+        raise UsageError(f"--tasks {unknown[0]} is unknown; choose any of {', '.join(TASKS)}")
+    if eval_args.mc_num < 1:
+        raise UsageError(f"--mc-num {eval_args.mc_num} must be 1 or more")
     if eval_args.output_dir and Path(eval_args.output_dir).is_file():
         raise UsageError(f"--output-dir {eval_args.output_dir} is a file, not a directory")
 
@@ -60,6 +67,23 @@ def load_judge(eval_args, ar, device):
         return None
     model, tokenizer = models.load_causal_lm(eval_args.judge)
     return model.to(device).eval(), tokenizer
+
+
+def run_tasks(checkpoint, docs, line_by_line, eval_args, sampling) -> list[dict]:
+    """--tasks: the task files built from the held-out documents (into --output-dir, or a temporary folder), scored by
+    lm-eval for both models; the table printed (and written to --output-dir/tasks.json)."""
+    from textdiffusion.metrics import harness
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(eval_args.output_dir or scratch) / "task_files"
+        files = tasks.write_task_files(docs, line_by_line, folder, seed=sampling.seed)
+        files = {task: path for task, path in files.items() if task in eval_args.tasks}
+        rows = harness.run_tasks(checkpoint, eval_args.ar_checkpoint, files, eval_args.mc_num, sampling.seed, eval_args.eval_batch_size)
+    print(harness.format_task_rows(rows))
+    if eval_args.output_dir:
+        with cli.atomic_path(Path(eval_args.output_dir) / "tasks.json") as path:
+            path.write_text(json.dumps({"arguments": asdict(eval_args), "rows": rows}, indent=2))
+    return rows
 
 
 def write_outputs(directory: str, table: list[dict], eval_args, sampling) -> None:
@@ -84,6 +108,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     docs = evaluation.load_evaluation_documents(eval_args.validation_file, line_by_line, eval_args.max_eval_samples)
     if not length_given:  # measure on the blocks the model was trained on
         sampling.max_length = checkpoint.max_length
+    if eval_args.tasks:
+        return run_tasks(checkpoint, docs, line_by_line, eval_args, sampling)
     ar = None
     if eval_args.ar_checkpoint:
         ar_model, ar_tokenizer = models.load_causal_lm(eval_args.ar_checkpoint)

@@ -215,3 +215,91 @@ def judge_perplexity(judge, judge_tokenizer, texts: list[str], batch_size: int =
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
     total, count = causal_nll(judge, rows, mask, batch_size)
     return Perplexity(total, count, sum(len(t.encode("utf-8")) for t in texts), exact=True)
+
+
+def continuation_rows(tokenizer, pairs, length: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Rows `<s> context continuation <mask>...` of `length` tokens, one per (context ids, continuation ids) pair,
+    and each continuation's (start, end) positions. A context too long is cut from the left; positions after the
+    continuation stay masked (the text that would follow is unknown, as a model of full rows expects)."""
+    start, mask = start_token_id(tokenizer), tokenizer.mask_token_id
+    rows, spans = [], []
+    for context, continuation in pairs:
+        continuation = list(continuation)
+        if not 1 <= len(continuation) <= length - 1:
+            raise SettingsError(f"a continuation of {len(continuation)} tokens does not fit in {length - 1} positions after <s>")
+        context = list(context)[max(0, len(context) - (length - 1 - len(continuation))):]
+        row = [start, *context, *continuation]
+        spans.append((len(row) - len(continuation), len(row)))
+        rows.append(row + [mask] * (length - len(row)))
+    return torch.tensor(rows, dtype=torch.long), spans
+
+
+@torch.no_grad()
+def continuation_bound(model, tokenizer, pairs, length: int, mc_num: int = 128, seed: int = 0,
+                       batch_size: int = 64) -> list[tuple[float, float]]:
+    """Per (context ids, continuation ids) pair, (a Monte Carlo estimate of the masked-diffusion upper bound on
+    -log p(continuation | context) in nats, its standard error).
+
+    The row is `continuation_rows`'. Draw j of `mc_num` masks k_j of the n continuation tokens (k_j stratified over
+    1..n: k_j = 1 + floor((j + u_j) n / mc_num)), chosen uniformly, and counts n / k_j times their summed
+    cross-entropy: the any-order autoregressive bound that `elbo_bound` estimates with the same n / k weight
+    (LLaDA's conditional estimator, with stratified counts). <mask>, <pad> and <s> get no probability, as in
+    training."""
+    if mc_num < 1:
+        raise SettingsError(f"mc_num {mc_num} must be 1 or more")
+    model.eval()
+    device = model_device(model)
+    rows, spans = continuation_rows(tokenizer, pairs, length)
+    generator = torch.Generator().manual_seed(seed)
+    banned = torch.tensor(sorted({tokenizer.mask_token_id, tokenizer.pad_token_id, start_token_id(tokenizer)}))
+    draws, owners, weights = [], [], []
+    for index, (row, (first, last)) in enumerate(zip(rows, spans)):
+        n = last - first
+        counts = 1 + ((torch.arange(mc_num) + torch.rand(mc_num, generator=generator)) * n / mc_num).long().clamp(max=n - 1)
+        for k in counts.tolist():
+            chosen = first + torch.randperm(n, generator=generator)[:k]
+            masked = row.clone()
+            masked[chosen] = tokenizer.mask_token_id
+            draws.append((masked, chosen))
+            owners.append(index)
+            weights.append(n / k)
+    estimates = torch.zeros(len(pairs), mc_num, dtype=torch.float64)
+    seen = [0] * len(pairs)
+    for begin in range(0, len(draws), batch_size):
+        chunk = draws[begin : begin + batch_size]
+        ids = torch.stack([masked for masked, _ in chunk])
+        logits = model(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device)).logits.float()
+        logits[..., banned.to(device)] = float("-inf")
+        logp = logits.log_softmax(-1)
+        for offset, (masked, chosen) in enumerate(chunk):
+            index = owners[begin + offset]
+            targets = rows[index][chosen].to(device)
+            nats = -float(logp[offset, chosen.to(device), targets].sum())
+            estimates[index, seen[index]] = weights[begin + offset] * nats
+            seen[index] += 1
+    spread = estimates.std(dim=1, unbiased=True) / math.sqrt(mc_num) if mc_num > 1 else torch.full((len(pairs),), float("nan"))
+    return [(float(mean), float(error)) for mean, error in zip(estimates.mean(dim=1), spread)]
+
+
+@torch.no_grad()
+def greedy_continuation(model, tokenizer, pairs, length: int) -> list[bool]:
+    """Whether greedy confidence decoding (every continuation position masked; each pass fixes the most certain
+    one to its most likely token) writes exactly each pair's continuation: lm-eval's is_greedy."""
+    model.eval()
+    device = model_device(model)
+    rows, spans = continuation_rows(tokenizer, pairs, length)
+    banned = torch.tensor(sorted({tokenizer.mask_token_id, tokenizer.pad_token_id, start_token_id(tokenizer)}))
+    answers = []
+    for row, (first, last) in zip(rows, spans):
+        target, ids = row[first:last].clone(), row.clone().unsqueeze(0)
+        ids[0, first:last] = tokenizer.mask_token_id
+        for _ in range(last - first):
+            logits = model(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device)).logits[0].float().cpu()
+            logits[:, banned] = float("-inf")
+            probs, best = logits.softmax(-1).max(-1)
+            open_positions = (ids[0] == tokenizer.mask_token_id).nonzero().flatten()
+            open_positions = open_positions[(open_positions >= first) & (open_positions < last)]
+            pick = open_positions[probs[open_positions].argmax()]
+            ids[0, pick] = best[pick]
+        answers.append(bool((ids[0, first:last] == target).all()))
+    return answers

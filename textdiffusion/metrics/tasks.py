@@ -1,0 +1,95 @@
+"""Offline lm-eval tasks built from held-out text (never the training split), as lm-eval task configs over local
+JSON-lines files:
+
+- cloze: LAMBADA-style. A passage's last word is the continuation of the passage before it; accuracy is whether
+  greedy decoding writes exactly that word (lm-eval's `acc` of a loglikelihood task), perplexity its likelihood's.
+  On the built-in stories the last word is the object the opening named: whether the model carries it to the end.
+- choice: which of four endings (the passage's own last words, and three other passages' endings of the same
+  word count) is the real one, by the log-likelihood of each (`acc`), and per character (`acc_norm`).
+
+Passages: documents of a line-by-line text, or sentences of running text, of 8 to 60 words.
+"""
+
+import json
+import random
+import re
+from pathlib import Path
+
+from textdiffusion.errors import SettingsError
+
+TASKS = ("cloze", "choice")
+CHOICES = 4
+ENDING_WORDS = 3  # the choice task's endings: a passage's last three words
+MIN_WORDS, MAX_WORDS = 8, 60
+SENTENCE = re.compile(r"[^.!?\n]+[.!?]")
+
+
+def passages(documents: list[str], line_by_line: bool) -> list[str]:
+    """Passages of MIN_WORDS to MAX_WORDS words: each document of a line-by-line text, or each sentence of running
+    text (whitespace made single spaces)."""
+    pieces = documents if line_by_line else [s for doc in documents for s in SENTENCE.findall(doc)]
+    pieces = [" ".join(piece.split()) for piece in pieces]
+    return [piece for piece in pieces if MIN_WORDS <= len(piece.split()) <= MAX_WORDS]
+
+
+def cloze_docs(texts: list[str]) -> list[dict]:
+    """{'context', 'continuation'}: the passage without its last word, and " " + that word (its trailing
+    punctuation dropped: LAMBADA's targets are words)."""
+    docs = []
+    for text in texts:
+        words = text.split()
+        while words and not re.search(r"\w", words[-1]):  # a lone " ." after the last word
+            words.pop()
+        last = re.sub(r"[^\w'-]+$", "", words[-1]) if len(words) > 1 else ""
+        if last:
+            docs.append({"context": " ".join(words[:-1]), "continuation": f" {last}"})
+    return docs
+
+
+def choice_docs(texts: list[str], seed: int = 0) -> list[dict]:
+    """{'context', 'choices', 'label'}: the passage without its last ENDING_WORDS words, four endings (its own and
+    three drawn from other passages), and the index of its own."""
+    rng = random.Random(seed)
+    endings = [" " + " ".join(text.split()[-ENDING_WORDS:]) for text in texts]
+    docs = []
+    for index, text in enumerate(texts):
+        others = sorted({e for e in endings if e != endings[index]})
+        if len(others) < CHOICES - 1:
+            continue
+        choices = rng.sample(others, CHOICES - 1)
+        label = rng.randrange(CHOICES)
+        choices.insert(label, endings[index])
+        docs.append({"context": " ".join(text.split()[:-ENDING_WORDS]), "choices": choices, "label": label})
+    return docs
+
+
+def write_task_files(documents: list[str], line_by_line: bool, directory, limit: int | None = None, seed: int = 0) -> dict:
+    """TASK -> the JSON-lines file of its documents, written into `directory` from held-out `documents`."""
+    texts = passages(documents, line_by_line)
+    if len(texts) < CHOICES:
+        raise SettingsError(f"the held-out text has {len(texts)} passages of {MIN_WORDS}-{MAX_WORDS} words; the tasks need at least {CHOICES}")
+    rng = random.Random(seed)
+    rng.shuffle(texts)
+    texts = texts[:limit] if limit else texts
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for task, docs in (("cloze", cloze_docs(texts)), ("choice", choice_docs(texts, seed))):
+        files[task] = directory / f"{task}.jsonl"
+        files[task].write_text("".join(json.dumps(doc) + "\n" for doc in docs), encoding="utf-8")
+    return files
+
+
+def task_config(task: str, path, name_prefix: str = "textdiffusion") -> dict:
+    """The lm-eval task config (a dict, as lm_eval.simple_evaluate takes) of TASK over its file."""
+    if task not in TASKS:
+        raise SettingsError(f"task {task!r} is unknown; choose any of {', '.join(TASKS)}")
+    common = {"task": f"{name_prefix}_{task}", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(path)}},
+              "test_split": "test", "doc_to_text": "{{context}}"}
+    if task == "cloze":
+        return {**common, "output_type": "loglikelihood", "doc_to_target": "{{continuation}}",
+                "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                                {"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False}]}
+    return {**common, "output_type": "multiple_choice", "doc_to_choice": "{{choices}}", "doc_to_target": "{{label}}",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]}
