@@ -5,10 +5,12 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from textdiffusion.data import corpus, documents, tokenization
 from textdiffusion.data.tokenization import same_tokenizer
 from textdiffusion.errors import SettingsError
-from textdiffusion.metrics import text_metrics
+from textdiffusion.metrics import mauve_score, text_metrics
 from textdiffusion.metrics.likelihood import as_rows, causal_perplexity, elbo_bound
 from textdiffusion.models.checkpoint import Checkpoint
 from textdiffusion.models.heads import max_positions
@@ -103,7 +105,24 @@ def report(
         reference = docs[: settings.num_samples] if line_by_line else [
             tokenizer.decode(row, skip_special_tokens=True) for row in rows[: settings.num_samples].tolist()]
         table.append({"model": "reference text", **text_metrics.sample_metrics(reference, judge, training_stories)})
+        add_mauve(table, judge, reference)
     return table
+
+
+def add_mauve(table: list[dict], judge, reference: list[str]) -> None:
+    """Each sampled row's MAUVE against the reference text, on the judge's features (mauve_score): nothing without
+    a judge or without mauve-text installed (said once)."""
+    if judge is None:
+        return
+    if not mauve_score.available():
+        logger.info("MAUVE left out: pip install -e '.[eval]' installs mauve-text")
+        return
+    model, judge_tokenizer = judge
+    with torch.no_grad():
+        reference_features = mauve_score.text_features(model, judge_tokenizer, reference)
+        for row in table:
+            if row.get("samples") and len(row["samples"]) > 1 and len(reference) > 1:
+                row["mauve"] = mauve_score.mauve_score(mauve_score.text_features(model, judge_tokenizer, row["samples"]), reference_features)
 
 
 def load_evaluation_documents(texts_or_file, line_by_line: bool, max_documents: int | None = None) -> list[str]:

@@ -9,6 +9,7 @@ COLUMNS = (
     ("bits_per_byte", "bits/byte", "{:.4f}"),
     ("gen_ppl", "gen ppl", "{:.3f}"),
     ("entropy", "entropy", "{:.3f}"),
+    ("mauve", "MAUVE", "{:.3f}"),
     ("distinct_1", "dist-1", "{:.3f}"),
     ("distinct_2", "dist-2", "{:.3f}"),
     ("distinct_3", "dist-3", "{:.3f}"),
