@@ -385,7 +385,7 @@ class EvaluationArguments:
                   "When this default directory does not exist, the judge is skipped."},
     )
     num_t_samples: int = field(default=8, metadata={"help": "Stratified times t per sequence in the ELBO bound (more: less variance)."})
-    max_eval_samples: int = field(default=500, metadata={"help": "Keep at most this many documents of the evaluation text."})
+    max_eval_samples: int = field(default=500, metadata={"help": "Keep at most this many documents of the evaluation text (with --tasks: passages)."})
     eval_batch_size: int = field(default=64, metadata={"help": "Sequences per forward pass when measuring perplexity."})
     line_by_line: bool | None = field(
         default=None, metadata={"help": "true/false: documents one per line / packed. Default: as the checkpoint was trained."}

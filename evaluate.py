@@ -70,13 +70,14 @@ def load_judge(eval_args, ar, device):
 
 
 def run_tasks(checkpoint, docs, line_by_line, eval_args, sampling) -> list[dict]:
-    """--tasks: the task files built from the held-out documents (into --output-dir, or a temporary folder), scored by
+    """--tasks: the task files built from the held-out documents (at most --max-eval-samples passages; into
+    --output-dir, or a temporary folder), scored by
     lm-eval for both models; the table printed (and written to --output-dir/tasks.json)."""
     from textdiffusion.metrics import harness
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(eval_args.output_dir or scratch) / "task_files"
-        files = tasks.write_task_files(docs, line_by_line, folder, seed=sampling.seed)
+        files = tasks.write_task_files(docs, line_by_line, folder, limit=eval_args.max_eval_samples, seed=sampling.seed)
         files = {task: path for task, path in files.items() if task in eval_args.tasks}
         rows = harness.run_tasks(checkpoint, eval_args.ar_checkpoint, files, eval_args.mc_num, sampling.seed, eval_args.eval_batch_size)
     print(harness.format_task_rows(rows))
