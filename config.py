@@ -256,7 +256,7 @@ PRESETS = {
     "from-scratch": {
         "learning_rate": "2e-3",
         # 300, not 50: at 50, Tiny Shakespeare's default seed left the unigram plateau late (bound 292 against 157
-        # and 168 on two other seeds); at 300 the three seeds end at 162-171 (RESULTS.md, "Defaults on real text").
+        # and 168 on two other seeds); at 300 the three seeds end at 171 / 152 / 154 (RESULTS.md, "Defaults on real text").
         "warmup_steps": "300",
         "lr_scheduler_type": "cosine",
     },
