@@ -282,24 +282,31 @@ def continuation_bound(model, tokenizer, pairs, length: int, mc_num: int = 128, 
 
 
 @torch.no_grad()
-def greedy_continuation(model, tokenizer, pairs, length: int) -> list[bool]:
+def greedy_continuation(model, tokenizer, pairs, length: int, batch_size: int = 64) -> list[bool]:
     """Whether greedy confidence decoding (every continuation position masked; each pass fixes the most certain
-    one to its most likely token) writes exactly each pair's continuation: lm-eval's is_greedy."""
+    one to its most likely token) writes exactly each pair's continuation: lm-eval's is_greedy. Rows are decoded
+    `batch_size` at a time, each with its own number of passes."""
     model.eval()
     device = model_device(model)
     rows, spans = continuation_rows(tokenizer, pairs, length)
     banned = torch.tensor(sorted({tokenizer.mask_token_id, tokenizer.pad_token_id, start_token_id(tokenizer)}))
+    columns = torch.arange(length)
     answers = []
-    for row, (first, last) in zip(rows, spans):
-        target, ids = row[first:last].clone(), row.clone().unsqueeze(0)
-        ids[0, first:last] = tokenizer.mask_token_id
-        for _ in range(last - first):
-            logits = model(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device)).logits[0].float().cpu()
-            logits[:, banned] = float("-inf")
+    for begin in range(0, len(rows), batch_size):
+        targets = rows[begin : begin + batch_size]
+        span = torch.tensor([[first, last] for first, last in spans[begin : begin + batch_size]])
+        inside = (columns >= span[:, :1]) & (columns < span[:, 1:])  # (batch, length): the continuations
+        ids = targets.masked_fill(inside, tokenizer.mask_token_id)
+        for _ in range(int(inside.sum(1).max())):
+            open_positions = inside & (ids == tokenizer.mask_token_id)
+            if not open_positions.any():
+                break
+            logits = model(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device)).logits.float().cpu()
+            logits[..., banned] = float("-inf")
             probs, best = logits.softmax(-1).max(-1)
-            open_positions = (ids[0] == tokenizer.mask_token_id).nonzero().flatten()
-            open_positions = open_positions[(open_positions >= first) & (open_positions < last)]
-            pick = open_positions[probs[open_positions].argmax()]
-            ids[0, pick] = best[pick]
-        answers.append(bool((ids[0, first:last] == target).all()))
+            pick = probs.masked_fill(~open_positions, -1.0).argmax(-1)  # (batch,) each row's most certain open position
+            rows_open = open_positions.any(1)
+            chosen = torch.arange(len(ids))[rows_open]
+            ids[chosen, pick[rows_open]] = best[chosen, pick[rows_open]]
+        answers += ((ids == targets) | ~inside).all(1).tolist()
     return answers
