@@ -263,20 +263,19 @@ def continuation_bound(model, tokenizer, pairs, length: int, mc_num: int = 128, 
             draws.append((masked, chosen))
             owners.append(index)
             weights.append(n / k)
-    estimates = torch.zeros(len(pairs), mc_num, dtype=torch.float64)
-    seen = [0] * len(pairs)
+    nats = torch.zeros(len(draws), dtype=torch.float64)
     for begin in range(0, len(draws), batch_size):
         chunk = draws[begin : begin + batch_size]
         ids = torch.stack([masked for masked, _ in chunk])
-        logits = model(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device)).logits.float()
-        logits[..., banned.to(device)] = float("-inf")
-        logp = logits.log_softmax(-1)
-        for offset, (masked, chosen) in enumerate(chunk):
-            index = owners[begin + offset]
-            targets = rows[index][chosen].to(device)
-            nats = -float(logp[offset, chosen.to(device), targets].sum())
-            estimates[index, seen[index]] = weights[begin + offset] * nats
-            seen[index] += 1
+        labels = torch.full_like(ids, -100)
+        for offset, (_, chosen) in enumerate(chunk):
+            labels[offset, chosen] = rows[owners[begin + offset]][chosen]
+        # The LM head only at the masked positions, as in training.
+        logits, targets, unit = masked_logits(model, ids.to(device), torch.ones_like(ids).to(device), labels.to(device), None)
+        logits = logits.float().index_fill(-1, banned.to(device), float("-inf"))
+        token_nats = F.cross_entropy(logits, targets, reduction="none").double().cpu()
+        nats[begin : begin + len(chunk)] = torch.zeros(len(chunk), dtype=torch.float64).index_add_(0, unit.cpu(), token_nats)
+    estimates = (nats * torch.tensor(weights, dtype=torch.float64)).view(len(pairs), mc_num)
     spread = estimates.std(dim=1, unbiased=True) / math.sqrt(mc_num) if mc_num > 1 else torch.full((len(pairs),), float("nan"))
     return [(float(mean), float(error)) for mean, error in zip(estimates.mean(dim=1), spread)]
 
