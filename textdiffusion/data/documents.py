@@ -122,7 +122,10 @@ def text_rows(path: str, line_by_line: bool, start: int, stop: int, lead: int = 
             return
         skip = lead + start  # characters, in text mode
         while skip > 0:
-            skip -= len(handle.read(min(skip, 1 << 24)) or "x" * skip)
+            piece = handle.read(min(skip, 1 << 24))
+            if not piece:
+                break
+            skip -= len(piece)
         left, buffer = stop - start, ""
         while left > 0 or buffer:
             piece = handle.read(min(ROW_CHARS, left)) if left > 0 else ""
