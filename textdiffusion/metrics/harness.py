@@ -20,7 +20,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from textdiffusion.data.tokenization import start_token_id
+from textdiffusion.data.tokenization import end_token_id, start_token_id
 from textdiffusion.errors import SettingsError
 from textdiffusion.metrics.likelihood import continuation_bound, greedy_continuation
 from textdiffusion.models import load_checkpoint
@@ -127,7 +127,7 @@ def continuation_text(checkpoint, settings: GenerationSettings) -> str:
     tokenizer = checkpoint.tokenizer
     prompt = len(tokenizer(settings.prefix, add_special_tokens=False)["input_ids"]) + 1 if settings.prefix else 1
     generated = out.ids[0, prompt:].tolist()
-    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    end = end_token_id(tokenizer)
     if checkpoint.line_by_line and end in generated:
         generated = generated[: generated.index(end)]
     # A piece that starts a word carries its space (byte-level BPE): kept, as the continuation of the context.

@@ -126,7 +126,7 @@ def elbo_bound(
     if fixed_times is None:
         times = stratified_times(len(rows), num_t_samples, torch.Generator().manual_seed(seed)).flatten()
         rows = rows.repeat_interleave(num_t_samples, dim=0)  # row i at its K times, one after another
-    banned = torch.tensor(sorted({tokenizer.mask_token_id, tokenizer.pad_token_id, start_token_id(tokenizer)}))
+    banned = unscored_ids(tokenizer)
     weighted, scored = 0.0, 0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
@@ -151,6 +151,11 @@ def elbo_bound(
     tokens = round(scored / copies)  # distinct scored tokens; the bound per token is weighted / scored
     base = rows[::copies]
     return Perplexity(weighted / max(scored, 1) * tokens, tokens, text_bytes(tokenizer, base), exact=False)
+
+
+def unscored_ids(tokenizer) -> torch.Tensor:
+    """Ids that get no probability in the bound, as in the training loss: <mask>, <pad> and <s>."""
+    return torch.tensor(sorted({tokenizer.mask_token_id, tokenizer.pad_token_id, start_token_id(tokenizer)}))
 
 
 def causal_nll(model, rows: torch.Tensor, attention_mask: torch.Tensor | None = None, batch_size: int = 64) -> tuple[float, int]:
@@ -251,7 +256,7 @@ def continuation_bound(model, tokenizer, pairs, length: int, mc_num: int = 128, 
     device = model_device(model)
     rows, spans = continuation_rows(tokenizer, pairs, length)
     generator = torch.Generator().manual_seed(seed)
-    banned = torch.tensor(sorted({tokenizer.mask_token_id, tokenizer.pad_token_id, start_token_id(tokenizer)}))
+    banned = unscored_ids(tokenizer)
     draws, owners, weights = [], [], []
     for index, (row, (first, last)) in enumerate(zip(rows, spans)):
         n = last - first
@@ -288,7 +293,7 @@ def greedy_continuation(model, tokenizer, pairs, length: int, batch_size: int = 
     model.eval()
     device = model_device(model)
     rows, spans = continuation_rows(tokenizer, pairs, length)
-    banned = torch.tensor(sorted({tokenizer.mask_token_id, tokenizer.pad_token_id, start_token_id(tokenizer)}))
+    banned = unscored_ids(tokenizer)
     columns = torch.arange(length)
     answers = []
     for begin in range(0, len(rows), batch_size):
