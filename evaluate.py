@@ -18,7 +18,6 @@ from textdiffusion import cli, models
 from textdiffusion.cli import UsageError
 from textdiffusion.data import corpus, documents
 from textdiffusion.metrics import evaluation, tables, tasks
-from textdiffusion.metrics.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +47,10 @@ def check_args(eval_args, sampling) -> None:
         raise UsageError(f"--max-eval-samples {eval_args.max_eval_samples} must be at least 1")
     if sampling.num_samples < 0:
         raise UsageError(f"--num-samples {sampling.num_samples} must be 0 (no samples) or more")
-    if unknown := [task for task in eval_args.tasks if task not in TASKS]:
-        raise UsageError(f"--tasks {unknown[0]} is unknown; choose any of {', '.join(TASKS)}")
+    for spec in eval_args.tasks:
+        task, path = tasks.parse_spec(spec)
+        if path is not None:
+            tasks.check_task_file(task, path)
     if eval_args.mc_num < 1:
         raise UsageError(f"--mc-num {eval_args.mc_num} must be 1 or more")
     if eval_args.output_dir and Path(eval_args.output_dir).is_file():
@@ -77,8 +78,10 @@ def run_tasks(checkpoint, docs, line_by_line, eval_args, sampling) -> list[dict]
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(eval_args.output_dir or scratch) / "task_files"
-        files = tasks.write_task_files(docs, line_by_line, folder, limit=eval_args.max_eval_samples, seed=sampling.seed)
-        files = {task: path for task, path in files.items() if task in eval_args.tasks}
+        specs = dict(tasks.parse_spec(spec) for spec in eval_args.tasks)
+        built = tasks.write_task_files(docs, line_by_line, folder, limit=eval_args.max_eval_samples, seed=sampling.seed) \
+            if None in specs.values() else {}
+        files = {task: path or built[task] for task, path in specs.items()}
         rows = harness.run_tasks(checkpoint, eval_args.ar_checkpoint, files, eval_args.mc_num, sampling.seed, eval_args.eval_batch_size)
     print(harness.format_task_rows(rows))
     if eval_args.output_dir:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from textdiffusion.data import corpus, tokenization
-from textdiffusion.masking.collator import EVAL_TIMES, DiffusionCollator
+from textdiffusion.masking.collator import DiffusionCollator
 from textdiffusion.masking.schedules import SCHEDULES, elbo_weight, mask_fraction
 from textdiffusion.training import TrainingStep
 
@@ -103,12 +103,24 @@ def test_discrete_mode_uses_one_level_per_batch(story_tokenizer, packed_rows):
 
 
 def test_evaluation_masks_identically_after_reset(story_tokenizer, packed_rows):
-    collator = DiffusionCollator(story_tokenizer, eval_times=EVAL_TIMES, seed=9)
+    collator = DiffusionCollator(story_tokenizer, evaluation=True, seed=9)
     first = collator(batch_of(packed_rows, 20))
     collator.reset()
     second = collator(batch_of(packed_rows, 20))
     assert torch.equal(first["input_ids"], second["input_ids"])
-    assert torch.allclose(first["mask_time"][:10], EVAL_TIMES)
+    # The antithetic draw: one offset, times 1/20 apart, every one in (0, 1] and none from a training window.
+    times = first["mask_time"].sort().values
+    assert torch.allclose(times.diff(), torch.full((19,), 1 / 20), atol=1e-5)
+    assert 0 < times[0] <= 1 / 20 and times[-1] <= 1
+
+
+def test_evaluation_times_are_uniform_over_seeds(story_tokenizer, packed_rows):
+    # Each time alone is uniform on (0, 1]: over many seeds its mean is 1/2 and its quartiles 1/4 and 3/4, which
+    # is what makes the logged bound unbiased (fixed midpoints were not).
+    times = torch.stack([DiffusionCollator(story_tokenizer, evaluation=True, seed=s, min_mask_time=0.3).sample_times(3)
+                         for s in range(2000)])
+    assert times[:, 0].mean() == pytest.approx(0.5, abs=0.02)
+    assert times[:, 0].quantile(0.25) == pytest.approx(0.25, abs=0.03) and times.min() < 0.05
 
 
 def test_at_least_one_token_is_masked_per_row(story_tokenizer, packed_rows):

@@ -18,13 +18,15 @@ def test_evaluate_reports_bound_exact_perplexity_and_sample_metrics(tiny_checkpo
     rows = {row["model"]: row for row in table}
     assert set(rows) == {"diffusion", "autoregressive", "reference text"}
     assert rows["diffusion"]["same_tokens"] and not rows["diffusion"]["exact"] and rows["autoregressive"]["exact"]
-    assert rows["diffusion"]["tokens"] == rows["autoregressive"]["tokens"] == 16 * 31  # same blocks, same tokens
+    # Same blocks, same tokens: the document tokens, each line-by-line row's filler end tokens not counted.
+    assert rows["diffusion"]["tokens"] == rows["autoregressive"]["tokens"] < 16 * 31
+    assert rows["diffusion"]["nats_per_token_stderr"] > 0 and "nats_per_token_stderr" not in rows["autoregressive"]
     assert rows["diffusion"]["forward_passes"] == 4 and len(rows["diffusion"]["samples"]) == 4
     assert {"gen_ppl", "entropy", "distinct_2", "valid_rate"} <= set(rows["autoregressive"])
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert [row["model"] for row in saved["rows"]] == ["diffusion", "autoregressive", "reference text"]
     out = capsys.readouterr().out
-    assert "ppl (bound)" in out
+    assert "ppl (bound)" in out and "+- s.e." in out
     # The valid share with its 95% Wilson interval, and a line saying what they are and of how many samples.
     low, high = text_metrics.valid_interval(round(rows["diffusion"]["valid_rate"] * 4), 4)
     assert (rows["diffusion"]["valid_low"], rows["diffusion"]["valid_high"]) == (low, high)

@@ -8,7 +8,7 @@ from transformers import TrainingArguments
 from textdiffusion.data import corpus, tokenization
 from textdiffusion.errors import SettingsError
 from textdiffusion.masking import ForwardProcess, mask_fraction
-from textdiffusion.masking.collator import EVAL_TIMES, DiffusionCollator
+from textdiffusion.masking.collator import DiffusionCollator
 from textdiffusion.metrics import likelihood
 from textdiffusion.training import DiffusionTrainer
 
@@ -35,20 +35,20 @@ def collated(collator, rows: torch.Tensor, batch_size: int) -> list[dict]:
 
 
 @pytest.mark.parametrize("block_size", [None, 8])
-def test_the_bound_at_fixed_times_masks_what_the_eval_collator_masks(story_tokenizer, tiny_mlm, rows, block_size):
+def test_the_antithetic_bound_masks_what_the_eval_collator_masks(story_tokenizer, tiny_mlm, rows, block_size):
     # A random visible prefix draws from the generator too, so the whole stream has to line up, batch after batch.
     layout = {"line_by_line": True, "prefix_length": 3, "prefix_policy": "random", "block_size": block_size}
-    collator = DiffusionCollator(story_tokenizer, eval_times=EVAL_TIMES, seed=7, **layout)
+    collator = DiffusionCollator(story_tokenizer, evaluation=True, seed=7, **layout)
     expected = [batch["input_ids"] for batch in collated(collator, rows, 16)]
     seen = model_inputs_of(tiny_mlm, lambda: likelihood.elbo_bound(
-        tiny_mlm, story_tokenizer, rows, line_by_line=True, seed=7, batch_size=16, fixed_times=EVAL_TIMES,
+        tiny_mlm, story_tokenizer, rows, line_by_line=True, seed=7, batch_size=16, antithetic=True,
         prefix_length=3, prefix_policy="random", block_size=block_size,
     ))
     assert len(seen) == len(expected) == 3
     for bound_ids, collator_ids in zip(seen, expected):
         assert torch.equal(bound_ids, collator_ids)
     masked = torch.cat(expected)[:, :48] == story_tokenizer.mask_token_id
-    assert 0.3 < masked.float().mean() < 0.7  # ten levels from 0.05 to 0.95: about half of the maskable tokens
+    assert 0.3 < masked.float().mean() < 0.7  # times spread evenly over (0, 1]: about half of the maskable tokens
 
 
 @pytest.mark.parametrize("block_size", [None, 8])
@@ -120,7 +120,7 @@ def test_a_wrong_number_of_times_or_an_unknown_schedule_is_refused(story_tokeniz
 def test_the_trainer_evaluates_with_its_own_collator_and_keeps_the_training_one(story_tokenizer, tiny_mlm, rows, tmp_path):
     dataset = [{"input_ids": row.tolist()} for row in rows[:24]]
     train_collator = DiffusionCollator(story_tokenizer, line_by_line=True, seed=1)
-    eval_collator = DiffusionCollator(story_tokenizer, line_by_line=True, eval_times=EVAL_TIMES, seed=2)
+    eval_collator = DiffusionCollator(story_tokenizer, line_by_line=True, evaluation=True, seed=2)
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_eval_batch_size=8,
                              remove_unused_columns=False, prediction_loss_only=True, disable_tqdm=True)
     trainer = DiffusionTrainer(model=tiny_mlm, args=args, train_dataset=dataset, eval_dataset=dataset,
@@ -128,7 +128,7 @@ def test_the_trainer_evaluates_with_its_own_collator_and_keeps_the_training_one(
     first = trainer.evaluate()
     again = trainer.evaluate()
     assert trainer.data_collator is train_collator
-    # Fixed levels and a seeded stream restarted at each evaluation: the same batches, the same numbers.
+    # A seeded stream restarted at each evaluation: the same batches, the same numbers.
     assert first["eval_loss"] == again["eval_loss"] and first["eval_elbo"] == again["eval_elbo"]
     eval_collator.reset()
     expected = collated(eval_collator, rows[:24], 8)

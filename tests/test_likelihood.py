@@ -8,7 +8,8 @@ import torch
 
 from textdiffusion import masking, models
 from textdiffusion.data import corpus, documents, tokenization
-from textdiffusion.masking.collator import EVAL_TIMES
+from textdiffusion.masking.collator import DiffusionCollator
+from textdiffusion.masking.forward import filler_positions
 from textdiffusion.metrics import evaluation, likelihood
 
 # ----------------------------------------------------------------------------- a toy model computed by hand
@@ -110,15 +111,15 @@ def test_bound_decreases_as_training_proceeds(short_training_run):
 
 @pytest.mark.slow
 def test_train_eval_elbo_is_the_same_bound_as_metrics(short_training_run):
-    # train.py evaluates at ten fixed times with a seeded collator; elbo_bound with those times, the same seed
-    # (TrainingArguments' 42), batch size and layout must give the logged number.
+    # train.py evaluates with one antithetic draw per row from a seeded collator; elbo_bound with that draw, the
+    # same seed (TrainingArguments' 42), batch size and layout must give the logged number, per document token.
     out, final = short_training_run
     model, tokenizer = models.load_masked_lm(str(out / "final-model"))
     rows = evaluation.evaluation_rows(tokenizer, corpus.generate_corpus(64, seed=documents.BUILTIN_EVAL_SEED), 32, True)
-    bound = likelihood.elbo_bound(model, tokenizer, rows, "linear", True, seed=42, batch_size=64, fixed_times=EVAL_TIMES)
+    bound = likelihood.elbo_bound(model, tokenizer, rows, "linear", True, seed=42, batch_size=64, antithetic=True)
     assert bound.nats_per_token == pytest.approx(final["eval_elbo"], abs=2e-4)
     stratified = likelihood.elbo_bound(model, tokenizer, rows, "linear", True, num_t_samples=8, seed=0)
-    assert stratified.nats_per_token == pytest.approx(final["eval_elbo"], rel=0.05)
+    assert stratified.nats_per_token == pytest.approx(final["eval_elbo"], abs=3 * stratified.nats_per_token_stderr + 0.02)
 
 
 @pytest.mark.slow
@@ -128,6 +129,101 @@ def test_the_run_saves_how_it_was_trained_as_a_typed_diffusion_config(short_trai
         objective="diffusion", mask_rates="continuous", schedule="linear", loss_weighting="uniform", prefix_length=0,
         prefix_policy="fixed", line_by_line=True, max_length=32, corpus="builtin", block_size=None,
     )
+
+
+# ----------------------------------------------------------------------------- the logged estimate is unbiased
+
+C = 7
+
+
+class ThreeTokenTokenizer(ToyTokenizer):
+    def decode(self, ids):
+        return " ".join({A: "a", B: "b", C: "c"}[i] for i in ids)
+
+
+class ThreeTokenModel(torch.nn.Module):
+    """Over `<s> a b c`: each masked position gets p(right token) = 0.9, 0.6 or 0.3 when 2, 1 or 0 of the three
+    are visible; the bound per token is then the mean of -log p over the number masked, weighted by how much of
+    (0, 1] masks that many (a third each for the linear schedule)."""
+
+    P_RIGHT = {1: 0.9, 2: 0.6, 3: 0.3}  # by the number masked
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None, labels=None):  # labels: the Trainer then calls compute_loss
+        batch, seq = input_ids.shape
+        logits = torch.full((batch, seq, 8), -1e4)
+        masked = (input_ids[:, 1:] == MASK).sum(-1)
+        right = torch.tensor([0.0] + [math.log(p / (1 - p)) for p in self.P_RIGHT.values()])[masked]
+        for position, (token, wrong) in enumerate(((A, B), (B, C), (C, A)), start=1):
+            logits[:, position, wrong] = 0.0
+            logits[:, position, token] = right
+        return SimpleNamespace(logits=logits)
+
+
+def test_the_logged_bound_is_unbiased_over_seeds(tmp_path):
+    # train.py's eval_elbo, as the DiffusionTrainer logs it, averaged over many seeds of its eval collator, equals
+    # the bound's expectation computed by hand: a third of (0, 1] each masks 1, 2 or 3 of the 3 tokens.
+    from transformers import TrainingArguments
+
+    from textdiffusion.training.trainer import DiffusionTrainer
+
+    expected = sum(-math.log(p) for p in ThreeTokenModel.P_RIGHT.values()) / 3
+    midpoints = (0.3 * -math.log(0.9) + 0.4 * -math.log(0.6) + 0.3 * -math.log(0.3))  # ten fixed midpoint times
+    tokenizer = ThreeTokenTokenizer()
+    dataset = [{"input_ids": [0, A, B, C]}] * 60
+    collator = DiffusionCollator(tokenizer, evaluation=True, seed=0)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_eval_batch_size=60,
+                             remove_unused_columns=False, prediction_loss_only=True, disable_tqdm=True)
+    trainer = DiffusionTrainer(model=ThreeTokenModel(), args=args, eval_dataset=dataset, data_collator=collator, eval_collator=collator)
+    logged = []
+    for seed in range(100):
+        collator.seed = seed
+        logged.append(trainer.evaluate()["eval_elbo"])
+    mean = sum(logged) / len(logged)
+    assert mean == pytest.approx(expected, abs=0.003)
+    assert abs(midpoints - expected) > 0.009  # the old fixed times were off by more than this test allows
+    # The bound's own estimate (many stratified times) agrees within its standard error.
+    bound = likelihood.elbo_bound(ThreeTokenModel(), tokenizer, torch.tensor([[0, A, B, C]] * 8), num_t_samples=64, seed=1)
+    assert bound.nats_per_token == pytest.approx(expected, abs=4 * bound.nats_per_token_stderr)
+    assert 0 < bound.nats_per_token_stderr < 0.05
+
+
+# ----------------------------------------------------------------------------- filler end tokens
+
+
+def test_filler_end_tokens_enter_neither_perplexity(story_tokenizer, tiny_mlm, tiny_gpt2_checkpoint):
+    # Line-by-line rows `<s> document </s> </s> ...`: both models count the document's tokens and its one end
+    # token, never the end tokens that fill the row after it.
+    docs = corpus.generate_corpus(12, seed=1)
+    rows = evaluation.evaluation_rows(story_tokenizer, docs, 32, True)
+    end = tokenization.end_token_id(story_tokenizer)
+    first_end = (rows == end).long().argmax(-1)  # a row's own end token; <s> at 0, so it is its count of tokens
+    assert filler_positions(rows, end).any()
+    document_tokens = int(first_end.sum())
+    bound = likelihood.elbo_bound(tiny_mlm, story_tokenizer, rows, "linear", True, num_t_samples=2)
+    assert bound.tokens == document_tokens
+    model, tokenizer = models.load_causal_lm(tiny_gpt2_checkpoint)
+    exact = likelihood.causal_perplexity(model, tokenizer, rows, line_by_line=True)
+    assert exact.tokens == document_tokens
+    cut = [likelihood.causal_nll(model, row[: n + 1].unsqueeze(0))[0] for row, n in zip(rows, first_end.tolist())]
+    assert exact.total_nats == pytest.approx(sum(cut), rel=1e-5)
+    # Packed rows have no filler: every token after the first is scored.
+    assert likelihood.causal_perplexity(model, tokenizer, rows).tokens == rows.numel() - len(rows)
+
+
+def test_gpt2_trains_and_evaluates_without_filler_targets(story_tokenizer):
+    from textdiffusion.training.build import CausalCollator
+
+    rows = evaluation.evaluation_rows(story_tokenizer, corpus.generate_corpus(4, seed=2), 48, True)
+    batch = CausalCollator(story_tokenizer, line_by_line=True)([{"input_ids": row.tolist()} for row in rows])
+    filler = filler_positions(rows, tokenization.end_token_id(story_tokenizer))
+    assert (batch["labels"][filler] == -100).all()
+    assert torch.equal(batch["labels"][~filler], rows[~filler])  # the document and its own end token stay targets
+    packed = CausalCollator(story_tokenizer, line_by_line=False)([{"input_ids": row.tolist()} for row in rows])
+    assert torch.equal(packed["labels"], rows)
 
 
 # ----------------------------------------------------------------------------- causal LMs

@@ -66,7 +66,8 @@ def test_evaluate_tasks_scores_both_models_with_the_harness(trained_pair, tmp_pa
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--tasks", "lambada"], "--tasks lambada is unknown; choose any of cloze, choice"),
+    (["--tasks", "lambada"], "--tasks lambada is unknown; choose any of cloze, choice (or TASK=FILE.jsonl)"),
+    (["--tasks", "cloze=missing.jsonl"], "--tasks cloze=missing.jsonl: no such file missing.jsonl"),
     (["--tasks", "cloze", "--mc-num", "0"], "--mc-num 0 must be 1 or more"),
 ])
 def test_evaluate_tasks_bad_input_is_one_line(trained_pair, flags, message, capsys):
@@ -79,3 +80,31 @@ def test_a_diffusion_checkpoint_given_as_the_gpt2_is_one_line(trained_pair, caps
     with pytest.raises(SystemExit) as exit_info:
         cli.run(evaluate.main, ["--checkpoint", str(trained_pair[0]), "--ar-checkpoint", str(trained_pair[0]), "--tasks", "cloze"])
     assert exit_info.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("task, lines, message", [
+    ("cloze", ['{"context": "tom had a"}'], "line 1: the field 'continuation' is missing (a cloze line needs context, continuation)"),
+    ("choice", ['{"context": "a", "choices": [" b", " c"], "label": 0}', '{"context": "a", "choices": [" b"]}'],
+     "line 2: the field 'label' is missing (a choice line needs context, choices, label)"),
+    ("choice", ['{"context": "a", "choices": [" b", " c"], "label": 2}'], "line 1: label 2 is not an index of its 2 choices"),
+    ("choice", ['{"context": "a", "choices": [" b", " c"], "label": "0"}'], "line 1: 'label' must be a int, not str"),
+    ("cloze", ["not json"], "line 1 is not JSON"),
+])
+def test_a_bad_task_file_is_one_line_naming_its_line_and_field(trained_pair, tmp_path, capsys, task, lines, message):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(evaluate.main, ["--checkpoint", str(trained_pair[0]), "--tasks", f"{task}={path}", "--output-dir", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and error.startswith(f"error: task file {path} ") and message in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_users_own_task_file_is_scored(trained_pair, tmp_path):
+    path = tmp_path / "mine.jsonl"
+    docs = [{"context": "tom found a red ball . tom gave the red", "continuation": " ball"},
+            {"context": "lily saw a blue kite . lily liked the blue", "continuation": " kite"}]
+    path.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+    rows = evaluate.main(["--checkpoint", str(trained_pair[0]), "--tasks", f"cloze={path}", "--mc-num", "2"])
+    assert [(r["task"], r["metric"], r["documents"]) for r in rows] == [("textdiffusion_cloze", "acc", 2), ("textdiffusion_cloze", "perplexity", 2)]
+    assert 0 <= rows[0]["diffusion"] <= 1

@@ -3,7 +3,8 @@
 Per example (or per block, with block diffusion): draw a time t and mask through the one forward process
 (`masking.forward`): exactly round-up(m(t) * n) of the n maskable positions become `<mask>`, and labels are -100
 wherever the input is visible. The collator decides the times: antithetic draws in a window, a curriculum that
-widens it with the training step, fixed `eval_times` for evaluation, and the copy rows of repeat masking.
+widens it with the training step, unbiased draws for evaluation (or fixed `eval_times` for probes), and the copy
+rows of repeat masking.
 Everything is batched tensor code; no Python loop over rows.
 """
 
@@ -14,16 +15,13 @@ import torch
 
 from textdiffusion.data.tokenization import end_token_id
 from textdiffusion.errors import SettingsError
-from textdiffusion.masking.forward import ForwardProcess, cycled_times
+from textdiffusion.masking.forward import ForwardProcess, antithetic_times, cycled_times, filler_positions
 
 MASK_RATES = ("discrete", "continuous")  # one of ten levels per batch, or a time per example
 DISCRETE_LEVELS = torch.linspace(0.1, 1.0, 10)
 TIME_SAMPLING = ("uniform", "bell")
 REPEAT_DIRECTIONS = ("forward", "both")  # copy rows hide the later mentions; or, half of them, the first ones
 CURRICULUM_START = 0.2  # with a curriculum, the largest time drawn grows from this share of the window to all of it
-# Evaluation uses fixed times (midpoints of ten equal bins) so eval_loss is comparable between evaluations
-# and the 1/t-weighted average is a midpoint-rule estimate of the ELBO integral.
-EVAL_TIMES = (torch.arange(10, dtype=torch.float32) + 0.5) / 10
 REPEAT_ROW_EXTRA = 0.15  # repeat-masked rows: the share of other tokens masked at random as well
 # Repeat masking skips common tokens: those in at least this share of the training rows ("the", ".", "was"). Their
 # repeats are not what copying is about, and masking them would hide the context that says which word a slot needs.
@@ -38,9 +36,11 @@ class DiffusionCollator:
     """Masks a batch of rows at drawn (or fixed) times.
 
     `training_step` is called at each batch for the training step the curriculum and the repeat-mask warm-up read
-    (the training package passes its `TrainingStep` callback); without one the step is 0. With `eval_times` every
-    batch is masked at those times in turn and copy rows are off; with a `seed` the random stream is the collator's
-    own and `reset()` restarts it.
+    (the training package passes its `TrainingStep` callback); without one the step is 0. `evaluation`: every batch
+    takes MDLM's antithetic draw over all of (0, 1] (`forward.antithetic_times`, no window, curriculum or copy rows),
+    so the logged bound is an unbiased estimate of the bound; with a `seed` the random stream is the collator's own
+    and `reset()` restarts it, so every evaluation draws the same times and masks and eval_loss stays comparable.
+    With `eval_times` (a probe at chosen levels, not a bound) every batch is masked at those times in turn.
     """
 
     def __init__(
@@ -55,6 +55,7 @@ class DiffusionCollator:
         max_mask_time: float = 1.0,
         time_sampling: str = "uniform",
         curriculum_steps: int = 0,
+        evaluation: bool = False,
         eval_times: torch.Tensor | None = None,
         seed: int | None = None,
         repeat_mask_share: float = 0.0,
@@ -84,6 +85,7 @@ class DiffusionCollator:
         self.time_sampling, self.curriculum_steps = time_sampling, curriculum_steps
         self.training_step = training_step
         self.eval_times = eval_times
+        self.evaluation = evaluation or eval_times is not None
         self.seed = seed
         self.reset()
 
@@ -107,6 +109,8 @@ class DiffusionCollator:
         """(batch,) times t in (0, 1]: continuous ones in [min_mask_time, max_mask_time]."""
         if self.eval_times is not None:
             return cycled_times(self.eval_times, batch)
+        if self.evaluation:
+            return antithetic_times(batch, self.generator)
         if self.mask_rates == "discrete":
             level = DISCRETE_LEVELS[torch.randint(len(DISCRETE_LEVELS), (1,), generator=self.generator)]
             return level.expand(batch).clone()
@@ -130,7 +134,7 @@ class DiffusionCollator:
         attention_mask = input_ids != self.forward.pad_id
         # Every row during the first repeat_mask_steps steps, then a share of them.
         repeat_share = 1.0 if self.training_step() < self.repeat_mask_steps else self.repeat_mask_share
-        if repeat_share > 0 and self.eval_times is None:
+        if repeat_share > 0 and not self.evaluation:
             masked, filler = self._copy_rows(input_ids, maskable, units.masked, repeat_share)
             units = replace(units, masked=masked)
             if filler is not None:
@@ -146,7 +150,16 @@ class DiffusionCollator:
             # m'(t) / (share masked): MDLM's m'(t)/m(t) with the share really masked, finite at tiny t.
             "loss_weight": units.weight.float(),
             "num_maskable": units.num_maskable,
+            # What a bound per document token divides by: the maskable tokens less line-by-line filler.
+            "num_counted": self._counted(units.clean, maskable, units.num_maskable),
         }
+
+    def _counted(self, input_ids, maskable, num_maskable) -> torch.Tensor:
+        """(units,) each unit's maskable tokens that are document text (its own end token counted, filler not)."""
+        if not self.line_by_line:
+            return num_maskable
+        filler = filler_positions(input_ids, self.end_id) & maskable
+        return num_maskable - filler.view(num_maskable.numel(), -1).sum(-1)
 
     def _copy_rows(self, input_ids, maskable, drawn, share: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """In a share of the rows, mask every uncommon token that repeats one earlier in the row (a name, an object;
@@ -170,7 +183,7 @@ class DiffusionCollator:
         # The end tokens that fill a line-by-line row after the document are hidden from attention there: with
         # them in view a tiny model does not learn to copy at all (measured, RESULTS.md), and they are not
         # what a copy row teaches.
-        filler = chosen & ((input_ids == self.end_id).long().cumsum(-1) >= 2) if self.line_by_line else None
+        filler = chosen & filler_positions(input_ids, self.end_id) if self.line_by_line else None
         light = (self._rand(batch, length) < REPEAT_ROW_EXTRA) & maskable
         masked = torch.where(chosen, repeats | light, drawn)
         if filler is not None:

@@ -143,3 +143,20 @@ class ForwardProcess:
 def cycled_times(times: torch.Tensor, units: int) -> torch.Tensor:
     """(units,) fixed times given in turn: unit u gets times[u % len(times)]."""
     return times[torch.arange(units) % len(times)]
+
+
+def antithetic_times(units: int, generator: torch.Generator | None) -> torch.Tensor:
+    """(units,) times in (0, 1]: one uniform offset, then evenly spaced (MDLM's low-discrepancy draw, sec. 3.5).
+
+    Each time alone is uniform on (0, 1], so a t-average over them is an unbiased estimate of the bound's integral;
+    together they cover the interval evenly, so it has low variance.
+    """
+    u = (torch.rand(1, generator=generator) + torch.arange(units) / units) % 1.0
+    return 1.0 - u
+
+
+def filler_positions(input_ids: torch.Tensor, end_id: int) -> torch.Tensor:
+    """(batch, seq) bool: the end tokens that fill a line-by-line row after its document's own end token. They
+    are not document text: a perplexity per document token counts the document's one end token and not these."""
+    ends = input_ids == end_id
+    return ends & (ends.long().cumsum(-1) >= 2)

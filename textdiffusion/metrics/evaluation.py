@@ -84,7 +84,7 @@ def report(
             logger.warning("the tokenizers differ: the text is retokenised; compare bits per byte, not per token")
         ar_rows = rows if matched else evaluation_rows(ar_tokenizer, docs, max_length, line_by_line)
         with checkpoint.forward_context():  # both models in the same precision
-            ar_row = {"model": "autoregressive", **causal_perplexity(ar_model, ar_tokenizer, ar_rows, batch_size).as_dict()}
+            ar_row = {"model": "autoregressive", **causal_perplexity(ar_model, ar_tokenizer, ar_rows, batch_size, line_by_line).as_dict()}
         diff_row["same_tokens"] = ar_row["same_tokens"] = matched
         table.append(ar_row)
 

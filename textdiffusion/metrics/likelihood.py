@@ -6,8 +6,10 @@ a sequence's maskable tokens through the forward process training uses (`masking
 the summed cross-entropy of the masked tokens by m'(t)/(share masked) (MDLM's m'(t)/m(t) with the share really
 masked, `masking.bound_weight`; n/k for the linear schedule), average over t and divide by the number of scored
 tokens. It upper-bounds the negative log-likelihood per token, so exp(bound) is a perplexity
-that can be compared with a causal LM's on the same tokens. train.py's `eval_elbo` is the same quantity estimated
-with ten fixed times and the training prefix (`elbo_bound(..., fixed_times=EVAL_TIMES)` reproduces it).
+that can be compared with a causal LM's on the same tokens. Both are per document token: on line-by-line rows the
+end tokens that fill a row after the document's own end are not counted (`forward.filler_positions`). train.py's
+`eval_elbo` is the same quantity estimated with one antithetic draw per row and the training prefix
+(`elbo_bound(..., antithetic=True)` reproduces it); both are unbiased.
 """
 
 import math
@@ -23,7 +25,7 @@ from textdiffusion.data.tokenization import (
     start_token_id,
 )
 from textdiffusion.errors import SettingsError
-from textdiffusion.masking.forward import ForwardProcess, cycled_times
+from textdiffusion.masking.forward import ForwardProcess, antithetic_times, filler_positions
 from textdiffusion.masking.loss import masked_diffusion_loss
 from textdiffusion.models.heads import max_positions
 
@@ -36,6 +38,11 @@ class Perplexity:
     tokens: int
     bytes: int
     exact: bool  # False for an upper bound (the diffusion ELBO)
+    stderr_nats: float | None = None  # Monte Carlo standard error of total_nats (an estimated bound); None if exact
+
+    @property
+    def nats_per_token_stderr(self) -> float | None:
+        return None if self.stderr_nats is None else self.stderr_nats / max(self.tokens, 1)
 
     @property
     def nats_per_token(self) -> float:
@@ -56,6 +63,7 @@ class Perplexity:
             f"{prefix}bits_per_byte": self.bits_per_byte,
             f"{prefix}tokens": self.tokens,
             f"{prefix}exact": self.exact,
+            **({f"{prefix}nats_per_token_stderr": self.nats_per_token_stderr} if self.stderr_nats is not None else {}),
         }
 
 
@@ -100,19 +108,21 @@ def elbo_bound(
     batch_size: int = 64,
     prefix_length: int = 0,
     prefix_policy: str = "fixed",
-    fixed_times: torch.Tensor | None = None,
+    antithetic: bool = False,
     progress=None,
     block_size: int | None = None,
 ) -> Perplexity:
-    """MDLM's upper bound on the NLL of `data` (rows laid out by `tokenize_documents`).
+    """MDLM's upper bound on the NLL of `data` (rows laid out by `tokenize_documents`), per document token.
 
     With `block_size` (a block-diffusion model) the bound of BD3-LM: the sum over blocks of each block's
     masked-diffusion bound given the clean blocks before it, each block at its own time (doubled_forward).
 
-    Each row is scored at `num_t_samples` stratified times. With `fixed_times`, each row is scored once and
-    row j of each batch gets fixed_times[j % len]: this is what train.py's evaluation does with its eval
-    collator, so the two numbers agree exactly for the same rows, batch size, seed and prefix.
-    The same seed gives the same times and the same masked positions, hence the same result.
+    Each row is scored at `num_t_samples` stratified times; the result carries the Monte Carlo standard error
+    (from the spread of each row's draws). With `antithetic`, each row is scored once and a batch's rows take
+    `forward.antithetic_times` from the masking stream: what train.py's evaluation does with its eval collator, so
+    the two numbers agree exactly for the same rows, batch size, seed and prefix (both unbiased). The same seed
+    gives the same times and the same masked positions, hence the same result. On line-by-line rows the end tokens
+    that fill a row after its document's end pay their nats (the model writes them) but are not counted as tokens.
     """
     model.eval()
     device = model_device(model)
@@ -121,21 +131,23 @@ def elbo_bound(
         tokenizer, line_by_line, schedule=schedule, prefix_length=prefix_length, prefix_policy=prefix_policy,
         block_size=block_size,
     )
-    # The masking stream: seeded like train.py's eval collator, so with fixed_times both mask the same positions.
+    # The masking stream: seeded like train.py's eval collator, so with `antithetic` both mask the same positions.
     generator = torch.Generator().manual_seed(seed)
-    if fixed_times is None:
+    copies = 1 if antithetic else num_t_samples
+    if not antithetic:
         times = stratified_times(len(rows), num_t_samples, torch.Generator().manual_seed(seed)).flatten()
         rows = rows.repeat_interleave(num_t_samples, dim=0)  # row i at its K times, one after another
     banned = unscored_ids(tokenizer)
-    weighted, scored = 0.0, 0
+    end_id = end_token_id(tokenizer)
+    draws, counted = [], 0  # each row copy's weighted nats; maskable document tokens over all copies
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         maskable = forward.maskable(chunk, generator)
         units = forward.num_units(chunk)
-        if fixed_times is None:  # every block of a row's copy at that copy's time (one unit per row without blocks)
+        if antithetic:
+            chunk_times = antithetic_times(units, generator)
+        else:  # every block of a row's copy at that copy's time (one unit per row without blocks)
             chunk_times = times[start : start + batch_size].repeat_interleave(units // len(chunk))
-        else:
-            chunk_times = cycled_times(fixed_times, units)
         masked = forward.mask_units(chunk, maskable, chunk_times, generator)
         weight = masked.weight  # (units,) float64
         with torch.no_grad():
@@ -143,14 +155,17 @@ def elbo_bound(
             logits, targets, unit = masked_logits(model, ids.to(device), attention.long().to(device), masked.labels.to(device), block_size)
             # The training loss's cross-entropy: <mask>, <pad> and <s> get no probability, as in train.py.
             _, ce, _ = masked_diffusion_loss(logits, targets, unit, weight, masked.num_maskable, banned_ids=banned)
-        weighted += float((weight.to(device) * ce.double()).sum())
-        scored += int(masked.num_maskable.sum())
+        draws.append((weight.to(device) * ce.double()).cpu().view(len(chunk), -1).sum(-1))
+        filler = filler_positions(chunk, end_id) & maskable if line_by_line else torch.zeros_like(maskable)
+        counted += int(maskable.sum() - filler.sum())
         if progress is not None:
             progress(len(chunk))
-    copies = 1 if fixed_times is not None else num_t_samples
-    tokens = round(scored / copies)  # distinct scored tokens; the bound per token is weighted / scored
+    draws = torch.cat(draws).view(-1, copies) if draws else torch.zeros(0, copies, dtype=torch.float64)
+    total = float(draws.sum()) / copies
+    # Each row's mean over its K draws estimates that row's bound; the rows are fixed, only the draws are random.
+    stderr = math.sqrt(float((draws.var(dim=1, unbiased=True) / copies).sum())) if copies > 1 else None
     base = rows[::copies]
-    return Perplexity(weighted / max(scored, 1) * tokens, tokens, text_bytes(tokenizer, base), exact=False)
+    return Perplexity(total, round(counted / copies), text_bytes(tokenizer, base), exact=False, stderr_nats=stderr)
 
 
 def unscored_ids(tokenizer) -> torch.Tensor:
@@ -193,15 +208,19 @@ def continuation_nll(model, pairs: list[tuple[list[int], list[int]]], batch_size
     return total, count
 
 
-def causal_perplexity(model, tokenizer, data, batch_size: int = 64) -> Perplexity:
-    """Exact perplexity of a causal LM on rows laid out by `tokenize_documents` (the first token is given)."""
+def causal_perplexity(model, tokenizer, data, batch_size: int = 64, line_by_line: bool = False) -> Perplexity:
+    """Exact perplexity of a causal LM on rows laid out by `tokenize_documents` (the first token is given), per
+    document token: on line-by-line rows the end tokens that fill a row after its document's end are not scored
+    (a causal LM stops at the end token)."""
     rows = as_rows(data)
     if rows.size(1) > max_positions(model):
         raise SettingsError(
             f"blocks of {rows.size(1)} tokens are longer than the causal LM allows ({max_positions(model)}); "
             "lower max_length"
         )
-    total, count = causal_nll(model, rows, batch_size=batch_size)
+    # The filler is a row's tail, so a row is scored up to its document's end token.
+    scored = ~filler_positions(rows, end_token_id(tokenizer)) if line_by_line else None
+    total, count = causal_nll(model, rows, scored, batch_size=batch_size)
     return Perplexity(total, count, text_bytes(tokenizer, rows), exact=True)
 
 

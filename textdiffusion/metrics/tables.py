@@ -6,6 +6,7 @@ import csv
 COLUMNS = (
     ("ppl", "ppl", "{:.3f}"),
     ("nats_per_token", "nats/tok", "{:.4f}"),
+    ("nats_per_token_stderr", "+- s.e.", "{:.4f}"),
     ("bits_per_byte", "bits/byte", "{:.4f}"),
     ("gen_ppl", "gen ppl", "{:.3f}"),
     ("entropy", "entropy", "{:.3f}"),
@@ -34,7 +35,8 @@ def format_table(table: list[dict]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))) for line in lines)
     if any(not r.get("exact", True) for r in table):
-        text += "\n* an upper bound on perplexity (the ELBO, MDLM); causal-LM perplexities are exact."
+        text += ("\n* an upper bound on perplexity (the ELBO, MDLM) with its Monte Carlo standard error; causal-LM "
+                 "perplexities are exact. Both are per document token (line-by-line filler end tokens not counted).")
     counts = sorted({r["num_samples"] for r in table if "valid_low" in r})
     if counts:
         text += (f"\nvalid: the share of valid stories among {' / '.join(map(str, counts))} samples, "

@@ -7,7 +7,8 @@ JSON-lines files:
 - choice: which of four endings (the passage's own last words, and three other passages' endings of the same
   word count) is the real one, by the log-likelihood of each (`acc`), and per character (`acc_norm`).
 
-Passages: documents of a line-by-line text, or sentences of running text, of 8 to 60 words.
+Passages: documents of a line-by-line text, or sentences of running text, of 8 to 60 words. A task given as
+TASK=FILE reads a user's own JSON-lines file of the same fields instead (`check_task_file`).
 """
 
 import json
@@ -18,6 +19,7 @@ from pathlib import Path
 from textdiffusion.errors import SettingsError
 
 TASKS = ("cloze", "choice")
+FIELDS = {"cloze": {"context": str, "continuation": str}, "choice": {"context": str, "choices": list, "label": int}}
 CHOICES = 4
 ENDING_WORDS = 3  # the choice task's endings: a passage's last three words
 MIN_WORDS, MAX_WORDS = 8, 60
@@ -78,6 +80,44 @@ def write_task_files(documents: list[str], line_by_line: bool, directory, limit:
         files[task] = directory / f"{task}.jsonl"
         files[task].write_text("".join(json.dumps(doc) + "\n" for doc in docs), encoding="utf-8")
     return files
+
+
+def parse_spec(spec: str) -> tuple[str, Path | None]:
+    """(task, its file or None) of a --tasks entry: TASK, built from the held-out text, or TASK=FILE."""
+    task, _, path = spec.partition("=")
+    if task not in TASKS:
+        raise SettingsError(f"--tasks {task} is unknown; choose any of {', '.join(TASKS)} (or TASK=FILE.jsonl)")
+    if _ and not Path(path).is_file():
+        raise SettingsError(f"--tasks {spec}: no such file {path}")
+    return task, Path(path) if _ else None
+
+
+def check_task_file(task: str, path) -> int:
+    """The number of documents of a JSON-lines task file, each checked for its task's FIELDS (and, for choice, a
+    label that indexes its choices); the first bad line is a SettingsError naming the file, the line and the field."""
+    need = FIELDS[task]
+    count = 0
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"task file {path} line {number}"
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SettingsError(f"{where} is not JSON ({err.msg})") from None
+        if not isinstance(doc, dict):
+            raise SettingsError(f"{where}: an object with {', '.join(need)} is expected")
+        for name, kind in need.items():
+            if name not in doc:
+                raise SettingsError(f"{where}: the field {name!r} is missing (a {task} line needs {', '.join(need)})")
+            if not isinstance(doc[name], kind) or isinstance(doc[name], bool):
+                raise SettingsError(f"{where}: {name!r} must be a {kind.__name__}, not {type(doc[name]).__name__}")
+        if task == "choice" and not 0 <= doc["label"] < len(doc["choices"]):
+            raise SettingsError(f"{where}: label {doc['label']} is not an index of its {len(doc['choices'])} choices")
+        count += 1
+    if not count:
+        raise SettingsError(f"task file {path} has no documents")
+    return count
 
 
 def task_config(task: str, path, name_prefix: str = "textdiffusion") -> dict:

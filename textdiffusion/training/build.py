@@ -15,7 +15,8 @@ from transformers import DataCollatorForLanguageModeling, Trainer, set_seed
 
 from textdiffusion.data import tokenization
 from textdiffusion.errors import SettingsError
-from textdiffusion.masking.collator import EVAL_TIMES, DiffusionCollator
+from textdiffusion.masking.collator import DiffusionCollator
+from textdiffusion.masking.forward import filler_positions
 from textdiffusion.models.build import build_model
 from textdiffusion.models.checkpoint import load_causal_lm, load_masked_lm
 from textdiffusion.models.diffusion_config import DiffusionConfig
@@ -90,15 +91,32 @@ def leading_rows(rows, count: int = 100_000) -> list[list[int]]:
     return [row["input_ids"] for row in itertools.islice(rows, count)]
 
 
+class CausalCollator:
+    """GPT-2's batches: the HF causal-LM collator, and on line-by-line rows the end tokens that fill a row after its
+    document's own end are no targets (GPT-2 stops at the end token), so its loss is per document token, as the
+    diffusion bound is."""
+
+    def __init__(self, tokenizer, line_by_line: bool):
+        self.causal = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+        self.end_id = tokenization.end_token_id(tokenizer)
+        self.line_by_line = line_by_line
+
+    def __call__(self, examples):
+        batch = self.causal(examples)
+        if self.line_by_line:
+            batch["labels"] = batch["labels"].masked_fill(filler_positions(batch["input_ids"], self.end_id), -100)
+        return batch
+
+
 def build_trainer(model, tokenizer, training_args, train_set, valid_set, config: DiffusionConfig, diff_args,
                   callbacks=()) -> Trainer:
     """The run's Trainer: for the GPT-2 baseline the HF Trainer with a causal-LM collator; for diffusion a
     DiffusionTrainer whose training collator draws times as `diff_args` asks (reading the step from a
-    TrainingStep callback) and whose evaluation masks at EVAL_TIMES, seeded with training_args.seed."""
+    TrainingStep callback) and whose evaluation draws unbiased times, seeded with training_args.seed."""
     common = {"model": model, "args": training_args, "train_dataset": train_set, "eval_dataset": valid_set,
               "processing_class": tokenizer, "callbacks": list(callbacks)}
     if config.objective == "ar":
-        return Trainer(**common, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+        return Trainer(**common, data_collator=CausalCollator(tokenizer, config.line_by_line))
     layout = {
         "tokenizer": tokenizer, "schedule": config.schedule, "prefix_length": config.prefix_length,
         "prefix_policy": config.prefix_policy, "line_by_line": config.line_by_line, "block_size": config.block_size,
@@ -117,7 +135,7 @@ def build_trainer(model, tokenizer, training_args, train_set, valid_set, config:
     return DiffusionTrainer(
         **common,
         data_collator=collator,
-        eval_collator=DiffusionCollator(eval_times=EVAL_TIMES, seed=training_args.seed, **layout),
+        eval_collator=DiffusionCollator(evaluation=True, seed=training_args.seed, **layout),
         loss_weighting=config.loss_weighting,
         block_size=config.block_size,
         new_weights_learning_rate=diff_args.new_weights_learning_rate,

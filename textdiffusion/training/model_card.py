@@ -33,7 +33,7 @@ BUILTIN_DATASETS = {"builtin": "the built-in story corpus", "builtin-fixed": "th
 HELD_OUT = {
     "diffusion": {
         "eval_loss": "mean cross-entropy of the masked tokens at the ten fixed mask levels (nats)",
-        "eval_elbo": "ELBO bound on the negative log-likelihood per token (nats)",
+        "eval_elbo": "ELBO bound on the negative log-likelihood per document token (nats; an unbiased one-draw estimate)",
         "eval_ppl_bound": "perplexity bound, exp(ELBO)",
     },
     "ar": {"eval_loss": "next-token cross-entropy per token (nats)"},

@@ -18,10 +18,10 @@ LEVEL_NAMES = [f"{(i + 1) / NUM_LEVELS:.1f}" for i in range(NUM_LEVELS)]
 
 
 class DiffusionTrainer(Trainer):
-    """Masked-diffusion loss, loss per mask level in the logs, fixed-level evaluation with the ELBO bound.
+    """Masked-diffusion loss, loss per mask level in the logs, evaluation with an unbiased estimate of the ELBO bound.
 
-    `data_collator` masks the training batches; `eval_collator` (a DiffusionCollator with fixed `eval_times` and
-    a seed) masks the evaluation batches, the same way at every evaluation. `banned_ids` get no probability in the
+    `data_collator` masks the training batches; `eval_collator` (a DiffusionCollator with `evaluation` and a seed)
+    masks the evaluation batches, the same way at every evaluation. `banned_ids` get no probability in the
     loss; `block_size` is block diffusion's (None: one masking unit per row).
     """
 
@@ -85,6 +85,7 @@ class DiffusionTrainer(Trainer):
         labels = inputs.pop("labels")
         weight = inputs.pop("loss_weight")
         num_maskable = inputs.pop("num_maskable")
+        num_counted = inputs.pop("num_counted")
         rate = inputs.pop("mask_rate")
         inputs.pop("mask_time")
         # One unit per row, or per block (noisy half only): each unit's masked tokens weighted by its own time.
@@ -92,11 +93,12 @@ class DiffusionTrainer(Trainer):
         logits, targets, unit = masked_logits(model, inputs["input_ids"], inputs["attention_mask"], labels, self.block_size)
         outputs = MaskedLMOutput(logits=logits)  # (masked positions, vocab): evaluation reads only the loss
         loss, ce_sum, count = masked_diffusion_loss(logits, targets, unit, weight, num_maskable, self.loss_weighting, self.banned_ids)
-        # The logged bound weights a row by m'(t) / (share masked), exactly as likelihood.elbo_bound does.
-        self._accumulate(model.training, rate, ce_sum, count, weight.to(ce_sum.dtype) * ce_sum, num_maskable)
+        # The logged bound weights a row by m'(t) / (share masked), exactly as likelihood.elbo_bound does, and is
+        # per document token (line-by-line filler pays its nats but is not counted).
+        self._accumulate(model.training, rate, ce_sum, count, weight.to(ce_sum.dtype) * ce_sum, num_counted)
         return (loss, outputs) if return_outputs else loss
 
-    def _accumulate(self, training, rate, ce_sum, count, weighted, num_maskable):
+    def _accumulate(self, training, rate, ce_sum, count, weighted, num_counted):
         # Rows 0/1: cross-entropy sum and masked-token count per level; row 2 holds the ELBO sums in 0/1.
         with torch.no_grad():
             level = (torch.ceil(rate * NUM_LEVELS).long() - 1).clamp(0, NUM_LEVELS - 1).cpu()
@@ -104,7 +106,7 @@ class DiffusionTrainer(Trainer):
             stats[0].index_add_(0, level, ce_sum.detach().double().cpu())
             stats[1].index_add_(0, level, count.double().cpu())
             stats[2, 0] += weighted.detach().double().sum().cpu()
-            stats[2, 1] += num_maskable.double().sum().cpu()
+            stats[2, 1] += num_counted.double().sum().cpu()
 
     def evaluate(self, *args, **kwargs):
         if self.eval_collator is not None:
