@@ -252,3 +252,43 @@ def test_seed_spread_groups_cells_over_seed_tables_and_takes_ratios_per_row(tmp_
         seed_spread.main(["--files", files[0], "--columns", "ratio", "--by", "dataset,steps"])
     with pytest.raises(cli.UsageError, match="no such file"):
         seed_spread.main(["--files", str(tmp_path / "missing.csv")])
+
+
+def test_frontier_sweeps_temperatures_per_strategy_and_gpt2_with_mauve(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path):
+    from experiments import frontier
+
+    held_out = tmp_path / "held-out.txt"
+    held_out.write_text(" ".join(corpus.generate_corpus(80, seed=4)))
+    argv = ["--checkpoints", tiny_checkpoint, tiny_checkpoint, "--ar-checkpoints", tiny_gpt2_checkpoint, tiny_gpt2_checkpoint,
+            "--validation-file", str(held_out), "--strategies", "confidence", "random", "--temperatures", "0.8", "1.2",
+            "--max-length", "32", "--num-samples", "6", "--steps", "8", "--output-dir", str(tmp_path / "out")]
+    rows = frontier.main(argv)
+    # Per pair: the held-out reference, then per temperature each strategy and GPT-2.
+    per_pair = ["held-out text"] + ["diffusion confidence", "diffusion random", "GPT-2"] * 2
+    assert [row["model"] for row in rows] == per_pair * 2 and [row["pair"] for row in rows] == [0] * 7 + [1] * 7
+    assert [row["temperature"] for row in rows[:7]] == [None, 0.8, 0.8, 0.8, 1.2, 1.2, 1.2]
+    for row in rows:
+        assert row["gen_ppl"] > 1 and row["entropy"] > 0 and 0 < row["mauve"] <= 1
+        assert row.get("passes") in (None, 8)
+    assert rows[0]["mauve"] == 1.0
+    table = (tmp_path / "out" / "frontier.md").read_text()
+    assert "| diffusion random | 1.2 | 2 | 8 |" in table and (tmp_path / "out" / "frontier.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--temperatures", "0"], "--temperatures 0.0 must be more than 0"),
+    (["--strategies", "banana"], "--strategies banana is unknown"),
+    (["--checkpoints", "one", "two"], "--checkpoints (2) and --ar-checkpoints (1) must be pairs"),
+    (["--steps", "99", "--max-length", "32"], "--steps 99 must be in 1..--max-length 32"),
+])
+def test_frontier_bad_input_is_one_line(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path, capsys, flags, message):
+    from experiments import frontier
+
+    held_out = tmp_path / "held-out.txt"
+    held_out.write_text("a held-out text .")
+    argv = ["--checkpoints", tiny_checkpoint, "--ar-checkpoints", tiny_gpt2_checkpoint, "--validation-file", str(held_out),
+            "--output-dir", str(tmp_path / "out"), *flags]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(frontier.main, argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
