@@ -394,7 +394,8 @@ class EvaluationArguments:
     tasks: list[str] = field(
         default_factory=list,
         metadata={"help": "Instead of the bound and samples: lm-eval tasks built from the held-out text (cloze: the last "
-                  "word; choice: the real ending of four), for this checkpoint and --ar-checkpoint (metrics.tasks); "
+                  "word; choice: the real ending of four; carry, built-in stories: the real last sentence against the opening's "
+                  "person, colour or object swapped), for this checkpoint and --ar-checkpoint (metrics.tasks); "
                   "TASK=FILE.jsonl scores your own file of the same fields."},
     )
     mc_num: int = field(default=128, metadata={"help": "--tasks: Monte Carlo masks per log-likelihood of the diffusion model."})

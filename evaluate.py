@@ -51,6 +51,8 @@ def check_args(eval_args, sampling) -> None:
         task, path = tasks.parse_spec(spec)
         if path is not None:
             tasks.check_task_file(task, path)
+        elif task in tasks.STORY_TASKS and eval_args.validation_file:
+            raise UsageError(f"--tasks {task} is built from the built-in stories; leave out --validation-file, or give {task}=FILE.jsonl")
     if eval_args.mc_num < 1:
         raise UsageError(f"--mc-num {eval_args.mc_num} must be 1 or more")
     if eval_args.output_dir and Path(eval_args.output_dir).is_file():
@@ -79,8 +81,8 @@ def run_tasks(checkpoint, docs, line_by_line, eval_args, sampling) -> list[dict]
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(eval_args.output_dir or scratch) / "task_files"
         specs = dict(tasks.parse_spec(spec) for spec in eval_args.tasks)
-        built = tasks.write_task_files(docs, line_by_line, folder, limit=eval_args.max_eval_samples, seed=sampling.seed) \
-            if None in specs.values() else {}
+        built = tasks.write_task_files(docs, line_by_line, folder, limit=eval_args.max_eval_samples, seed=sampling.seed,
+                                       stories=not eval_args.validation_file) if None in specs.values() else {}
         files = {task: path or built[task] for task, path in specs.items()}
         rows = harness.run_tasks(checkpoint, eval_args.ar_checkpoint, files, eval_args.mc_num, sampling.seed, eval_args.eval_batch_size)
     print(harness.format_task_rows(rows))

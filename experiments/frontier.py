@@ -12,11 +12,15 @@ seed, as experiments.defaults_table trains them), every strategy of --strategies
 (token by token, cached). Each set is scored by that GPT-2 as judge (perplexity of the samples), by its unigram
 entropy, and by MAUVE against as many held-out blocks of the same length, on the judge's features
 (metrics.mauve_score). Reported per setting: min / median / max over the pairs; the held-out text's own judge
-perplexity and entropy are the target point. Writes frontier.csv, frontier.md and frontier.png into --output-dir.
+perplexity and entropy are the target point. Writes frontier.csv, frontier.md and frontier.png into --output-dir;
+each pair's rows are kept in pairs/ there and reused when the same pair is run again with the same settings (so pairs
+can be measured as their models become ready, then put together).
 """
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -96,6 +100,20 @@ def pair_rows(args, seed_index: int, checkpoint_path: str, ar_path: str) -> list
     return rows
 
 
+def cached_pair_rows(args, index: int, checkpoint: str, ar: str, folder: Path) -> list[dict]:
+    """pair_rows, kept in FOLDER under a name made of the pair and every setting that shapes its rows."""
+    settings = {k: v for k, v in asdict(args).items() if k not in ("checkpoints", "ar_checkpoints", "output_dir", "threads", "name")}
+    key = json.dumps([str(Path(checkpoint).resolve()), str(Path(ar).resolve()), settings], sort_keys=True)
+    path = folder / f"pair-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    if path.is_file():
+        rows = json.loads(path.read_text())
+    else:
+        rows = pair_rows(args, index, checkpoint, ar)
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows))
+    return [{**row, "pair": index} for row in rows]
+
+
 def summary(rows: list[dict]) -> list[dict]:
     """min / median / max over the pairs of each (model, temperature)."""
     keys = list(dict.fromkeys((row["model"], row["temperature"]) for row in rows))
@@ -143,11 +161,10 @@ def main(argv=None):
         raise UsageError("MAUVE needs mauve-text: pip install -e '.[eval]'")
     if args.threads:
         torch.set_num_threads(args.threads)
+    out = Path(args.output_dir)
     rows = []
     for index, (checkpoint, ar) in enumerate(zip(args.checkpoints, args.ar_checkpoints)):
-        rows += pair_rows(args, index, checkpoint, ar)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+        rows += cached_pair_rows(args, index, checkpoint, ar, out / "pairs")
     tables.write_csv(out / "frontier.csv", rows, list(dict.fromkeys(key for row in rows for key in row)))
     table = tables.markdown_table(summary(rows), ["model", "temperature", "pairs", "passes", "judge ppl", "entropy", "MAUVE"])
     (out / "frontier.md").write_text(table + "\n")

@@ -254,7 +254,7 @@ def test_seed_spread_groups_cells_over_seed_tables_and_takes_ratios_per_row(tmp_
         seed_spread.main(["--files", str(tmp_path / "missing.csv")])
 
 
-def test_frontier_sweeps_temperatures_per_strategy_and_gpt2_with_mauve(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path):
+def test_frontier_sweeps_temperatures_per_strategy_and_gpt2_with_mauve(tiny_checkpoint, tiny_gpt2_checkpoint, tmp_path, monkeypatch):
     from experiments import frontier
 
     held_out = tmp_path / "held-out.txt"
@@ -273,6 +273,9 @@ def test_frontier_sweeps_temperatures_per_strategy_and_gpt2_with_mauve(tiny_chec
     assert rows[0]["mauve"] == 1.0
     table = (tmp_path / "out" / "frontier.md").read_text()
     assert "| diffusion random | 1.2 | 2 | 8 |" in table and (tmp_path / "out" / "frontier.png").stat().st_size > 0
+    # A pair measured before with the same settings is read back, not sampled again.
+    monkeypatch.setattr(frontier, "pair_rows", lambda *a: pytest.fail("sampled again"))
+    assert frontier.main(argv) == rows
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -30,6 +30,27 @@ def test_cloze_and_choice_documents_are_cut_from_each_passage():
         "A sentence with enough words to count as a passage here."] * 2
 
 
+def test_carry_documents_swap_one_of_the_openings_slots_in_the_ending():
+    stories = corpus.generate_corpus(40, seed=5)
+    docs = tasks.carry_docs(stories, seed=1)
+    assert len(docs) >= 30
+    kinds = (set(corpus.NAMES), set(corpus.COLOURS), set(corpus.OBJECTS))
+    for story, doc in zip(stories, docs):
+        real = doc["choices"][doc["label"]]
+        assert story.startswith(doc["context"]) and (doc["context"] + real).split() == story.split()
+        opening = doc["context"].split(" .")[0].split()
+        swapped = []
+        for choice in doc["choices"]:
+            changed = [(a, b) for a, b in zip(real.split(), choice.split()) if a != b]
+            if choice != real:
+                # every occurrence of one opening value replaced by another of its kind that the story never names
+                (old, new), *_ = changed
+                assert all(pair == (old, new) for pair in changed) and old in opening and new not in story.split()
+                swapped.append(next(i for i, kind in enumerate(kinds) if old in kind and new in kind))
+        assert sorted(swapped) == [0, 1, 2]  # the person, the colour and the object, once each
+    assert len({doc["label"] for doc in docs}) == 4
+
+
 def test_the_gpt2_rows_start_with_the_start_token_and_nothing_after_the_context(story_tokenizer):
     bos_only = harness.bos_only_tokenizer(story_tokenizer)
     plain = story_tokenizer("the girl", add_special_tokens=False)["input_ids"]
@@ -47,10 +68,11 @@ def trained_pair(tmp_path_factory):
 
 def test_evaluate_tasks_scores_both_models_with_the_harness(trained_pair, tmp_path, capsys):
     diffusion, ar = trained_pair
-    rows = evaluate.main(["--checkpoint", str(diffusion), "--ar-checkpoint", str(ar), "--tasks", "cloze", "choice",
+    rows = evaluate.main(["--checkpoint", str(diffusion), "--ar-checkpoint", str(ar), "--tasks", "cloze", "choice", "carry",
                           "--max-eval-samples", "24", "--mc-num", "2", "--output-dir", str(tmp_path / "out")])
     assert [(r["task"], r["metric"]) for r in rows] == [("textdiffusion_cloze", "acc"), ("textdiffusion_cloze", "perplexity"),
-                                                        ("textdiffusion_choice", "acc"), ("textdiffusion_choice", "acc_norm")]
+                                                        ("textdiffusion_choice", "acc"), ("textdiffusion_choice", "acc_norm"),
+                                                        ("textdiffusion_carry", "acc"), ("textdiffusion_carry", "acc_norm")]
     for row in rows:
         assert row["documents"] == 24
         if row["metric"].startswith("acc"):
@@ -58,7 +80,7 @@ def test_evaluate_tasks_scores_both_models_with_the_harness(trained_pair, tmp_pa
         else:
             assert row["diffusion"] > 1 and row["GPT-2"] > 1
     saved = json.loads((tmp_path / "out" / "tasks.json").read_text())
-    assert saved["rows"] == rows and saved["arguments"]["tasks"] == ["cloze", "choice"]
+    assert saved["rows"] == rows and saved["arguments"]["tasks"] == ["cloze", "choice", "carry"]
     documents = (tmp_path / "out" / "task_files" / "cloze.jsonl").read_text().splitlines()
     held_out = corpus.generate_corpus(24, seed=1)  # the validation stories, never the training ones
     assert all(json.loads(line)["context"] in " ".join(held_out) for line in documents)
@@ -66,8 +88,10 @@ def test_evaluate_tasks_scores_both_models_with_the_harness(trained_pair, tmp_pa
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--tasks", "lambada"], "--tasks lambada is unknown; choose any of cloze, choice (or TASK=FILE.jsonl)"),
+    (["--tasks", "lambada"], "--tasks lambada is unknown; choose any of cloze, choice, carry (or TASK=FILE.jsonl)"),
     (["--tasks", "cloze=missing.jsonl"], "--tasks cloze=missing.jsonl: no such file missing.jsonl"),
+    (["--tasks", "carry", "--validation-file", "README.md"],
+     "--tasks carry is built from the built-in stories; leave out --validation-file, or give carry=FILE.jsonl"),
     (["--tasks", "cloze", "--mc-num", "0"], "--mc-num 0 must be 1 or more"),
 ])
 def test_evaluate_tasks_bad_input_is_one_line(trained_pair, flags, message, capsys):

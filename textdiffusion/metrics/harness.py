@@ -14,6 +14,7 @@ the first stop sequence. Block-diffusion checkpoints are not scored (their bound
 """
 
 import dataclasses
+import os
 import typing
 
 from lm_eval.api.model import LM
@@ -27,6 +28,7 @@ from textdiffusion.models import load_checkpoint
 from textdiffusion.models.heads import max_positions
 from textdiffusion.sampling import GenerationSettings, generate
 
+BOOTSTRAP_ITERS = 1000  # draws for the standard error of a metric without a closed form (the cloze perplexity)
 SETTING_TYPES = {f.name: f.type for f in dataclasses.fields(GenerationSettings)}
 
 
@@ -186,8 +188,12 @@ def run_tasks(checkpoint, ar_path: str | None, files: dict, mc_num: int, seed: i
         model, tokenizer = load_causal_lm(ar_path)
         models_to_run["GPT-2"] = HFLM(pretrained=model.eval(), tokenizer=bos_only_tokenizer(tokenizer), add_bos_token=True,
                                       batch_size=batch_size, max_length=max_positions(model))
+    # lm-eval bootstraps the perplexity's standard error in a forked process pool, and a fork of a process running
+    # torch's threads can deadlock (it did, in this project's tests): bootstrap in this process, 1000 draws.
+    os.environ.setdefault("DISABLE_MULTIPROC", "1")
     results = {name: lm_eval.simple_evaluate(model=lm, tasks=configs, random_seed=seed, numpy_random_seed=seed,
-                                             torch_random_seed=seed, fewshot_random_seed=seed, log_samples=False)["results"]
+                                             torch_random_seed=seed, fewshot_random_seed=seed, log_samples=False,
+                                             bootstrap_iters=BOOTSTRAP_ITERS)["results"]
                for name, lm in models_to_run.items()}
     rows = []
     for config in configs:

@@ -6,6 +6,8 @@ JSON-lines files:
   On the built-in stories the last word is the object the opening named: whether the model carries it to the end.
 - choice: which of four endings (the passage's own last words, and three other passages' endings of the same
   word count) is the real one, by the log-likelihood of each (`acc`), and per character (`acc_norm`).
+- carry (the built-in stories only): the story's last sentence, against three copies of it in which the opening's
+  person, colour or object is replaced by another one of its kind: whether the model carries each to the end.
 
 Passages: documents of a line-by-line text, or sentences of running text, of 8 to 60 words. A task given as
 TASK=FILE reads a user's own JSON-lines file of the same fields instead (`check_task_file`).
@@ -16,10 +18,13 @@ import random
 import re
 from pathlib import Path
 
+from textdiffusion.data import corpus
 from textdiffusion.errors import SettingsError
 
-TASKS = ("cloze", "choice")
-FIELDS = {"cloze": {"context": str, "continuation": str}, "choice": {"context": str, "choices": list, "label": int}}
+TASKS = ("cloze", "choice", "carry")
+STORY_TASKS = ("carry",)  # built from the built-in stories only
+FIELDS = {"cloze": {"context": str, "continuation": str}, "choice": {"context": str, "choices": list, "label": int},
+          "carry": {"context": str, "choices": list, "label": int}}
 CHOICES = 4
 ENDING_WORDS = 3  # the choice task's endings: a passage's last three words
 MIN_WORDS, MAX_WORDS = 8, 60
@@ -65,8 +70,37 @@ def choice_docs(texts: list[str], seed: int = 0) -> list[dict]:
     return docs
 
 
-def write_task_files(documents: list[str], line_by_line: bool, directory, limit: int | None = None, seed: int = 0) -> dict:
-    """TASK -> the JSON-lines file of its documents, written into `directory` from held-out `documents`."""
+def carry_docs(stories: list[str], seed: int = 0) -> list[dict]:
+    """{'context', 'choices', 'label'} of built-in stories: the story without its last sentence, and four last
+    sentences: the real one and one each with the opening's person, colour and object (those the ending repeats)
+    replaced by another of its kind that the story never names."""
+    rng = random.Random(seed)
+    docs = []
+    for story in stories:
+        sentences = [s.strip() + " ." for s in story.split(" .") if s.strip()]
+        if len(sentences) < 2:
+            continue
+        opening, ending = sentences[0].split(), sentences[-1]
+        named = set(story.split())
+        swaps = []
+        for kind in (corpus.NAMES, corpus.COLOURS, corpus.OBJECTS):
+            value = next((word for word in opening if word in kind), None)
+            if value and value in ending.split():
+                other = rng.choice([v for v in kind if v not in named])
+                swaps.append(" ".join(other if word == value else word for word in ending.split()))
+        if len(swaps) < CHOICES - 1:
+            continue
+        label = rng.randrange(CHOICES)
+        choices = swaps[: CHOICES - 1]
+        choices.insert(label, ending)
+        docs.append({"context": " ".join(sentences[:-1]), "choices": [f" {c}" for c in choices], "label": label})
+    return docs
+
+
+def write_task_files(documents: list[str], line_by_line: bool, directory, limit: int | None = None, seed: int = 0,
+                     stories: bool = False) -> dict:
+    """TASK -> the JSON-lines file of its documents, written into `directory` from held-out `documents`; with
+    `stories` (the documents are built-in stories) the carry task's too."""
     texts = passages(documents, line_by_line)
     if len(texts) < CHOICES:
         raise SettingsError(f"the held-out text has {len(texts)} passages of {MIN_WORDS}-{MAX_WORDS} words; the tasks need at least {CHOICES}")
@@ -76,7 +110,10 @@ def write_task_files(documents: list[str], line_by_line: bool, directory, limit:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     files = {}
-    for task, docs in (("cloze", cloze_docs(texts)), ("choice", choice_docs(texts, seed))):
+    built = [("cloze", cloze_docs(texts)), ("choice", choice_docs(texts, seed))]
+    if stories:
+        built.append(("carry", carry_docs(texts, seed)))
+    for task, docs in built:
         files[task] = directory / f"{task}.jsonl"
         files[task].write_text("".join(json.dumps(doc) + "\n" for doc in docs), encoding="utf-8")
     return files
@@ -130,6 +167,7 @@ def task_config(task: str, path, name_prefix: str = "textdiffusion") -> dict:
         return {**common, "output_type": "loglikelihood", "doc_to_target": "{{continuation}}",
                 "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
                                 {"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False}]}
+    # choice and carry
     return {**common, "output_type": "multiple_choice", "doc_to_choice": "{{choices}}", "doc_to_target": "{{label}}",
             "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
                             {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]}
